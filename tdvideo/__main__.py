@@ -1,0 +1,5 @@
+"""``python -m tdvideo``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,360 @@
+"""Per-frame models by name, with the preprocessing that belongs to them.
+
+Following torchvision's weights API, preprocessing travels with the model: a
+:class:`Backbone` knows its module, the shape of one frame's features, and the input
+size, mean/std and interpolation it expects. The built-in models need no weights.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ._types import Interpolation, Size
+from .errors import ModelError, WeightsError
+from .timedistributed import TimeDistributed
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Backbone",
+    "ModelEntry",
+    "Normalize",
+    "Preprocessing",
+    "build_backbone",
+    "list_models",
+    "load_state_dict_file",
+    "model_entry",
+]
+
+Pool = Literal["avg", "none"]
+DEFAULT_MODEL = "colorhist"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+UNIT_MEAN = (0.0, 0.0, 0.0)
+UNIT_STD = (1.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How frames must look before they reach the model.
+
+    ``size`` is the resize target (short side, or ``(H, W)``), ``crop`` an optional
+    center crop after it; ``mean``/``std`` apply to pixels scaled to [0, 1].
+    """
+
+    size: Size | None
+    crop: Size | None = None
+    mean: tuple[float, float, float] = UNIT_MEAN
+    std: tuple[float, float, float] = UNIT_STD
+    interpolation: Interpolation = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Normalize(nn.Module):
+    """uint8 (or [0, 255] float) frames to normalized float: ``(x / 255 - mean) / std``.
+
+    Runs on the device, so only uint8 crosses the host-to-device link. One multiply-add
+    on a fresh float tensor; the memory format (channels_last) is preserved.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * s), persistent=False)
+        self.register_buffer("shift", -m / s, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+class ColorHistogram(nn.Module):
+    """Per-channel colour histograms of frames in [0, 1]: ``(N, 3 * bins)``, each channel summing to 1.
+
+    Cheap, weight-free and useful: scene changes, shot boundaries and near-duplicate
+    frames show up directly in the distance between consecutive rows.
+    """
+
+    def __init__(self, bins: int = 16) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        idx = (x.float().clamp(0.0, 1.0) * self.bins).long().clamp_(max=self.bins - 1)
+        offsets = torch.arange(c, device=x.device).view(1, c, 1) * self.bins
+        idx = (idx.flatten(2) + offsets).flatten(1)
+        ones = torch.ones((), dtype=torch.float32, device=x.device).expand(idx.shape)
+        hist = torch.zeros(n, c * self.bins, dtype=torch.float32, device=x.device)
+        return hist.scatter_add_(1, idx, ones) / (h * w)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}"
+
+
+class Thumbnail(nn.Module):
+    """An ``side`` x ``side`` average-pooled thumbnail of each frame, flattened: ``(N, 3 * side**2)``."""
+
+    def __init__(self, side: int = 8) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(side)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(x).flatten(1)
+
+
+class _GlobalAvgPool(nn.Module):
+    """Spatial map ``(N, C, H, W)`` to ``(N, C)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+def _seeded_conv2d() -> nn.Module:
+    # The seed example, with a fixed initialisation so features are reproducible run to run.
+    conv = nn.Conv2d(3, 16, kernel_size=3)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        bound = 1.0 / (3 * 3 * 3) ** 0.5
+        conv.weight.copy_(torch.empty_like(conv.weight).uniform_(-bound, bound, generator=gen))
+        conv.bias.copy_(torch.empty_like(conv.bias).uniform_(-bound, bound, generator=gen))
+    return conv
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: how to build it and what it expects.
+
+    ``builder(pool)`` returns the per-frame module (normalized float frames in,
+    features out). ``spatial`` says whether the model has a spatial map for
+    ``pool="none"``; ``default_pool`` is used when the caller leaves ``pool`` unset.
+    """
+
+    name: str
+    builder: Callable[[Pool], nn.Module]
+    preprocessing: Preprocessing
+    needs_weights: bool
+    description: str
+    spatial: bool = False
+    default_pool: Pool = "avg"
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    """Add a model to the registry; names are unique."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def _no_pool(name: str, module: Callable[[], nn.Module]) -> Callable[[Pool], nn.Module]:
+    def build(pool: Pool) -> nn.Module:
+        if pool != "avg":
+            raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg', got {pool!r}")
+        return module()
+
+    return build
+
+
+def _conv2d(pool: Pool) -> nn.Module:
+    conv = _seeded_conv2d()
+    return nn.Sequential(conv, _GlobalAvgPool()) if pool == "avg" else conv
+
+
+register_model(
+    ModelEntry(
+        name="colorhist",
+        builder=_no_pool("colorhist", ColorHistogram),
+        preprocessing=Preprocessing(size=112),
+        needs_weights=False,
+        description="RGB colour histograms, 3 x 16 bins (default; no weights)",
+    )
+)
+register_model(
+    ModelEntry(
+        name="thumbnail",
+        builder=_no_pool("thumbnail", Thumbnail),
+        preprocessing=Preprocessing(size=(64, 64), interpolation="area"),
+        needs_weights=False,
+        description="8 x 8 RGB thumbnail, flattened (no weights)",
+    )
+)
+register_model(
+    ModelEntry(
+        name="conv2d",
+        builder=_conv2d,
+        preprocessing=Preprocessing(size=(64, 64), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        needs_weights=False,
+        description="the seed example TimeDistributed(Conv2d(3, 16, 3)), seeded init; spatial maps",
+        spatial=True,
+        default_pool="none",
+    )
+)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by an fnmatch ``pattern``."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; :class:`ModelError` listing close names if unknown."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = list_models()
+        raise ModelError(f"unknown model {name!r}; available: {', '.join(known)}") from None
+
+
+@dataclass
+class Backbone:
+    """A built per-frame model with its preprocessing and provenance.
+
+    ``module`` takes normalized float frames ``(N, 3, H, W)``; :meth:`frame_model`
+    prepends the uint8-to-normalized-float step. ``feature_shape`` is one frame's
+    output shape at the preprocessing size.
+    """
+
+    name: str
+    module: nn.Module
+    preprocessing: Preprocessing
+    feature_shape: tuple[int, ...]
+    pool: Pool
+    weights: str | None
+    weights_sha256: str | None = None
+    random_weights: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def frame_model(self) -> nn.Module:
+        """uint8 ``(N, 3, H, W)`` frames in, features out."""
+        p = self.preprocessing
+        return nn.Sequential(Normalize(p.mean, p.std), self.module)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "random_weights": self.random_weights,
+            "pool": self.pool,
+            "feature_shape": list(self.feature_shape),
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+
+def feature_shape(module: nn.Module, preprocessing: Preprocessing) -> tuple[int, ...]:
+    """One frame's output shape, from a meta-device pass (no real compute)."""
+    size = preprocessing.crop or preprocessing.size or 224
+    h, w = (size, size) if isinstance(size, int) else size
+    shape = TimeDistributed(module).output_shape((1, 1, 3, h, w), dtype=torch.float32)
+    if not isinstance(shape, torch.Size):
+        raise ModelError(f"{type(module).__name__} returns {type(shape).__name__}, not one tensor per frame")
+    return tuple(shape[2:])
+
+
+def build_backbone(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | Path | None = None,
+    pool: Pool | None = None,
+) -> Backbone:
+    """Build a registered model, ready for :class:`TimeDistributed`.
+
+    Args:
+        name: a name from :func:`list_models`.
+        weights: ``None``/``"DEFAULT"`` for the model's default weights (built-ins have
+            none to load), ``"none"`` for its plain initialisation, or a path to a
+            state-dict checkpoint loaded safely (``weights_only=True``).
+        pool: ``"avg"`` for one vector per frame, ``"none"`` for the spatial map;
+            ``None`` takes the model's default.
+    """
+    entry = model_entry(name)
+    if pool is not None and pool not in ("avg", "none"):
+        raise ModelError(f"pool must be 'avg' or 'none', got {pool!r}")
+    pool = pool or entry.default_pool
+    if pool == "none" and not entry.spatial:
+        raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg'")
+    module = entry.builder(pool)
+    weights_name: str | None = None
+    sha256: str | None = None
+    if weights is not None and str(weights) not in ("DEFAULT", "none"):
+        path = Path(weights)
+        sha256 = load_state_dict_file(module, path)
+        weights_name = str(path)
+    module.eval()
+    return Backbone(
+        name=name,
+        module=module,
+        preprocessing=entry.preprocessing,
+        feature_shape=feature_shape(module, entry.preprocessing),
+        pool=pool,
+        weights=weights_name,
+        weights_sha256=sha256,
+        random_weights=entry.needs_weights and weights_name is None,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, Tensor]:
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a state dict (a mapping of names to tensors)")
+    prefix = "module."
+    if obj and all(k.startswith(prefix) for k in obj):
+        obj = {k[len(prefix) :]: v for k, v in obj.items()}
+    return obj
+
+
+def load_state_dict_file(module: nn.Module, path: Path) -> str:
+    """Load a checkpoint into ``module`` without executing code from it; return its sha256.
+
+    Accepts a plain state dict or one wrapped under ``state_dict``/``model``, with or
+    without ``module.`` prefixes (DataParallel/DDP). Uses ``torch.load(weights_only=True)``,
+    so a pickle that would run code is refused before anything in it runs.
+    """
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: refused to load (only plain tensor checkpoints are allowed): {first}") from exc
+    state = _unwrap_state_dict(obj, path)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+    if mismatched:
+        problems.append(f"shape mismatch: {', '.join(mismatched[:5])}{' ...' if len(mismatched) > 5 else ''}")
+    if problems:
+        raise WeightsError(f"{path} does not fit the model: {'; '.join(problems)}")
+    module.load_state_dict(state)
+    return _sha256(path)

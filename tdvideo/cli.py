@@ -1,0 +1,225 @@
+"""The ``tdvideo`` command: a thin Typer layer over the library API.
+
+Exit codes: 0 when every input succeeded, 1 when any input failed (the others are still
+processed), 2 for usage errors (bad option, missing path, no videos found).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._version import __version__
+from .errors import TdvideoError, UsageError
+
+app = typer.Typer(
+    name="tdvideo",
+    help="Per-timestep video features: decode with PyAV, run a TimeDistributed backbone, write arrays.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class FormatChoice(str, Enum):
+    npy = "npy"
+    npz = "npz"
+    pt = "pt"
+
+
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class DTypeChoice(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+class PoolChoice(str, Enum):
+    avg = "avg"
+    none = "none"
+
+
+class OnErrorChoice(str, Enum):
+    fail = "raise"
+    keep = "keep"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _parse_size(value: Optional[str], name: str) -> int | tuple[int, int] | None:
+    """``224`` (short side) or ``224x160`` (H x W)."""
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or any(n <= 0 for n in numbers):
+        raise UsageError(f"{name} must be S or HxW with positive integers, got {value!r}")
+    return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tdvideo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Per-timestep video features."""
+
+
+@app.command()
+def extract(
+    inputs: Annotated[list[Path], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; input folder trees are mirrored.")] = Path("features"),
+    model: Annotated[str, typer.Option(help="Model name (see `tdvideo models`).")] = "colorhist",
+    weights: Annotated[
+        Optional[str], typer.Option(help="DEFAULT, none, or a checkpoint PATH (loaded with weights_only).")
+    ] = None,
+    pool: Annotated[Optional[PoolChoice], typer.Option(help="avg: a vector per frame; none: spatial maps.")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Sample this many frames per second.")] = None,
+    stride: Annotated[Optional[int], typer.Option(help="Keep every N-th frame.")] = None,
+    num_frames: Annotated[Optional[int], typer.Option(help="Keep N frames spread uniformly.")] = None,
+    start: Annotated[Optional[float], typer.Option(help="Start time in seconds.")] = None,
+    end: Annotated[Optional[float], typer.Option(help="End time in seconds (exclusive).")] = None,
+    clip_len: Annotated[Optional[int], typer.Option(help="Group kept frames into windows of N frames.")] = None,
+    clip_stride: Annotated[Optional[int], typer.Option(help="A new window every N kept frames (default: clip-len).")] = None,
+    keyframes_only: Annotated[bool, typer.Option(help="Decode keyframes only.")] = False,
+    size: Annotated[Optional[str], typer.Option(help="Resize: S (short side) or HxW. Default: the model's.")] = None,
+    crop: Annotated[Optional[str], typer.Option(help="Center crop after resizing: S or HxW.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Frames per forward pass.")] = 64,
+    precision: Annotated[PrecisionChoice, typer.Option(help="Autocast precision on the device.")] = PrecisionChoice.fp32,
+    fmt: Annotated[FormatChoice, typer.Option("--format", help="Array file format.")] = FormatChoice.npy,
+    dtype: Annotated[DTypeChoice, typer.Option(help="dtype of the written features.")] = DTypeChoice.float32,
+    on_error: Annotated[
+        OnErrorChoice, typer.Option(help="A video failing part-way: raise (it fails) or keep the frames so far.")
+    ] = OnErrorChoice.fail,
+    overwrite: Annotated[bool, typer.Option(help="Recompute outputs that are already finished.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+    log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning, error.")] = "warning",
+) -> None:
+    """Extract per-timestep features from videos into OUT (one array + one JSON per video)."""
+    from .pipeline import Extractor, RunSummary
+
+    _configure_logging(log_level)
+    try:
+        extractor = Extractor(
+            model,
+            weights=weights,
+            pool=pool.value if pool else None,
+            device=device,
+            batch_size=batch_size,
+            precision=precision.value,
+            size=_parse_size(size, "--size"),
+            crop=_parse_size(crop, "--crop"),
+            on_error=on_error.value,
+            dtype=dtype.value,
+            fps=fps,
+            stride=stride,
+            num_frames=num_frames,
+            start=start,
+            end=end,
+            clip_len=clip_len,
+            clip_stride=clip_stride,
+            keyframes_only=keyframes_only,
+        )
+        summary = RunSummary()
+        for result in extractor.run(
+            inputs, out=out, fmt=fmt.value, overwrite=overwrite, progress=None if not quiet else False, summary=summary
+        ):
+            if result.status == "failed":
+                typer.echo(f"failed: {result.path}: {result.error}", err=True)
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    if not quiet:
+        typer.echo(summary.line(), err=True)
+    if summary.failed:
+        typer.echo(f"{summary.failed} input(s) failed; see {out / 'failures.jsonl'}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="A video file.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a video's container, codec, size, frame rate, duration, frame count and rotation."""
+    from .decode import probe
+
+    try:
+        video = probe(path)
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    data = video.to_dict()
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the available models with their feature shape and whether they need weights."""
+    from .backbones import build_backbone, list_models, model_entry
+
+    rows = []
+    for name in list_models():
+        entry = model_entry(name)
+        backbone = build_backbone(name)
+        rows.append(
+            {
+                "name": name,
+                "feature_shape": list(backbone.feature_shape),
+                "needs_weights": entry.needs_weights,
+                "input_size": entry.preprocessing.size,
+                "description": entry.description,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in rows:
+        shape = "x".join(str(d) for d in row["feature_shape"])
+        weights = "needs weights" if row["needs_weights"] else "no weights"
+        typer.echo(f"{row['name']:<12} {shape:<14} {weights:<14} {row['description']}")
+
+
+def _configure_logging(level: str) -> None:
+    numeric = getattr(logging, level.upper(), None)
+    if not isinstance(numeric, int):
+        raise _fail(f"--log-level must be one of debug, info, warning, error; got {level!r}", EXIT_USAGE)
+    logging.basicConfig(level=numeric, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

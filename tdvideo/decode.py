@@ -1,0 +1,575 @@
+"""Probe and decode videos with PyAV into uint8 ``(T, C, H, W)`` tensors with exact timestamps.
+
+Frames are streamed: :func:`iter_video` yields chunks, so memory does not grow with the
+video's length. Timestamps come from each frame's own pts. Frames that the sampling
+drops are never converted; kept ones are converted and resized in one swscale call.
+When the next wanted frame is further away than the keyframe interval, the reader seeks
+to the keyframe before it instead of decoding everything in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+import torch
+
+from ._types import Interpolation, Size
+from .errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoOpenError
+from .sampling import _EPS, FrameSelector, Sampling, windows
+
+__all__ = [
+    "Interpolation",
+    "OnError",
+    "VideoClip",
+    "VideoInfo",
+    "iter_video",
+    "probe",
+    "read_video",
+    "resolve_size",
+]
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["raise", "keep"]
+
+_SWS_INTERPOLATION: dict[str, str] = {
+    "bilinear": "BILINEAR",
+    "bicubic": "BICUBIC",
+    "area": "AREA",
+    "nearest": "POINT",
+    "lanczos": "LANCZOS",
+    "fast_bilinear": "FAST_BILINEAR",
+}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container header (and the first frame, for rotation) says about a video.
+
+    ``width``/``height`` are as displayed, after rotation; ``raw_width``/``raw_height``
+    are the coded frame size. ``frames`` is the header's count, ``None`` when unknown.
+    """
+
+    path: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    raw_width: int
+    raw_height: int
+    rotation: int
+    fps: float | None
+    guessed_fps: float | None
+    duration: float | None
+    frames: int | None
+    start_time: float
+    has_audio: bool
+    pix_fmt: str | None
+    sample_aspect_ratio: float
+    keyframe_interval: float | None = None
+
+    @property
+    def end_time(self) -> float | None:
+        """When the stream ends (start time + duration), if the header says."""
+        return None if self.duration is None else self.start_time + self.duration
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class VideoClip:
+    """Decoded frames of one video, or one chunk of them.
+
+    ``frames`` is uint8 ``(T, C, H, W)`` (channels_last in memory), or ``(B, L, C, H, W)``
+    with clip windows; ``timestamps`` is float64 ``(T,)`` or ``(B, L)`` seconds.
+    ``pts_synthesized`` is set when some frames had no pts and their times were derived
+    from the frame rate; ``truncated``/``error`` when decoding failed part-way and the
+    caller asked to keep the frames decoded so far (``on_error="keep"``).
+    """
+
+    frames: torch.Tensor
+    timestamps: torch.Tensor
+    info: VideoInfo
+    pts_synthesized: bool = False
+    truncated: bool = False
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+# -- opening and probing ---------------------------------------------------------------
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise VideoOpenError(p, "no such file")
+    if p.is_dir():
+        raise VideoOpenError(p, "is a directory, not a video file")
+    if p.stat().st_size == 0:
+        raise VideoOpenError(p, "empty file (0 bytes)")
+    try:
+        return av.open(str(p), mode="r")
+    except av.FFmpegError as exc:
+        raise VideoOpenError(p, f"not a video FFmpeg can open ({_ffmpeg_reason(exc)})") from exc
+    except OSError as exc:
+        raise VideoOpenError(p, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        raise NoVideoStreamError(path, f"no video stream (has: {', '.join(kinds)})")
+    return container.streams.video[0]
+
+
+def _keyframe_interval(stream: av.video.stream.VideoStream) -> float | None:
+    """Longest gap between keyframes in the container index, or None if it has none.
+
+    A single indexed keyframe means one long GOP: seeking can never skip anything.
+    """
+    entries = stream.index_entries or []
+    if stream.time_base is None:
+        return None
+    keys = sorted(e.timestamp for e in entries if e.flags & 1)
+    if len(keys) < 2:
+        return math.inf if len(keys) == 1 and len(entries) > 1 else None
+    tb = float(stream.time_base)
+    return max(b - a for a, b in zip(keys, keys[1:])) * tb
+
+
+def _normalize_rotation(path: str | Path, rotation: float | int | None) -> int:
+    """The frame's counter-clockwise display rotation as one of 0/90/180/270; else 0 with a warning."""
+    if rotation is None or rotation == 0:
+        return 0
+    if rotation % 90 != 0:
+        warnings.warn(f"{path}: ignoring display rotation of {rotation} degrees (not a multiple of 90)")
+        return 0
+    return int(rotation) % 360
+
+
+def _header_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | Path, rotation: int) -> VideoInfo:
+    ctx = stream.codec_context
+    tb = stream.time_base
+    if stream.duration is not None and tb is not None:
+        duration: float | None = float(stream.duration * tb)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    else:
+        duration = None
+    if stream.start_time is not None and tb is not None:
+        start = float(stream.start_time * tb)
+    else:
+        start = 0.0
+    sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
+    sar_f = float(sar) if sar else 1.0
+    raw_w, raw_h = ctx.width, ctx.height
+    w, h = (raw_h, raw_w) if rotation in (90, 270) else (raw_w, raw_h)
+    return VideoInfo(
+        path=str(path),
+        container=container.format.name,
+        codec=ctx.name,
+        width=w,
+        height=h,
+        raw_width=raw_w,
+        raw_height=raw_h,
+        rotation=rotation,
+        fps=_to_float(stream.average_rate),
+        guessed_fps=_to_float(stream.guessed_rate),
+        duration=duration,
+        frames=stream.frames or None,
+        start_time=start,
+        has_audio=bool(container.streams.audio),
+        pix_fmt=ctx.pix_fmt,
+        sample_aspect_ratio=sar_f,
+        keyframe_interval=_keyframe_interval(stream),
+    )
+
+
+def _to_float(value: Fraction | None) -> float | None:
+    return float(value) if value else None
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's header (and its first frame, for the display rotation).
+
+    Raises:
+        VideoOpenError: missing, empty or unreadable file.
+        NoVideoStreamError: no video stream.
+        DecodeError: the first frame cannot be decoded.
+    """
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise DecodeError(path, f"cannot decode the first frame ({_ffmpeg_reason(exc)})") from exc
+        rotation = _normalize_rotation(path, first.rotation if first is not None else 0)
+        return _header_info(container, stream, path, rotation)
+
+
+# -- geometry --------------------------------------------------------------------------
+
+
+def resolve_size(size: Size | None, *, height: int, width: int) -> tuple[int, int]:
+    """Output (H, W) for a displayed frame of ``height`` x ``width``.
+
+    ``size=S`` scales the short side to ``S`` keeping the aspect ratio; ``(H, W)`` is
+    taken as is; ``None`` keeps the frame's size.
+    """
+    if size is None:
+        return height, width
+    if isinstance(size, int):
+        scale = size / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    return size
+
+
+def _check_size(name: str, value: Size | None) -> None:
+    if value is None:
+        return
+    ok = (isinstance(value, int) and not isinstance(value, bool) and value > 0) or (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    if not ok:
+        raise UsageError(f"{name} must be a positive int or an (H, W) pair of positive ints, got {value!r}")
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """How to turn a decoded frame into an output frame: one swscale call, then rot90 and crop."""
+
+    sws_width: int | None  # None: no scaling, only the pixel format changes
+    sws_height: int | None
+    rot90: int  # counter-clockwise quarter turns
+    crop: tuple[int, int, int, int] | None  # top, left, height, width in the rotated frame
+
+    @classmethod
+    def plan(cls, info: VideoInfo, size: Size | None, crop: Size | None) -> _Geometry:
+        rotated = info.rotation in (90, 270)
+        # Display size honours the sample aspect ratio (a 2:1 SAR frame shows twice as wide).
+        disp_w = info.raw_width * info.sample_aspect_ratio
+        disp_h = float(info.raw_height)
+        if rotated:
+            disp_w, disp_h = disp_h, disp_w
+        if size is None:
+            out_h, out_w = info.height, info.width
+            sws = None
+        else:
+            out_h, out_w = resolve_size(size, height=round(disp_h), width=round(disp_w))
+            sws = (out_h, out_w) if not rotated else (out_w, out_h)
+        box = None
+        if crop is not None:
+            ch, cw = (crop, crop) if isinstance(crop, int) else crop
+            if ch > out_h or cw > out_w:
+                raise DecodeError(info.path, f"crop {ch}x{cw} is larger than the frame {out_h}x{out_w}")
+            box = ((out_h - ch) // 2, (out_w - cw) // 2, ch, cw)
+        return cls(
+            sws_width=None if sws is None else sws[1],
+            sws_height=None if sws is None else sws[0],
+            rot90=info.rotation // 90,
+            crop=box,
+        )
+
+    def apply(self, frame: av.VideoFrame, interpolation: str, threads: int) -> np.ndarray:
+        arr = frame.to_ndarray(
+            width=self.sws_width,
+            height=self.sws_height,
+            format="rgb24",
+            interpolation=interpolation,
+            threads=threads,
+        )
+        if self.rot90:
+            arr = np.rot90(arr, self.rot90, axes=(0, 1))
+        if self.crop is not None:
+            top, left, h, w = self.crop
+            arr = arr[top : top + h, left : left + w]
+        return arr
+
+
+# -- decoding --------------------------------------------------------------------------
+
+
+@dataclass
+class _Report:
+    """What happened while decoding one video."""
+
+    frames_decoded: int = 0
+    pts_synthesized: bool = False
+    truncated: bool = False
+    error: str | None = None
+    seeks: int = 0
+    rotation: int | None = None
+    info: VideoInfo | None = None
+    dropped_timestamps: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _kept_frames(
+    path: str | Path,
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    header: VideoInfo,
+    selector: FrameSelector[av.VideoFrame],
+    report: _Report,
+    on_error: OnError,
+) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Decode ``stream`` and yield the (time, frame) pairs the selector keeps, unconverted."""
+    tb = stream.time_base
+    rate = header.fps or header.guessed_fps or 25.0
+    # Seeking needs pts to know where it landed, and a keyframe interval to know it pays.
+    keyint = header.keyframe_interval if tb is not None else None
+    learn_keyint = keyint is None and tb is not None
+    last_t: float | None = None
+    last_duration = 1.0 / rate
+    last_key_t: float | None = None
+    start = selector.sampling.start
+    seek_to: float | None = start if start is not None and tb is not None and start > header.start_time else None
+    last_seek = -math.inf
+    while True:
+        landing_check: float | None = None
+        if seek_to is not None:
+            # Land on the keyframe at or before the wanted time, then decode forward.
+            container.seek(max(0, int((seek_to - _EPS) / tb)), stream=stream, backward=True)
+            report.seeks += 1
+            landing_check = seek_to if seek_to > 0 else None
+            last_seek, seek_to, last_key_t = seek_to, None, None
+        try:
+            for frame in container.decode(stream):
+                report.frames_decoded += 1
+                if frame.is_corrupt:
+                    raise DecodeError(path, f"corrupt frame after {report.frames_decoded - 1} frames")
+                if report.rotation is None:
+                    report.rotation = _normalize_rotation(path, frame.rotation)
+                if frame.pts is None or tb is None:
+                    report.pts_synthesized = True
+                    keyint = None
+                    t = header.start_time if last_t is None else last_t + 1.0 / rate
+                else:
+                    t = float(frame.pts * tb)
+                if landing_check is not None:
+                    skipped = last_t is None or t > last_t + last_duration + _EPS
+                    if t > landing_check + _EPS and skipped:
+                        # The demuxer landed after the wanted time: seeking is inexact in
+                        # this file, so rewind and decode straight through instead.
+                        report.notes.append("inexact seek; decoding without seeking")
+                        keyint, learn_keyint, seek_to = None, False, 0.0
+                        break
+                    landing_check = None
+                if last_t is not None and t <= last_t + _EPS:
+                    # Re-decoded after a seek, or a repeated pts: time never goes backwards.
+                    report.dropped_timestamps += 1
+                    continue
+                if frame.key_frame:
+                    if last_key_t is not None and learn_keyint and not report.pts_synthesized:
+                        keyint = max(keyint or 0.0, t - last_key_t)
+                    last_key_t = t
+                if frame.duration and tb is not None:
+                    last_duration = float(frame.duration * tb)
+                last_t = t
+                if selector.past_end(t):
+                    break
+                yield from selector.push(t, frame)
+                if selector.done:
+                    break
+                wanted = selector.next_wanted()
+                if keyint is not None and wanted is not None and wanted - t > keyint + _EPS and wanted > last_seek:
+                    seek_to = wanted
+                    break
+        except av.FFmpegError as exc:
+            reason = f"decode error after {report.frames_decoded} frames ({_ffmpeg_reason(exc)})"
+            if on_error == "raise":
+                raise DecodeError(path, reason, frames_decoded=report.frames_decoded) from exc
+            report.truncated, report.error = True, reason
+        except DecodeError as exc:
+            if on_error == "raise":
+                raise
+            report.truncated, report.error = True, exc.reason
+        if seek_to is None or report.truncated:
+            break
+    if last_t is not None:
+        yield from selector.finish(last_t + last_duration)
+
+
+def iter_video(
+    path: str | Path,
+    *,
+    chunk_frames: int = 64,
+    sampling: Sampling | None = None,
+    size: Size | None = None,
+    crop: Size | None = None,
+    interpolation: Interpolation = "bilinear",
+    threads: int = 0,
+    on_error: OnError = "raise",
+    **sampling_options: Any,
+) -> Iterator[VideoClip]:
+    """Stream a video as :class:`VideoClip` chunks of at most ``chunk_frames`` frames.
+
+    Memory stays bounded by one chunk (plus the decoder's own buffers) whatever the
+    video's length. With clip windows (``clip_len``) each chunk holds whole windows:
+    ``frames`` is ``(B, L, C, H, W)``.
+
+    Args:
+        path: the video file.
+        chunk_frames: frames per yielded chunk (at least one window with clip windows).
+        sampling: a :class:`Sampling`; or pass its fields as keywords
+            (``fps=``, ``stride=``, ``num_frames=``, ``start=``, ``end=``, ``clip_len=``,
+            ``clip_stride=``, ``keyframes_only=``).
+        size: ``S`` scales the short side to S; ``(H, W)`` resizes to exactly that.
+        crop: center crop ``S`` or ``(H, W)`` after resizing.
+        interpolation: swscale algorithm, one of bilinear, bicubic, area, nearest,
+            lanczos, fast_bilinear.
+        threads: FFmpeg decoder threads (``0``: FFmpeg picks). Scaling uses one thread,
+            which is fastest for small output frames.
+        on_error: ``"raise"`` a :class:`DecodeError` when decoding fails part-way, or
+            ``"keep"`` the frames decoded so far and mark the clip ``truncated``.
+
+    Raises:
+        VideoOpenError, NoVideoStreamError, DecodeError, EmptyVideoError, UsageError.
+    """
+    sampling = _resolve_sampling(sampling, sampling_options)
+    _check_size("size", size)
+    _check_size("crop", crop)
+    if interpolation not in _SWS_INTERPOLATION:
+        raise UsageError(f"interpolation must be one of {', '.join(_SWS_INTERPOLATION)}; got {interpolation!r}")
+    if on_error not in ("raise", "keep"):
+        raise UsageError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
+    if not isinstance(chunk_frames, int) or chunk_frames < 1:
+        raise UsageError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
+    sws_interp = _SWS_INTERPOLATION[interpolation]
+
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        if sampling.keyframes_only:
+            stream.codec_context.skip_frame = "NONKEY"
+        header = _header_info(container, stream, path, rotation=0)
+        selector: FrameSelector[av.VideoFrame] = FrameSelector(sampling, stream_end=header.end_time)
+        report = _Report()
+        kept = _kept_frames(path, container, stream, header, selector, report, on_error)
+
+        geometry: _Geometry | None = None
+        info = header
+
+        def converted() -> Iterator[tuple[float, np.ndarray]]:
+            nonlocal geometry, info
+            for t, frame in kept:
+                if geometry is None:
+                    # Rotation is only known once a frame is decoded.
+                    rotation = report.rotation or 0
+                    swap = rotation in (90, 270)
+                    info = replace(
+                        header,
+                        rotation=rotation,
+                        width=header.raw_height if swap else header.raw_width,
+                        height=header.raw_width if swap else header.raw_height,
+                    )
+                    geometry = _Geometry.plan(info, size, crop)
+                yield t, geometry.apply(frame, sws_interp, 1)
+
+        if sampling.windowed:
+            assert sampling.clip_len is not None
+            per_chunk = max(1, chunk_frames // sampling.clip_len) * sampling.clip_len
+            items: Iterator[tuple[float, np.ndarray]] = (
+                item
+                for window in windows(converted(), clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
+                for item in window
+            )
+        else:
+            per_chunk = chunk_frames
+            items = converted()
+
+        emitted = 0
+        for batch, is_last in _batched_hold_last(items, per_chunk):
+            stacked = np.stack([a for _, a in batch])  # (T, H, W, C): the one copy per frame
+            frames = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # (T, C, H, W), channels_last
+            times = torch.tensor([t for t, _ in batch], dtype=torch.float64)
+            if sampling.clip_len is not None:
+                frames = frames.unflatten(0, (-1, sampling.clip_len))
+                times = times.unflatten(0, (-1, sampling.clip_len))
+            emitted += len(batch)
+            # Truncation is only known at the end, so the last chunk is held back until then.
+            yield VideoClip(
+                frames,
+                times,
+                info,
+                pts_synthesized=report.pts_synthesized,
+                truncated=is_last and report.truncated,
+                error=report.error if is_last else None,
+            )
+        if report.notes:
+            log.debug("%s: %s", path, "; ".join(report.notes))
+        if emitted == 0:
+            if report.truncated:
+                raise DecodeError(path, report.error or "decode error", frames_decoded=report.frames_decoded)
+            if report.frames_decoded == 0:
+                raise EmptyVideoError(path, "no frames could be decoded")
+            raise EmptyVideoError(
+                path,
+                f"sampling {sampling.to_dict() or 'all frames'} kept no frames "
+                f"out of {report.frames_decoded} decoded",
+            )
+
+
+def _batched_hold_last(items: Iterator[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
+    """Batches of ``size`` items, each with a flag telling whether it is the last one.
+
+    A full batch is held until the next item arrives, so the flag is known when it is
+    yielded; memory stays at most one batch plus one item.
+    """
+    batch: list[Any] = []
+    for item in items:
+        if len(batch) == size:
+            yield batch, False
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch, True
+
+
+def read_video(path: str | Path, **options: Any) -> VideoClip:
+    """Decode a whole video (after sampling) into one :class:`VideoClip`.
+
+    Takes the same keyword options as :func:`iter_video`. For long videos prefer
+    :func:`iter_video`: this holds every kept frame in memory at once.
+    """
+    chunks = list(iter_video(path, **options))
+    first, last = chunks[0], chunks[-1]
+    return VideoClip(
+        frames=torch.cat([c.frames for c in chunks]) if len(chunks) > 1 else first.frames,
+        timestamps=torch.cat([c.timestamps for c in chunks]),
+        info=first.info,
+        pts_synthesized=any(c.pts_synthesized for c in chunks),
+        truncated=last.truncated,
+        error=last.error,
+    )
+
+
+def _resolve_sampling(sampling: Sampling | None, options: dict[str, Any]) -> Sampling:
+    if sampling is not None and options:
+        raise UsageError(f"pass sampling= or sampling keywords, not both (got {', '.join(options)})")
+    if sampling is not None:
+        return sampling
+    try:
+        return Sampling(**options)
+    except TypeError as exc:
+        allowed = ", ".join(Sampling.__dataclass_fields__)
+        raise UsageError(f"unknown option(s) {', '.join(options)}; sampling options are {allowed}") from exc

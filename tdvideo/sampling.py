@@ -1,0 +1,226 @@
+"""Which frames to keep: pure timestamp arithmetic, testable without a video.
+
+Every mode is expressed as a streaming :class:`FrameSelector`: frames are pushed in
+presentation order with their timestamps, and the selector says which to keep. The
+decoder uses the same object, so the selection tested here on bare timestamps is exactly
+the selection a video gets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Generic, TypeVar
+
+from .errors import UsageError
+
+__all__ = ["Sampling", "FrameSelector", "select_indices"]
+
+P = TypeVar("P")
+
+# Timestamps are floats from pts * time_base; a grid point within this distance of a
+# frame's time counts as that frame's time.
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames of a video to keep. All fields optional; the default keeps every frame.
+
+    Attributes:
+        fps: keep frames on a grid of ``fps`` points per second starting at the first
+            frame; each grid point takes the last frame shown at or before it. A frame
+            is kept once even when several grid points fall on it, so there are never
+            more rows than source frames.
+        stride: keep every ``stride``-th frame.
+        num_frames: keep ``num_frames`` frames spread uniformly over the range.
+        start, end: only frames with ``start <= t < end`` (seconds).
+        clip_len, clip_stride: group the kept frames into windows of ``clip_len`` frames,
+            a new window every ``clip_stride`` kept frames (default ``clip_len``);
+            an incomplete last window is dropped.
+        keyframes_only: decode keyframes only (fast, coarse); other modes apply on top.
+    """
+
+    fps: float | None = None
+    stride: int | None = None
+    num_frames: int | None = None
+    start: float | None = None
+    end: float | None = None
+    clip_len: int | None = None
+    clip_stride: int | None = None
+    keyframes_only: bool = False
+
+    def __post_init__(self) -> None:
+        chosen = [n for n in ("fps", "stride", "num_frames") if getattr(self, n) is not None]
+        if len(chosen) > 1:
+            raise UsageError(f"choose one of fps, stride, num_frames; got {', '.join(chosen)}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise UsageError(f"fps must be a positive number, got {self.fps!r}")
+        for name in ("stride", "num_frames", "clip_len", "clip_stride"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        if self.start is not None and not (math.isfinite(self.start) and self.start >= 0):
+            raise UsageError(f"start must be a non-negative number of seconds, got {self.start!r}")
+        if self.end is not None and not math.isfinite(self.end):
+            raise UsageError(f"end must be a number of seconds, got {self.end!r}")
+        if self.end is not None and self.end <= (self.start or 0.0):
+            raise UsageError(f"end ({self.end}) must be after start ({self.start or 0.0})")
+        if self.clip_stride is not None and self.clip_len is None:
+            raise UsageError("clip_stride needs clip_len")
+
+    @property
+    def windowed(self) -> bool:
+        return self.clip_len is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the fields that were set, for metadata and cache keys."""
+        return {k: v for k, v in asdict(self).items() if v not in (None, False)}
+
+
+@dataclass
+class FrameSelector(Generic[P]):
+    """Streaming selection of frames by timestamp.
+
+    ``push(t, payload)`` returns the payloads decided so far (possibly the previous
+    frame's: fps and num_frames need one frame of look-ahead to know whether a grid
+    point falls before the next frame); ``finish(stop)`` flushes the last one.
+    ``stop`` is when the last frame stops being shown (end of stream).
+
+    ``num_frames`` needs the end of the range up front: pass ``stream_end``.
+    """
+
+    sampling: Sampling
+    stream_end: float | None = None
+
+    def __post_init__(self) -> None:
+        s = self.sampling
+        self._in_range = 0
+        self._pending: tuple[float, P] | None = None
+        self._step: float | None = 1.0 / s.fps if s.fps is not None else None
+        self._grid_origin: float | None = None
+        self._grid_index = 0
+        self._max_points: int | None = s.num_frames
+        if s.num_frames is not None and self._range_end is None:
+            raise UsageError("num_frames needs the video's duration or an explicit end time")
+
+    @property
+    def _range_end(self) -> float | None:
+        ends = [e for e in (self.sampling.end, self.stream_end) if e is not None]
+        return min(ends) if ends else None
+
+    def _grid_point(self) -> float | None:
+        """The next grid time not yet assigned a frame, or None when the grid is exhausted."""
+        if self._grid_origin is None or self._step is None:
+            return None
+        if self._max_points is not None and self._grid_index >= self._max_points:
+            return None
+        return self._grid_origin + self._grid_index * self._step
+
+    def next_wanted(self) -> float | None:
+        """Earliest time a future frame could be kept at, or None if any frame could be.
+
+        The decoder seeks ahead when this lies far beyond the current frame.
+        """
+        start = self.sampling.start
+        if self._grid_origin is None:
+            return start
+        return self._grid_point()
+
+    @property
+    def done(self) -> bool:
+        """True when no later frame can be kept (past ``end`` or the grid is used up)."""
+        return self._grid_origin is not None and self._step is not None and self._grid_point() is None
+
+    def past_end(self, t: float) -> bool:
+        end = self.sampling.end
+        return end is not None and t >= end - _EPS
+
+    def push(self, t: float, payload: P) -> list[tuple[float, P]]:
+        s = self.sampling
+        if (s.start is not None and t < s.start - _EPS) or self.past_end(t):
+            return []
+        index = self._in_range
+        self._in_range += 1
+        if self._grid_origin is None:
+            self._grid_origin = t
+            if s.num_frames is not None:
+                end = self._range_end
+                assert end is not None
+                self._step = max(end - t, _EPS) / s.num_frames
+        if self._step is None:
+            stride = s.stride or 1
+            return [(t, payload)] if index % stride == 0 else []
+        out = self._resolve_pending(t)
+        self._pending = (t, payload)
+        return out
+
+    def _resolve_pending(self, next_t: float) -> list[tuple[float, P]]:
+        """Keep the pending frame if a grid point falls in [its time, next_t)."""
+        if self._pending is None:
+            return []
+        grid = self._grid_point()
+        if grid is None or grid >= next_t - _EPS:
+            return []
+        # Skip every grid point that this frame covers: one row per frame at most.
+        assert self._step is not None and self._grid_origin is not None
+        self._grid_index = max(
+            self._grid_index + 1,
+            math.ceil((next_t - _EPS - self._grid_origin) / self._step),
+        )
+        return [self._pending]
+
+    def finish(self, stop: float | None = None) -> list[tuple[float, P]]:
+        """Flush the last pending frame; ``stop`` is when it stops being shown."""
+        if self._pending is None:
+            return []
+        ends = [e for e in (stop, self._range_end) if e is not None]
+        last_t = self._pending[0]
+        # Unknown end of display: the last frame covers the grid point at its own time only.
+        stop_t = min(ends) if ends else last_t + _EPS * 2
+        out = self._resolve_pending(max(stop_t, last_t + _EPS * 2))
+        self._pending = None
+        return out
+
+
+def select_indices(
+    timestamps: Iterable[float], sampling: Sampling, *, stop: float | None = None
+) -> list[int]:
+    """Indices of ``timestamps`` that ``sampling`` keeps (windows not applied).
+
+    ``stop`` is the end of the stream (when the last frame stops being shown); it
+    defaults to one median frame interval past the last timestamp.
+    """
+    times = list(timestamps)
+    if stop is None and times:
+        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        stop = times[-1] + (gaps[len(gaps) // 2] if gaps else _EPS * 2)
+    selector: FrameSelector[int] = FrameSelector(sampling, stream_end=stop)
+    kept: list[int] = []
+    for i, t in enumerate(times):
+        kept.extend(p for _, p in selector.push(t, i))
+    kept.extend(p for _, p in selector.finish(stop))
+    return kept
+
+
+def windows(items: Iterable[P], *, clip_len: int, clip_stride: int | None = None) -> Iterator[list[P]]:
+    """Group a stream into windows of ``clip_len`` items, one every ``clip_stride`` items.
+
+    Holds at most ``max(clip_len, clip_stride)`` items; an incomplete last window is dropped.
+    """
+    stride = clip_stride or clip_len
+    buffer: list[P] = []
+    skip = 0
+    for item in items:
+        if skip:
+            skip -= 1
+            continue
+        buffer.append(item)
+        if len(buffer) == clip_len:
+            yield list(buffer)
+            if stride >= clip_len:
+                buffer.clear()
+                skip = stride - clip_len
+            else:
+                del buffer[:stride]

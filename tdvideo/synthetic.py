@@ -1,0 +1,110 @@
+"""Synthetic clips for tests, benchmarks and the bundled samples, written with PyAV.
+
+Frames can carry their own index as big black/white bars (:func:`index_frame`), so a
+reader's exact frame selection can be checked after lossy compression and resizing
+(:func:`read_index`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+__all__ = ["INDEX_BITS", "index_frame", "read_index", "scene_frame", "write_clip"]
+
+INDEX_BITS = 10
+
+
+def index_frame(i: int, height: int = 64, width: int = 96) -> np.ndarray:
+    """An RGB frame whose ``INDEX_BITS`` vertical bars spell ``i`` in binary (MSB left)."""
+    frame = np.zeros((height, width, 3), dtype=np.uint8)
+    edges = np.linspace(0, width, INDEX_BITS + 1).astype(int)
+    for bit in range(INDEX_BITS):
+        if (i >> (INDEX_BITS - 1 - bit)) & 1:
+            frame[:, edges[bit] : edges[bit + 1]] = 255
+    return frame
+
+
+def read_index(frame_chw: np.ndarray) -> int:
+    """Decode the index drawn by :func:`index_frame` from a ``(C, H, W)`` uint8 frame."""
+    gray = np.asarray(frame_chw, dtype=np.float32).mean(axis=0)
+    width = gray.shape[1]
+    edges = np.linspace(0, width, INDEX_BITS + 1).astype(int)
+    value = 0
+    for bit in range(INDEX_BITS):
+        lo, hi = edges[bit], edges[bit + 1]
+        # Sample the middle of each bar: edges blur under compression and scaling.
+        margin = max(0, (hi - lo) // 4)
+        value = (value << 1) | int(gray[:, lo + margin : hi - margin].mean() > 127)
+    return value
+
+
+def scene_frame(i: int, height: int, width: int, *, frames_per_scene: int = 24) -> np.ndarray:
+    """A frame of a clip with a hard scene change every ``frames_per_scene`` frames.
+
+    Each scene has its own colour gradient and a square moving across it, so features
+    change a little within a scene and a lot between scenes.
+    """
+    scene, t = divmod(i, frames_per_scene)
+    rng = np.random.default_rng(scene)
+    top, bottom = rng.integers(0, 256, size=(2, 3))
+    ramp = np.linspace(0.0, 1.0, height)[:, None, None]
+    frame = np.broadcast_to(top * (1 - ramp) + bottom * ramp, (height, width, 3)).astype(np.uint8).copy()
+    side = max(4, height // 4)
+    x = int((width - side) * t / max(1, frames_per_scene - 1))
+    y = (height - side) // 2
+    frame[y : y + side, x : x + side] = 255 - rng.integers(0, 256, size=3)
+    return frame
+
+
+def write_clip(
+    path: str | Path,
+    num_frames: int,
+    *,
+    make_frame: Callable[[int], np.ndarray] = index_frame,
+    fps: int = 25,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    rotation: int | None = None,
+    gop: int | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Encode ``make_frame(i)`` for ``i < num_frames`` into ``path``.
+
+    ``pts`` (in ``time_base``, default ``1/fps``) sets each frame's presentation time for
+    variable-frame-rate clips; ``rotation`` writes a display matrix (counter-clockwise
+    degrees); ``gop`` sets the keyframe interval in frames. Encoding is single-threaded
+    and x264 output is deterministic for the same inputs.
+    """
+    path = Path(path)
+    first = make_frame(0)
+    height, width = first.shape[:2]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.codec_context.thread_count = 1
+        if time_base is not None:
+            stream.time_base = time_base
+            stream.codec_context.time_base = time_base
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if options:
+            stream.options = dict(options)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(first if i == 0 else make_frame(i), format="rgb24")
+            if pts is not None:
+                frame.pts = pts[i]
+                frame.time_base = time_base or Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
