@@ -85,8 +85,14 @@ def write_clip(
     path = Path(path)
     first = make_frame(0)
     height, width = first.shape[:2]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
+    # bitexact: no random segment UIDs or encoder version strings, so output is reproducible.
+    with av.open(str(path), mode="w", options={"fflags": "+bitexact"}) as container:
+        # Encoder threads make the output depend on timing; one thread keeps it reproducible.
+        # (x264's CRF rate control still varied run to run here: use "qp" for identical bytes.)
+        defaults = {"threads": "1"}
+        if codec == "libx264":
+            defaults["x264-params"] = "threads=1:lookahead-threads=1:sliced-threads=0:deterministic=1"
+        stream = container.add_stream(codec, rate=fps, options={**defaults, **(options or {})})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.thread_count = 1
         if time_base is not None:
@@ -94,15 +100,14 @@ def write_clip(
             stream.codec_context.time_base = time_base
         if gop is not None:
             stream.codec_context.gop_size = gop
-        if options:
-            stream.options = dict(options)
         if rotation:
             stream.set_display_rotation(rotation)
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(first if i == 0 else make_frame(i), format="rgb24")
-            if pts is not None:
-                frame.pts = pts[i]
-                frame.time_base = time_base or Fraction(1, fps)
+            # Convert here with one scaler thread: threaded swscale output varies run to run.
+            frame = frame.reformat(format=pix_fmt, threads=1)
+            frame.pts = pts[i] if pts is not None else i
+            frame.time_base = time_base if pts is not None and time_base is not None else Fraction(1, fps)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
