@@ -95,6 +95,7 @@ class VideoClip:
     ``pts_synthesized`` is set when some frames had no pts and their times were derived
     from the frame rate; ``truncated``/``error`` when decoding failed part-way and the
     caller asked to keep the frames decoded so far (``on_error="keep"``).
+    ``frames_decoded`` and ``seeks`` count the decoder's work up to this chunk.
     """
 
     frames: torch.Tensor
@@ -103,6 +104,8 @@ class VideoClip:
     pts_synthesized: bool = False
     truncated: bool = False
     error: str | None = None
+    frames_decoded: int = 0
+    seeks: int = 0
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -312,6 +315,7 @@ class _Report:
     """What happened while decoding one video."""
 
     frames_decoded: int = 0
+    packets: int = 0
     pts_synthesized: bool = False
     truncated: bool = False
     error: str | None = None
@@ -343,6 +347,7 @@ def _kept_frames(
     start = selector.sampling.start
     seek_to: float | None = start if start is not None and tb is not None and start > header.start_time else None
     last_seek = -math.inf
+    reached_eof = False
     while True:
         landing_check: float | None = None
         if seek_to is not None:
@@ -352,7 +357,7 @@ def _kept_frames(
             landing_check = seek_to if seek_to > 0 else None
             last_seek, seek_to, last_key_t = seek_to, None, None
         try:
-            for frame in container.decode(stream):
+            for frame in _decode_counting(container, stream, report):
                 report.frames_decoded += 1
                 if frame.is_corrupt:
                     raise DecodeError(path, f"corrupt frame after {report.frames_decoded - 1} frames")
@@ -393,6 +398,8 @@ def _kept_frames(
                 if keyint is not None and wanted is not None and wanted - t > keyint + _EPS and wanted > last_seek:
                     seek_to = wanted
                     break
+            else:
+                reached_eof = True
         except av.FFmpegError as exc:
             reason = f"decode error after {report.frames_decoded} frames ({_ffmpeg_reason(exc)})"
             if on_error == "raise":
@@ -404,8 +411,40 @@ def _kept_frames(
             report.truncated, report.error = True, exc.reason
         if seek_to is None or report.truncated:
             break
+    if reached_eof and last_t is not None and not selector.sampling.keyframes_only:
+        reason = _silent_loss(header, report, last_t + last_duration)
+        if reason is not None:
+            if on_error == "raise":
+                raise DecodeError(path, reason, frames_decoded=report.frames_decoded)
+            report.truncated, report.error = True, reason
     if last_t is not None:
         yield from selector.finish(last_t + last_duration)
+
+
+def _decode_counting(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, report: _Report
+) -> Iterator[av.VideoFrame]:
+    """``container.decode(stream)``, counting the packets that carry data."""
+    for packet in container.demux(stream):
+        if packet.size:
+            report.packets += 1
+        yield from packet.decode()
+
+
+def _silent_loss(header: VideoInfo, report: _Report, shown_until: float) -> str | None:
+    """Why a stream that decoded to its end without an error still lost frames, if it did.
+
+    FFmpeg drops damaged packets and ends cut-off files quietly. Two checks catch that:
+    packets that produced no frame (only meaningful without seeks, where every packet
+    was decoded once), and frames ending well before the header's duration.
+    """
+    if report.seeks == 0 and report.packets > report.frames_decoded:
+        lost = report.packets - report.frames_decoded
+        return f"{lost} of {report.packets} packets decoded to no frame (damaged data)"
+    expected = header.end_time
+    if expected is not None and shown_until < expected - max(1.0, 0.05 * (header.duration or 0.0)):
+        return f"frames end at {shown_until:.2f} s but the header says {expected:.2f} s (truncated file?)"
+    return None
 
 
 def iter_video(
@@ -514,6 +553,8 @@ def iter_video(
                 pts_synthesized=report.pts_synthesized,
                 truncated=is_last and report.truncated,
                 error=report.error if is_last else None,
+                frames_decoded=report.frames_decoded,
+                seeks=report.seeks,
             )
         if report.notes:
             log.debug("%s: %s", path, "; ".join(report.notes))
@@ -560,6 +601,8 @@ def read_video(path: str | Path, **options: Any) -> VideoClip:
         pts_synthesized=any(c.pts_synthesized for c in chunks),
         truncated=last.truncated,
         error=last.error,
+        frames_decoded=last.frames_decoded,
+        seeks=last.seeks,
     )
 
 

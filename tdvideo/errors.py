@@ -50,9 +50,9 @@ class DecodeError(VideoError):
         super().__init__(path, reason)
 
 
-class ModelError(TdvideoError):
+class ModelError(UsageError):
     """An unknown model name or an invalid model option."""
 
 
-class WeightsError(TdvideoError):
-    """Weights that cannot be found, loaded safely, or matched to the model."""
+class WeightsError(UsageError):
+    """Weights that cannot be found, loaded safely, or matched to the model (a usage error: no video is at fault)."""

@@ -91,7 +91,9 @@ def write_clip(
         # (x264's CRF rate control still varied run to run here: use "qp" for identical bytes.)
         defaults = {"threads": "1"}
         if codec == "libx264":
-            defaults["x264-params"] = "threads=1:lookahead-threads=1:sliced-threads=0:deterministic=1"
+            params = "threads=1:lookahead-threads=1:sliced-threads=0:deterministic=1"
+            # A fixed GOP means keyframes exactly every `gop` frames, not at scene cuts too.
+            defaults["x264-params"] = params + (":scenecut=0" if gop is not None else "")
         stream = container.add_stream(codec, rate=fps, options={**defaults, **(options or {})})
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.thread_count = 1

@@ -1,0 +1,273 @@
+"""Decoding real (generated) clips: exact frame selection, timestamps, geometry, bad files."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tdvideo
+from tdvideo import decode
+from tdvideo.errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoOpenError
+from tdvideo.sampling import Sampling, select_indices
+
+from .conftest import Clip, frame_indices
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
+
+
+def test_probe(clips: dict[str, Clip]) -> None:
+    clip = clips["h264"]
+    info = tdvideo.probe(clip.path)
+    assert (info.width, info.height, info.raw_width, info.raw_height) == (96, 64, 96, 64)
+    assert info.fps == 25 and info.guessed_fps == 25
+    assert info.frames == 60 and info.duration == pytest.approx(2.4)
+    assert info.codec == "h264" and info.pix_fmt == "yuv420p" and info.rotation == 0
+    assert info.start_time == 0.0 and info.has_audio is False
+    assert info.keyframe_interval == pytest.approx(12 / 25)
+
+
+def test_all_frames_in_order_with_pts_timestamps(clips: dict[str, Clip]) -> None:
+    for name in ("h264", "vp9", "mpeg4"):
+        clip = clips[name]
+        video = tdvideo.read_video(clip.path)
+        assert video.frames.shape == (clip.num_frames, 3, clip.height, clip.width)
+        assert video.frames.dtype == torch.uint8
+        assert frame_indices(video.frames) == list(range(clip.num_frames))
+        np.testing.assert_allclose(video.timestamps.numpy(), clip.times, atol=1e-9)
+        assert not video.pts_synthesized
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"fps": 10},
+        {"fps": 3.3},
+        {"fps": 60},
+        {"stride": 4},
+        {"num_frames": 7},
+        {"start": 0.5, "end": 1.5},
+        {"start": 1.0, "fps": 4},
+        {"end": 1.0, "num_frames": 3},
+    ],
+)
+def test_each_sampling_mode_selects_exactly(clips: dict[str, Clip], options: dict) -> None:
+    """The decoded frames are the ones the pure selection picks, whichever way the reader got there."""
+    clip = clips["h264"]
+    expected = select_indices(clip.times, Sampling(**options), stop=clip.num_frames / clip.fps)
+    video = tdvideo.read_video(clip.path, **options)
+    assert frame_indices(video.frames) == expected
+    np.testing.assert_allclose(video.timestamps.numpy(), [clip.times[i] for i in expected])
+
+
+def test_sparse_sampling_seeks_and_stays_exact(clips: dict[str, Clip]) -> None:
+    clip = clips["long_gop"]  # 200 frames, a keyframe every 25 (1 s)
+    expected = select_indices(clip.times, Sampling(fps=0.4), stop=8.0)
+    video = tdvideo.read_video(clip.path, fps=0.4)
+    assert frame_indices(video.frames) == expected == [0, 62, 125, 187]
+    assert video.seeks >= 3
+    assert video.frames_decoded < clip.num_frames
+    dense = tdvideo.read_video(clip.path, fps=5)  # gaps shorter than a GOP: no seeking
+    assert dense.seeks == 0 and dense.frames_decoded == clip.num_frames
+
+
+def test_start_seeks_instead_of_decoding_from_zero(clips: dict[str, Clip]) -> None:
+    clip = clips["long_gop"]
+    video = tdvideo.read_video(clip.path, start=6.0)
+    assert frame_indices(video.frames) == list(range(150, 200))
+    assert video.frames_decoded <= 50 + 25
+
+
+def test_keyframes_only(clips: dict[str, Clip]) -> None:
+    video = tdvideo.read_video(clips["h264"].path, keyframes_only=True)
+    assert frame_indices(video.frames) == [0, 12, 24, 36, 48]
+
+
+def test_clip_windows(clips: dict[str, Clip]) -> None:
+    clip = clips["h264"]
+    video = tdvideo.read_video(clip.path, stride=2, clip_len=4, clip_stride=3)
+    kept = list(range(0, 60, 2))  # 30 frames -> windows start at 0, 3, ..., 24
+    assert video.frames.shape == (9, 4, 3, 64, 96)
+    assert video.timestamps.shape == (9, 4)
+    for b, window in enumerate(video.frames):
+        assert frame_indices(window) == kept[3 * b : 3 * b + 4]
+
+
+def test_iter_video_streams_chunks_equal_to_read_video(clips: dict[str, Clip]) -> None:
+    clip = clips["h264"]
+    chunks = list(tdvideo.iter_video(clip.path, chunk_frames=16, size=32))
+    assert [len(c) for c in chunks] == [16, 16, 16, 12]
+    whole = tdvideo.read_video(clip.path, size=32)
+    assert torch.equal(torch.cat([c.frames for c in chunks]), whole.frames)
+    assert torch.equal(torch.cat([c.timestamps for c in chunks]), whole.timestamps)
+
+
+def test_dropped_frames_are_never_converted(clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    original = decode._Geometry.apply
+
+    def counting(self, frame, interpolation, threads):
+        calls.append(frame.pts)
+        return original(self, frame, interpolation, threads)
+
+    monkeypatch.setattr(decode._Geometry, "apply", counting)
+    video = tdvideo.read_video(clips["h264"].path, stride=5)
+    assert len(calls) == len(video) == 12
+
+
+def test_variable_frame_rate_timestamps(clips: dict[str, Clip]) -> None:
+    video = tdvideo.read_video(clips["vfr"].path)
+    assert video.timestamps.tolist() == pytest.approx([0.0, 0.1, 0.5, 0.6, 2.0, 2.1, 2.15, 4.0])
+    assert frame_indices(video.frames) == list(range(8))
+    sampled = tdvideo.read_video(clips["vfr"].path, fps=2)
+    assert frame_indices(sampled.frames) == [0, 2, 3, 4, 6, 7]
+
+
+def test_missing_pts_are_synthesized_and_flagged(clips: dict[str, Clip]) -> None:
+    clip = clips["nopts"]  # raw H.264 elementary stream: no container timestamps
+    video = tdvideo.read_video(clip.path)
+    assert video.pts_synthesized
+    assert frame_indices(video.frames) == list(range(clip.num_frames))
+    np.testing.assert_allclose(video.timestamps.numpy(), np.arange(clip.num_frames) / clip.fps)
+
+
+def test_rotation_is_applied(clips: dict[str, Clip]) -> None:
+    clip = clips["rotated"]  # coded 96 wide x 48 high, display matrix: 90 degrees counter-clockwise
+    info = tdvideo.probe(clip.path)
+    assert info.rotation == 90 and (info.width, info.height) == (48, 96)
+    video = tdvideo.read_video(clip.path)
+    assert video.frames.shape == (6, 3, 96, 48)
+    # Undo a counter-clockwise quarter turn: the index bars read correctly again only
+    # if the reader turned the frames the right way.
+    unrotated = torch.rot90(video.frames, k=-1, dims=(2, 3))
+    assert frame_indices(unrotated) == list(range(6))
+    resized = tdvideo.read_video(clip.path, size=(40, 20))
+    assert resized.frames.shape == (6, 3, 40, 20)
+
+
+def test_absurd_rotation_is_ignored_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="ignoring display rotation of 45"):
+        assert decode._normalize_rotation("x.mp4", 45) == 0
+    assert decode._normalize_rotation("x.mp4", -90) == 270
+
+
+def test_one_frame_clip(clips: dict[str, Clip]) -> None:
+    for options in ({}, {"fps": 1}, {"num_frames": 4}, {"stride": 3}):
+        video = tdvideo.read_video(clips["one"].path, **options)
+        assert len(video) == 1 and video.timestamps.tolist() == [0.0]
+
+
+def test_odd_sizes_and_resizing(clips: dict[str, Clip]) -> None:
+    clip = clips["odd"]  # 97 x 63, yuv444p
+    assert tdvideo.read_video(clip.path).frames.shape == (10, 3, 63, 97)
+    short = tdvideo.read_video(clip.path, size=32)
+    assert short.frames.shape == (10, 3, 32, 49)
+    exact = tdvideo.read_video(clip.path, size=(31, 17), crop=(15, 9), interpolation="area")
+    assert exact.frames.shape == (10, 3, 15, 9)
+    assert frame_indices(tdvideo.read_video(clip.path, size=(40, 60)).frames) == list(range(10))
+
+
+def test_resize_matches_swscale_output_channels_last(clips: dict[str, Clip]) -> None:
+    video = tdvideo.read_video(clips["h264"].path, size=(32, 48))
+    assert video.frames.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bad_files_raise_typed_errors_naming_the_file(broken: dict[str, Path], audio_only: Path) -> None:
+    cases = [
+        (broken["empty"], VideoOpenError, "empty file"),
+        (broken["text"], VideoOpenError, "not a video"),
+        (broken["truncated"], DecodeError, "truncated"),
+        (broken["garbage"], DecodeError, "decode error after 85 frames"),
+        (broken["corrupt"], DecodeError, "corrupt frame after 94 frames"),
+        (audio_only, NoVideoStreamError, "no video stream"),
+        (broken["empty"].parent / "missing.mp4", VideoOpenError, "no such file"),
+    ]
+    for path, error, words in cases:
+        with pytest.raises(error) as info:
+            tdvideo.read_video(path)
+        assert str(path) in str(info.value) and words in str(info.value)
+        assert info.value.path == str(path)
+
+
+def test_keep_frames_of_a_file_that_fails_part_way(broken: dict[str, Path]) -> None:
+    video = tdvideo.read_video(broken["truncated"], on_error="keep")
+    assert video.truncated and "truncated" in video.error
+    assert 0 < len(video) < 200
+    indices = frame_indices(video.frames)
+    # What FFmpeg could decode, in order; the frame whose packet was cut off may be missing.
+    assert indices[:100] == list(range(100)) and indices == sorted(set(indices))
+    chunks = list(tdvideo.iter_video(broken["truncated"], on_error="keep", chunk_frames=10))
+    assert [c.truncated for c in chunks] == [False] * (len(chunks) - 1) + [True]
+
+
+def test_packets_that_decode_to_nothing_are_reported() -> None:
+    info = decode.VideoInfo("x.mp4", "mp4", "h264", 8, 8, 8, 8, 0, 25.0, 25.0, 4.0, 100, 0.0, False, "yuv420p", 1.0)
+    assert decode._silent_loss(info, decode._Report(frames_decoded=100, packets=100), 4.0) is None
+    lost = decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100), 4.0)
+    assert lost == "3 of 100 packets decoded to no frame (damaged data)"
+    # After a seek packets are decoded more than once: no packet count check then.
+    assert decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100, seeks=1), 4.0) is None
+    assert "header says 4.00 s" in decode._silent_loss(info, decode._Report(), 2.0)
+
+
+def test_sampling_that_keeps_nothing_is_an_error(clips: dict[str, Clip]) -> None:
+    with pytest.raises(EmptyVideoError, match="kept no frames"):
+        tdvideo.read_video(clips["h264"].path, start=100.0)
+
+
+def test_invalid_options_are_usage_errors(clips: dict[str, Clip]) -> None:
+    path = clips["h264"].path
+    with pytest.raises(UsageError, match="interpolation must be one of"):
+        tdvideo.read_video(path, interpolation="cubic")
+    with pytest.raises(UsageError, match="size must be"):
+        tdvideo.read_video(path, size=(0, 3))
+    with pytest.raises(UsageError, match="unknown option"):
+        tdvideo.read_video(path, fsp=3)
+    with pytest.raises(DecodeError, match="crop 100x100 is larger than the frame 64x96"):
+        tdvideo.read_video(path, crop=100)
+
+
+def _manifest() -> list[dict[str, str]]:
+    path = SHARED_VIDEOS / "MANIFEST.tsv"
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+@pytest.mark.skipif(not _manifest(), reason="../shared/videos is not beside this checkout")
+@pytest.mark.parametrize("row", _manifest(), ids=lambda r: r["file"])
+def test_real_world_videos(row: dict[str, str]) -> None:
+    """Every file of the shared corpus: good ones decode fully, bad ones fail with the right type."""
+    path = SHARED_VIDEOS / row["file"]
+    if row["open_error"] or row["size_bytes"] == "0":
+        with pytest.raises(VideoOpenError):
+            tdvideo.read_video(path, size=32)
+    elif row["decode_error"] == "no video stream" or row["n_video_streams"] == "0":
+        with pytest.raises(NoVideoStreamError):
+            tdvideo.read_video(path, size=32)
+    elif row["decode_error"]:
+        with pytest.raises(DecodeError):
+            tdvideo.read_video(path, size=32)
+        if int(row["frames_decoded"] or 0) > 0:
+            kept = tdvideo.read_video(path, size=32, on_error="keep")
+            assert kept.truncated and len(kept) == int(row["frames_decoded"])
+    else:
+        video = tdvideo.read_video(path, size=32)
+        assert len(video) == int(row["frames_decoded"])
+        assert bool(torch.all(video.timestamps[1:] > video.timestamps[:-1]))
+        w, h = (int(v) for v in row["width_x_height"].split("x"))
+        info = video.info
+        assert (info.raw_width, info.raw_height) == (w, h)
+        if row["rotation"]:
+            assert info.rotation == int(row["rotation"]) % 360 and (info.width, info.height) == (h, w)
+
+
+def test_threads_option_is_passed(clips: dict[str, Clip]) -> None:
+    one = tdvideo.read_video(clips["h264"].path, threads=1)
+    many = tdvideo.read_video(clips["h264"].path, threads=max(2, os.cpu_count() or 2))
+    assert torch.equal(one.frames, many.frames)
