@@ -1,0 +1,147 @@
+"""The extraction pipeline and writers: formats, resume, failures, the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import tdvideo
+from tdvideo import Extractor
+from tdvideo.cli import app
+from tdvideo.errors import NoVideosError, OutputCollisionError, UsageError
+from tdvideo.pipeline import discover_videos, plan_outputs, resolve_device
+
+from .conftest import Clip
+
+
+@pytest.fixture()
+def folder(clips: dict[str, Clip], tmp_path: Path) -> Path:
+    src = tmp_path / "videos"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    shutil.copy(clips["h264"].path, src / "a" / "x.mp4")
+    shutil.copy(clips["vp9"].path, src / "b" / "x.webm")
+    shutil.copy(clips["one"].path, src / "one.mp4")
+    return src
+
+
+@pytest.mark.parametrize("fmt", ["npy", "npz", "pt"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_load_round_trips_each_format(clips: dict[str, Clip], tmp_path: Path, fmt: str, dtype: str) -> None:
+    extractor = Extractor(dtype=dtype, fps=10)
+    [result] = list(extractor.run([clips["h264"].path], out=tmp_path, fmt=fmt, progress=False))
+    assert result.status == "done" and result.output == tmp_path / f"idx.{fmt}"
+    loaded = tdvideo.load(result.output)
+    direct = extractor.extract(clips["h264"].path)
+    np.testing.assert_array_equal(loaded.array, direct.array)
+    np.testing.assert_array_equal(loaded.timestamps, direct.timestamps)
+    assert loaded.array.dtype == np.dtype(dtype)
+    assert loaded.metadata["format"] == fmt and loaded.metadata["sampling"] == {"fps": 10}
+    assert tdvideo.load(tmp_path / "idx.json").array.shape == loaded.array.shape
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_extract_equals_the_cli_output(clips: dict[str, Clip], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["extract", str(clips["mpeg4"].path), "-o", str(tmp_path), "-q", "--stride", "2"])
+    assert result.exit_code == 0, result.output
+    cli = tdvideo.load(tmp_path / "idx.npy")
+    api = Extractor(stride=2).extract(clips["mpeg4"].path)
+    np.testing.assert_array_equal(cli.array, api.array)
+    np.testing.assert_array_equal(cli.timestamps, api.timestamps)
+    assert {k: v for k, v in cli.metadata.items() if k not in ("format", "file", "shape", "timestamps")} == json.loads(
+        json.dumps(api.metadata)
+    )
+
+
+def test_features_change_at_scene_cuts() -> None:
+    sample = Path(__file__).resolve().parents[1] / "sample_videos" / "h264_scenes.mp4"
+    feats = Extractor().extract(sample)
+    jumps = np.abs(np.diff(feats.array, axis=0)).sum(axis=1)
+    cuts = sorted(np.argsort(jumps)[-3:] + 1)
+    assert cuts == [24, 48, 72]  # a new scene every second at 24 fps
+
+
+def test_rerun_skips_finished_and_recomputes_what_changed(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = list(Extractor().run([folder], out=out, progress=False))
+    assert [r.status for r in first] == ["done", "done", "done"]
+    assert [r.output.relative_to(out).as_posix() for r in first] == ["a/x.npy", "b/x.npy", "one.npy"]
+    again = list(Extractor().run([folder], out=out, progress=False))
+    assert [r.status for r in again] == ["skipped"] * 3
+    # A changed source is recomputed, the others are not.
+    os.utime(folder / "one.mp4", (1_000_000_000, 1_000_000_000))
+    changed = list(Extractor().run([folder], out=out, progress=False))
+    assert [r.status for r in changed] == ["skipped", "skipped", "done"]
+    # Another model or sampling changes every output.
+    assert {r.status for r in Extractor(model="thumbnail").run([folder], out=out, progress=False)} == {"done"}
+    assert {r.status for r in Extractor(model="thumbnail", fps=5).run([folder], out=out, progress=False)} == {"done"}
+    assert {r.status for r in Extractor(model="thumbnail", fps=5).run([folder], out=out, progress=False, overwrite=True)} == {"done"}
+    assert tdvideo.load(out / "one.npy").metadata["model"] == "thumbnail"
+
+
+def test_a_bad_video_does_not_stop_the_run(folder: Path, broken: dict[str, Path], tmp_path: Path) -> None:
+    shutil.copy(broken["corrupt"], folder / "a" / "bad.mkv")
+    shutil.copy(broken["empty"], folder / "empty.mp4")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["extract", str(folder), "-o", str(out)])
+    assert result.exit_code == 1
+    assert "3 done, 0 skipped, 2 failed" in result.stderr
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(Path(f["path"]).name, f["error_type"]) for f in failures] == [("bad.mkv", "DecodeError"), ("empty.mp4", "VideoOpenError")]
+    assert "corrupt frame" in failures[0]["message"]
+    assert sorted(p.name for p in out.rglob("*.npy")) == ["one.npy", "x.npy", "x.npy"]
+    assert not (out / "a" / "bad.json").exists() and not (out / "a" / "bad.npy").exists()
+
+
+def test_keep_records_truncation_in_metadata(broken: dict[str, Path], tmp_path: Path) -> None:
+    [result] = list(Extractor(on_error="keep").run([broken["truncated"]], out=tmp_path, progress=False))
+    assert result.status == "done"
+    meta = tdvideo.load(result.output).metadata
+    assert meta["truncated"] is True and "truncated" in meta["error"]
+
+
+def test_clip_windows_give_b_l_d(clips: dict[str, Clip], tmp_path: Path) -> None:
+    feats = Extractor(clip_len=8, clip_stride=4, batch_size=16).extract(clips["h264"].path)
+    assert feats.array.shape == (14, 8, 48) and feats.timestamps.shape == (14, 8)
+    np.testing.assert_allclose(feats.timestamps[1], np.arange(4, 12) / 25)
+
+
+def test_interrupted_write_leaves_nothing_under_the_final_name(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def exploding_save(fh, array, allow_pickle=False):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "save", exploding_save)
+    [result] = list(Extractor().run([clips["h264"].path], out=tmp_path, progress=False))
+    assert result.status == "failed" and "disk full" in result.error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["failures.jsonl"]
+
+
+def test_discovery_and_output_planning(folder: Path, tmp_path: Path) -> None:
+    videos = discover_videos([folder])
+    assert [v.relative.as_posix() for v in videos] == ["a/x", "b/x", "one"]
+    with pytest.raises(OutputCollisionError, match="x.mp4.*x.mp4"):
+        plan_outputs(discover_videos([folder / "a" / "x.mp4", folder / "a" / "x.mp4"]), tmp_path)
+    with pytest.raises(NoVideosError):
+        discover_videos([tmp_path / "nothing"] if (tmp_path / "nothing").mkdir() is None else [])
+    with pytest.raises(UsageError, match="no such file or folder"):
+        discover_videos([tmp_path / "missing"])
+
+
+def test_device_choices() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(UsageError, match="device must be auto, cpu, cuda or cuda:N; got 'gpu'"):
+        resolve_device("gpu")
+
+
+def test_extractor_validates_options() -> None:
+    with pytest.raises(UsageError, match="batch_size must be a positive integer, got 0"):
+        Extractor(batch_size=0)
+    with pytest.raises(UsageError, match="precision must be one of fp32, fp16, bf16; got 'fp8'"):
+        Extractor(precision="fp8")  # type: ignore[arg-type]
