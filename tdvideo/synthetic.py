@@ -88,9 +88,11 @@ def write_clip(
     # bitexact: no random segment UIDs or encoder version strings, so output is reproducible.
     with av.open(str(path), mode="w", options={"fflags": "+bitexact"}) as container:
         # Encoder threads make the output depend on timing; one thread keeps it reproducible.
-        # (x264's CRF rate control still varied run to run here: use "qp" for identical bytes.)
         defaults = {"threads": "1"}
         if codec == "libx264":
+            # x264's CRF rate control still varied run to run here; constant QP does not.
+            if not options or not {"crf", "qp", "b"} & set(options):
+                defaults["qp"] = "23"
             params = "threads=1:lookahead-threads=1:sliced-threads=0:deterministic=1"
             # A fixed GOP means keyframes exactly every `gop` frames, not at scene cuts too.
             defaults["x264-params"] = params + (":scenecut=0" if gop is not None else "")

@@ -181,8 +181,8 @@ def test_bad_files_raise_typed_errors_naming_the_file(broken: dict[str, Path], a
         (broken["empty"], VideoOpenError, "empty file"),
         (broken["text"], VideoOpenError, "not a video"),
         (broken["truncated"], DecodeError, "truncated"),
-        (broken["garbage"], DecodeError, "decode error after 85 frames"),
-        (broken["corrupt"], DecodeError, "corrupt frame after 94 frames"),
+        (broken["garbage"], DecodeError, "decode error after 46 frames"),
+        (broken["corrupt"], DecodeError, "corrupt frame after 93 frames"),
         (audio_only, NoVideoStreamError, "no video stream"),
         (broken["empty"].parent / "missing.mp4", VideoOpenError, "no such file"),
     ]
