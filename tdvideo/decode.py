@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -348,6 +350,8 @@ def _kept_frames(
     seek_to: float | None = start if start is not None and tb is not None and start > header.start_time else None
     last_seek = -math.inf
     reached_eof = False
+    # Skipping frames needs their times; keyframes_only already skips everything else.
+    skip_ahead = selector.next_wanted if tb is not None and not selector.sampling.keyframes_only else None
     while True:
         landing_check: float | None = None
         if seek_to is not None:
@@ -357,7 +361,7 @@ def _kept_frames(
             landing_check = seek_to if seek_to > 0 else None
             last_seek, seek_to, last_key_t = seek_to, None, None
         try:
-            for frame in _decode_counting(container, stream, report):
+            for frame in _decode_counting(container, stream, report, skip_ahead):
                 report.frames_decoded += 1
                 if frame.is_corrupt:
                     raise DecodeError(path, f"corrupt frame after {report.frames_decoded - 1} frames")
@@ -368,7 +372,7 @@ def _kept_frames(
                     keyint = None
                     t = header.start_time if last_t is None else last_t + 1.0 / rate
                 else:
-                    t = float(frame.pts * tb)
+                    t = frame.time
                 if landing_check is not None:
                     skipped = last_t is None or t > last_t + last_duration + _EPS
                     if t > landing_check + _EPS and skipped:
@@ -421,14 +425,59 @@ def _kept_frames(
         yield from selector.finish(last_t + last_duration)
 
 
+# Packets looked at ahead of the one being decoded, to know which frames come after it.
+# Covers the reordering of B-frame pyramids (FFmpeg's has_b_frames is at most a few).
+_LOOKAHEAD = 6
+
+
 def _decode_counting(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, report: _Report
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    report: _Report,
+    wanted: Callable[[], float | None] | None,
 ) -> Iterator[av.VideoFrame]:
-    """``container.decode(stream)``, counting the packets that carry data."""
-    for packet in container.demux(stream):
-        if packet.size:
+    """``container.decode(stream)``, skipping frames that cannot matter to the sampling.
+
+    With ``wanted`` (the earliest time a kept frame can have), a packet is decoded in
+    FFmpeg's ``skip_frame=NONREF`` mode when another packet - already sent or in a short
+    look-ahead - shows a frame after it and still before the wanted time: then this
+    frame can neither be kept nor decide which frame is kept, and if no other frame
+    references it the decoder drops it unseen. The frame that will be kept always has
+    no such successor, so it is always decoded.
+
+    Counts the packets decoded in normal mode (for the lost-packets check).
+    """
+    ctx = stream.codec_context
+    pending: deque[av.Packet] = deque()
+    sent: deque[float] = deque(maxlen=_LOOKAHEAD)
+    mode = "DEFAULT"
+    tb = stream.time_base
+
+    def decode(packet: av.Packet) -> list[av.VideoFrame]:
+        nonlocal mode
+        want = wanted() if wanted is not None else None
+        skip = False
+        if want is not None and packet.pts is not None and tb is not None and not packet.is_keyframe:
+            t = float(packet.pts * tb)
+            later = [float(q.pts * tb) for q in pending if q.pts is not None]
+            skip = any(t < u <= want - _EPS for u in (*sent, *later))
+        if packet.pts is not None and tb is not None:
+            sent.append(float(packet.pts * tb))
+        new_mode = "NONREF" if skip else "DEFAULT"
+        if new_mode != mode:
+            ctx.skip_frame = mode = new_mode
+        if packet.size and not skip:
             report.packets += 1
-        yield from packet.decode()
+        return packet.decode()
+
+    for packet in container.demux(stream):
+        pending.append(packet)
+        if len(pending) > _LOOKAHEAD:
+            yield from decode(pending.popleft())
+    while pending:
+        yield from decode(pending.popleft())
+    if mode != "DEFAULT":
+        ctx.skip_frame = "DEFAULT"
 
 
 def _silent_loss(header: VideoInfo, report: _Report, shown_until: float) -> str | None:
@@ -592,6 +641,8 @@ def read_video(path: str | Path, **options: Any) -> VideoClip:
     Takes the same keyword options as :func:`iter_video`. For long videos prefer
     :func:`iter_video`: this holds every kept frame in memory at once.
     """
+    # One chunk: the frames are stacked once, with no concatenation afterwards.
+    options.setdefault("chunk_frames", sys.maxsize)
     chunks = list(iter_video(path, **options))
     first, last = chunks[0], chunks[-1]
     return VideoClip(

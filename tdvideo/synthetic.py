@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import av
@@ -50,15 +51,24 @@ def scene_frame(i: int, height: int, width: int, *, frames_per_scene: int = 24) 
     change a little within a scene and a lot between scenes.
     """
     scene, t = divmod(i, frames_per_scene)
-    rng = np.random.default_rng(scene)
-    top, bottom = rng.integers(0, 256, size=(2, 3))
-    ramp = np.linspace(0.0, 1.0, height)[:, None, None]
-    frame = np.broadcast_to(top * (1 - ramp) + bottom * ramp, (height, width, 3)).astype(np.uint8).copy()
+    background, colour = _scene(scene, height, width)
+    frame = background.copy()
     side = max(4, height // 4)
     x = int((width - side) * t / max(1, frames_per_scene - 1))
     y = (height - side) // 2
-    frame[y : y + side, x : x + side] = 255 - rng.integers(0, 256, size=3)
+    frame[y : y + side, x : x + side] = colour
     return frame
+
+
+@lru_cache(maxsize=4)
+def _scene(scene: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A scene's gradient background and square colour. Cached: a scene spans many frames."""
+    rng = np.random.default_rng(scene)
+    top, bottom = rng.integers(0, 256, size=(2, 3))
+    ramp = np.linspace(0.0, 1.0, height)[:, None, None]
+    background = np.broadcast_to(top * (1 - ramp) + bottom * ramp, (height, width, 3)).astype(np.uint8)
+    background.flags.writeable = False
+    return background, 255 - rng.integers(0, 256, size=3)
 
 
 def write_clip(

@@ -75,6 +75,15 @@ def test_sparse_sampling_seeks_and_stays_exact(clips: dict[str, Clip]) -> None:
     assert dense.seeks == 0 and dense.frames_decoded == clip.num_frames
 
 
+@pytest.mark.parametrize("rate", [1.0, 2.0, 3.7])
+def test_frames_that_cannot_matter_are_skipped_unseen(clips: dict[str, Clip], rate: float) -> None:
+    """Between grid points, non-reference frames are dropped by the decoder (skip_frame=NONREF)."""
+    clip = clips["long_gop"]  # gaps no longer than a GOP: no seeking, only skipping
+    video = tdvideo.read_video(clip.path, fps=rate)
+    assert frame_indices(video.frames) == select_indices(clip.times, Sampling(fps=rate), stop=8.0)
+    assert video.seeks == 0 and video.frames_decoded < clip.num_frames
+
+
 def test_start_seeks_instead_of_decoding_from_zero(clips: dict[str, Clip]) -> None:
     clip = clips["long_gop"]
     video = tdvideo.read_video(clip.path, start=6.0)
