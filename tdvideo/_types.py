@@ -8,3 +8,6 @@ Size = int | tuple[int, int]
 """A resize/crop target: ``S`` (the short side, or a square crop) or ``(H, W)``."""
 
 Interpolation = Literal["bilinear", "bicubic", "area", "nearest", "lanczos", "fast_bilinear"]
+
+Pool = Literal["avg", "none"]
+"""``avg``: one vector per frame; ``none``: the last spatial feature map."""

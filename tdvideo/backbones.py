@@ -7,17 +7,22 @@ size, mean/std and interpolation it expects. The built-in models need no weights
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import hashlib
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ._types import Interpolation, Size
+from ._types import Interpolation, Pool, Size
+from . import _torchvision as tv
 from .errors import ModelError, WeightsError
 from .timedistributed import TimeDistributed
 
@@ -28,12 +33,12 @@ __all__ = [
     "Normalize",
     "Preprocessing",
     "build_backbone",
+    "describe_model",
     "list_models",
     "load_state_dict_file",
     "model_entry",
 ]
 
-Pool = Literal["avg", "none"]
 DEFAULT_MODEL = "colorhist"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,20 +138,25 @@ def _seeded_conv2d() -> nn.Module:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: how to build it and what it expects.
+    """A registered model: how to build it, adapt it to features, and feed it.
 
-    ``builder(pool)`` returns the per-frame module (normalized float frames in,
-    features out). ``spatial`` says whether the model has a spatial map for
-    ``pool="none"``; ``default_pool`` is used when the caller leaves ``pool`` unset.
+    ``build(weights)`` returns the module in the form its checkpoints are saved from
+    (for a torchvision model, the full classifier), shaped for the named ``weights``
+    (``None``: the default ones); ``adapt(module, pool)`` turns it into the per-frame
+    feature extractor. ``preprocessing(weights)`` gives the input those weights expect.
+    ``named_weights`` resolves names such as ``DEFAULT`` to a file (downloaded and
+    cached when needed); models without it take only ``none`` or a path.
     """
 
     name: str
-    builder: Callable[[Pool], nn.Module]
-    preprocessing: Preprocessing
+    build: Callable[[str | None], nn.Module]
+    adapt: Callable[[nn.Module, Pool], nn.Module]
+    preprocessing: Callable[[str | None], Preprocessing]
     needs_weights: bool
     description: str
     spatial: bool = False
     default_pool: Pool = "avg"
+    named_weights: Callable[[str], tuple[str, Path]] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -160,49 +170,76 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def _no_pool(name: str, module: Callable[[], nn.Module]) -> Callable[[Pool], nn.Module]:
-    def build(pool: Pool) -> nn.Module:
-        if pool != "avg":
-            raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg', got {pool!r}")
-        return module()
+def _builtin(
+    name: str,
+    build: Callable[[], nn.Module],
+    preprocessing: Preprocessing,
+    description: str,
+    *,
+    pooled: Callable[[nn.Module], nn.Module] | None = None,
+) -> ModelEntry:
+    """A weight-free model. With ``pooled``, its output is a spatial map and ``pool="avg"`` wraps it."""
 
-    return build
+    def adapt(module: nn.Module, pool: Pool) -> nn.Module:
+        return pooled(module) if pooled is not None and pool == "avg" else module
 
-
-def _conv2d(pool: Pool) -> nn.Module:
-    conv = _seeded_conv2d()
-    return nn.Sequential(conv, _GlobalAvgPool()) if pool == "avg" else conv
+    return ModelEntry(
+        name=name,
+        build=lambda _weights: build(),
+        adapt=adapt,
+        preprocessing=lambda _weights: preprocessing,
+        needs_weights=False,
+        description=description,
+        spatial=pooled is not None,
+        default_pool="none" if pooled is not None else "avg",
+    )
 
 
 register_model(
-    ModelEntry(
-        name="colorhist",
-        builder=_no_pool("colorhist", ColorHistogram),
-        preprocessing=Preprocessing(size=112),
-        needs_weights=False,
-        description="RGB colour histograms, 3 x 16 bins (default; no weights)",
+    _builtin("colorhist", ColorHistogram, Preprocessing(size=112), "RGB colour histograms, 3 x 16 bins (default; no weights)")
+)
+register_model(
+    _builtin(
+        "thumbnail",
+        Thumbnail,
+        Preprocessing(size=(64, 64), interpolation="area"),
+        "8 x 8 RGB thumbnail, flattened (no weights)",
     )
 )
 register_model(
-    ModelEntry(
-        name="thumbnail",
-        builder=_no_pool("thumbnail", Thumbnail),
-        preprocessing=Preprocessing(size=(64, 64), interpolation="area"),
-        needs_weights=False,
-        description="8 x 8 RGB thumbnail, flattened (no weights)",
+    _builtin(
+        "conv2d",
+        _seeded_conv2d,
+        Preprocessing(size=(64, 64), mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        "the seed example TimeDistributed(Conv2d(3, 16, 3)), seeded init; spatial maps",
+        pooled=lambda conv: nn.Sequential(conv, _GlobalAvgPool()),
     )
 )
-register_model(
-    ModelEntry(
-        name="conv2d",
-        builder=_conv2d,
-        preprocessing=Preprocessing(size=(64, 64), mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        needs_weights=False,
-        description="the seed example TimeDistributed(Conv2d(3, 16, 3)), seeded init; spatial maps",
-        spatial=True,
-        default_pool="none",
+
+
+def _torchvision_entry(name: str) -> ModelEntry:
+    def preprocessing(weights: str | None) -> Preprocessing:
+        spec = tv.preprocessing(tv.resolve_weights(name, weights or "DEFAULT"))
+        return Preprocessing(size=spec.size, crop=spec.crop, mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+
+    def named_weights(weights: str) -> tuple[str, Path]:
+        resolved = tv.resolve_weights(name, weights)
+        return resolved.name, tv.fetch_weights(name, resolved)
+
+    return ModelEntry(
+        name=name,
+        build=lambda weights: tv.build(name, tv.resolve_weights(name, weights or "DEFAULT")),
+        adapt=lambda module, pool: tv.adapt(name, module, pool),
+        preprocessing=preprocessing,
+        needs_weights=True,
+        description=f"torchvision {name}, classifier removed",
+        spatial=tv.has_spatial_map(name),
+        named_weights=named_weights,
     )
-)
+
+
+for _name in tv.classification_models():
+    register_model(_torchvision_entry(_name))
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -212,12 +249,13 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def model_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``; :class:`ModelError` listing close names if unknown."""
+    """The registry entry for ``name``; :class:`ModelError` listing the names if unknown."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = list_models()
-        raise ModelError(f"unknown model {name!r}; available: {', '.join(known)}") from None
+        close = difflib.get_close_matches(name, _REGISTRY, n=5)
+        hint = f"close: {', '.join(close)}" if close else "see `tdvideo models`"
+        raise ModelError(f"unknown model {name!r}; {hint}") from None
 
 
 @dataclass
@@ -237,7 +275,6 @@ class Backbone:
     weights: str | None
     weights_sha256: str | None = None
     random_weights: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def frame_model(self) -> nn.Module:
         """uint8 ``(N, 3, H, W)`` frames in, features out."""
@@ -266,6 +303,46 @@ def feature_shape(module: nn.Module, preprocessing: Preprocessing) -> tuple[int,
     return tuple(shape[2:])
 
 
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Build modules with their parameters moved to the meta device as they are registered.
+
+    Only one layer's weights exist in memory at a time and initialisers run on meta
+    tensors, so describing a 600M-parameter model is cheap. (``with torch.device("meta")``
+    is not enough: some constructors compute layer widths with tensors and ``.tolist()``.)
+    Not thread-safe: it patches ``nn.Module.register_parameter`` for the duration.
+    """
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def describe_model(name: str, *, pool: Pool | None = None) -> dict[str, Any]:
+    """Feature shape and inputs of a model without building its weights (meta device)."""
+    entry = model_entry(name)
+    pool = pool or entry.default_pool
+    with _parameters_on_meta():
+        module = entry.adapt(entry.build(None), pool).eval()
+    pre = entry.preprocessing(None)
+    return {
+        "name": name,
+        "feature_shape": list(feature_shape(module, pre)),
+        "needs_weights": entry.needs_weights,
+        "spatial": entry.spatial,
+        "input_size": pre.crop or pre.size,
+        "description": entry.description,
+    }
+
+
 def build_backbone(
     name: str = DEFAULT_MODEL,
     *,
@@ -276,11 +353,17 @@ def build_backbone(
 
     Args:
         name: a name from :func:`list_models`.
-        weights: ``None``/``"DEFAULT"`` for the model's default weights (built-ins have
-            none to load), ``"none"`` for its plain initialisation, or a path to a
-            state-dict checkpoint loaded safely (``weights_only=True``).
+        weights: ``None`` for the model's default (``DEFAULT`` pretrained weights for
+            models that need weights, nothing for the built-ins); ``"DEFAULT"`` or a
+            torchvision weights name such as ``"IMAGENET1K_V2"`` (cached under
+            TORCH_HOME, downloaded if missing); ``"none"`` for random initialisation;
+            or a path to a state-dict checkpoint, loaded safely (``weights_only=True``).
         pool: ``"avg"`` for one vector per frame, ``"none"`` for the spatial map;
             ``None`` takes the model's default.
+
+    Raises:
+        ModelError: unknown model or pool. WeightsError: weights that cannot be found,
+        downloaded, loaded safely or matched to the model.
     """
     entry = model_entry(name)
     if pool is not None and pool not in ("avg", "none"):
@@ -288,24 +371,40 @@ def build_backbone(
     pool = pool or entry.default_pool
     if pool == "none" and not entry.spatial:
         raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg'")
-    module = entry.builder(pool)
-    weights_name: str | None = None
-    sha256: str | None = None
-    if weights is not None and str(weights) not in ("DEFAULT", "none"):
+    if weights is None:
+        weights = "DEFAULT" if entry.named_weights is not None else "none"
+    weights = str(weights)
+    named: str | None = None
+    if weights == "none":
+        path = None
+    elif entry.named_weights is not None and not _looks_like_path(weights):
+        named, path = entry.named_weights(weights)
+    elif _looks_like_path(weights):
         path = Path(weights)
-        sha256 = load_state_dict_file(module, path)
-        weights_name = str(path)
-    module.eval()
+    else:
+        raise WeightsError(f"model {name!r} has no named weights; --weights takes none or a checkpoint path, got {weights!r}")
+    module = entry.build(named)
+    sha256 = load_state_dict_file(module, path) if path is not None else None
+    module = entry.adapt(module, pool).eval()
+    preprocessing = entry.preprocessing(named)
+    random_weights = entry.needs_weights and path is None
+    if random_weights:
+        warnings.warn(f"model {name} runs with RANDOM weights (--weights none): its features carry no learned meaning")
     return Backbone(
         name=name,
         module=module,
-        preprocessing=entry.preprocessing,
-        feature_shape=feature_shape(module, entry.preprocessing),
+        preprocessing=preprocessing,
+        feature_shape=feature_shape(module, preprocessing),
         pool=pool,
-        weights=weights_name,
+        weights=named or (str(path) if path is not None else None),
         weights_sha256=sha256,
-        random_weights=entry.needs_weights and weights_name is None,
+        random_weights=random_weights,
     )
+
+
+def _looks_like_path(weights: str) -> bool:
+    # Enum names are upper-case identifiers; anything with a separator or suffix is a file.
+    return os.sep in weights or "/" in weights or Path(weights).suffix != "" or Path(weights).exists()
 
 
 def _sha256(path: Path) -> str:

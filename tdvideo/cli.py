@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -186,31 +187,22 @@ def info(
 
 @app.command()
 def models(
+    pattern: Annotated[Optional[str], typer.Argument(help="Only names matching this glob, e.g. 'resnet*'.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List the available models with their feature shape and whether they need weights."""
-    from .backbones import build_backbone, list_models, model_entry
+    from .backbones import describe_model, list_models
 
-    rows = []
-    for name in list_models():
-        entry = model_entry(name)
-        backbone = build_backbone(name)
-        rows.append(
-            {
-                "name": name,
-                "feature_shape": list(backbone.feature_shape),
-                "needs_weights": entry.needs_weights,
-                "input_size": entry.preprocessing.size,
-                "description": entry.description,
-            }
-        )
+    rows = [describe_model(name) for name in list_models(pattern)]
+    if not rows:
+        raise _fail(f"no model matches {pattern!r}", EXIT_USAGE)
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for row in rows:
         shape = "x".join(str(d) for d in row["feature_shape"])
         weights = "needs weights" if row["needs_weights"] else "no weights"
-        typer.echo(f"{row['name']:<12} {shape:<14} {weights:<14} {row['description']}")
+        typer.echo(f"{row['name']:<20} {shape:<12} {weights:<14} {row['description']}")
 
 
 def _configure_logging(level: str) -> None:
@@ -218,6 +210,12 @@ def _configure_logging(level: str) -> None:
     if not isinstance(numeric, int):
         raise _fail(f"--log-level must be one of debug, info, warning, error; got {level!r}", EXIT_USAGE)
     logging.basicConfig(level=numeric, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        # One plain line per warning (random weights, ignored rotation): no source location.
+        typer.echo(f"warning: {message}", err=True)
+
+    warnings.showwarning = show
 
 
 def main() -> None:

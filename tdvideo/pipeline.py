@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from ._types import Interpolation, Size
 from ._version import __version__
-from .backbones import DEFAULT_MODEL, Backbone, Pool, build_backbone
+from ._types import Pool
+from .backbones import DEFAULT_MODEL, Backbone, build_backbone
 from .decode import OnError, iter_video
 from .errors import NoVideosError, OutputCollisionError, TdvideoError, UsageError
 from .sampling import Sampling
@@ -231,8 +232,6 @@ class Extractor:
         self.dtype = dtype
         self.threads = threads
         self.model = TimeDistributed(self.backbone.frame_model()).to(self.device).eval()
-        if self.backbone.random_weights:
-            log.warning("model %s runs with RANDOM weights: its features carry no learned meaning", model)
 
     # -- one video, in memory ---------------------------------------------------------
 

@@ -1,0 +1,193 @@
+"""Every torchvision classification model as a per-frame feature extractor.
+
+The classifier is removed so a frame maps to its penultimate embedding (ResNet-50:
+2048, ViT-B/16: the class token, 768; ConvNeXt, EfficientNet, MobileNet, RegNet: the
+pooled features). ``pool="none"`` returns the last spatial feature map where the
+architecture has one. Preprocessing comes from the weights' own transforms, as in
+torchvision's weights API, and named weights are cached under TORCH_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models import WeightsEnum
+
+from ._types import Interpolation, Pool
+from .errors import ModelError, WeightsError
+
+
+_INTERPOLATION: dict[str, Interpolation] = {
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "nearest": "nearest",
+    "nearest-exact": "nearest",
+}
+
+
+def classification_models() -> list[str]:
+    """Names of torchvision's image classification models."""
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def build(name: str, weights: WeightsEnum) -> nn.Module:
+    """The full classifier, randomly initialised, shaped for ``weights``.
+
+    This is the module checkpoints are saved from. Some weights change the architecture
+    (ViT SWAG weights are for larger images), so the build follows the weights' meta.
+    """
+    kwargs: dict[str, object] = {"init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    if name.startswith("vit_"):
+        kwargs["image_size"] = weights.meta["min_size"][0]
+    return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+class _Permute(nn.Module):
+    """NHWC to NCHW (Swin's feature maps are channels-last tensors)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+class _Pooled(nn.Module):
+    """``features`` then global average pooling: ``(N, C)``."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x).mean(dim=(-2, -1))
+
+
+def spatial_trunk(name: str, model: nn.Module) -> nn.Module | None:
+    """The part of ``model`` that ends in its last spatial feature map, or None (ViT)."""
+    if name.startswith(("vit_",)):
+        return None
+    if name.startswith("swin"):
+        return nn.Sequential(model.features, model.norm, _Permute())
+    if name.startswith("regnet"):
+        return nn.Sequential(model.stem, model.trunk_output)
+    if name.startswith("mnasnet"):
+        return model.layers
+    if name.startswith("maxvit"):
+        return nn.Sequential(model.stem, *model.blocks)
+    if name.startswith("shufflenet"):
+        return nn.Sequential(model.conv1, model.maxpool, model.stage2, model.stage3, model.stage4, model.conv5)
+    if name.startswith("densenet"):
+        return nn.Sequential(model.features, nn.ReLU())
+    if hasattr(model, "layer4"):  # ResNet family, GoogLeNet-free
+        return nn.Sequential(*[m for n, m in model.named_children() if n not in ("avgpool", "fc")])
+    if name.startswith(("googlenet", "inception")):
+        keep = [m for n, m in model.named_children() if n not in ("avgpool", "dropout", "fc", "aux1", "aux2", "AuxLogits")]
+        return nn.Sequential(*keep)
+    if hasattr(model, "features"):
+        return model.features
+    return None
+
+
+def strip_head(name: str, model: nn.Module) -> nn.Module:
+    """``model`` with its classifier removed, in place: frames map to the penultimate embedding."""
+    if name.startswith("mobilenet_v3"):
+        model.classifier = nn.Identity()  # pooled features (576 / 960), before the head's MLP
+    elif name.startswith("squeezenet"):
+        model.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    elif isinstance(getattr(model, "fc", None), nn.Linear):
+        model.fc = nn.Identity()
+    elif hasattr(model, "heads"):  # ViT: the class token
+        model.heads = nn.Identity()
+    elif isinstance(getattr(model, "head", None), nn.Linear):  # Swin
+        model.head = nn.Identity()
+    elif isinstance(getattr(model, "classifier", None), nn.Linear):  # DenseNet
+        model.classifier = nn.Identity()
+    elif isinstance(getattr(model, "classifier", None), nn.Sequential) and isinstance(model.classifier[-1], nn.Linear):
+        model.classifier[-1] = nn.Identity()  # ConvNeXt, EfficientNet, MobileNetV2, MNASNet, VGG, AlexNet, MaxViT
+    else:
+        raise ModelError(f"do not know how to remove the classifier of {name!r}")
+    return model
+
+
+def adapt(name: str, model: nn.Module, pool: Pool) -> nn.Module:
+    if pool == "avg":
+        return strip_head(name, model)
+    trunk = spatial_trunk(name, model)
+    if trunk is None:
+        raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg'")
+    return trunk
+
+
+def has_spatial_map(name: str) -> bool:
+    return not name.startswith("vit_")
+
+
+# -- weights ---------------------------------------------------------------------------
+
+
+def weights_enum(name: str) -> type[WeightsEnum]:
+    return torchvision.models.get_model_weights(name)
+
+
+def resolve_weights(name: str, weights: str) -> WeightsEnum:
+    """``DEFAULT`` or an enum member name (``IMAGENET1K_V2``) to the torchvision weights."""
+    enum = weights_enum(name)
+    try:
+        return enum[weights]
+    except KeyError:
+        choices = ", ".join(["DEFAULT", *enum.__members__])
+        raise WeightsError(
+            f"unknown weights {weights!r} for {name}; choose one of {choices}, none, or a checkpoint path"
+        ) from None
+
+
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    size: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Interpolation
+
+
+def preprocessing(weights: WeightsEnum) -> PreprocessingSpec:
+    """Resize, crop, mean/std and interpolation from the weights' own eval transforms."""
+    t = weights.transforms()
+    return PreprocessingSpec(
+        size=int(t.resize_size[0]),
+        crop=int(t.crop_size[0]),
+        mean=tuple(float(v) for v in t.mean),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in t.std),  # type: ignore[arg-type]
+        interpolation=_INTERPOLATION.get(t.interpolation.value, "bilinear"),
+    )
+
+
+def cached_weights_file(weights: WeightsEnum) -> Path:
+    """Where torch.hub keeps (or would keep) this weights file: $TORCH_HOME/hub/checkpoints/."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def fetch_weights(name: str, weights: WeightsEnum) -> Path:
+    """The cached weights file, downloaded through torch.hub if missing.
+
+    Raises a one-line :class:`WeightsError` saying which file is missing, where to put
+    it, and that a local checkpoint path works too, when it cannot be downloaded.
+    """
+    path = cached_weights_file(weights)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    match = re.search(r"-([a-f0-9]{6,})\.", path.name)  # torch.hub's hash-prefix convention
+    try:
+        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=match.group(1) if match else None, progress=False)
+    except Exception as exc:  # URLError, HTTPError, OSError, hash mismatch: all mean "not available"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"{name} weights {weights.name} are not cached and could not be downloaded ({reason}): "
+            f"put {path.name} (from {weights.url}) into {path.parent}/ (set TORCH_HOME to move it), "
+            f"or pass --weights PATH to a local checkpoint"
+        ) from exc
+    return path
