@@ -93,11 +93,24 @@ def _root(
 
 @app.command()
 def extract(
-    inputs: Annotated[list[Path], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; input folder trees are mirrored.")] = Path("features"),
-    model: Annotated[str, typer.Option(help="Model name (see `tdvideo models`).")] = "colorhist",
+    inputs: Annotated[
+        Optional[list[Path]], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)
+    ] = None,
+    from_list: Annotated[
+        Optional[str], typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).")
+    ] = None,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="TOML preset (see configs/); flags given here override it.")
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved settings as TOML and exit.")
+    ] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder; input folder trees are mirrored. [default: features]")] = None,
+    ext: Annotated[Optional[list[str]], typer.Option(help="Only these extensions inside folders (repeatable), e.g. --ext mp4.")] = None,
+    glob: Annotated[Optional[str], typer.Option(help="Only files whose path below the input folder matches this glob.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name (see `tdvideo models`). [default: colorhist]")] = None,
     weights: Annotated[
-        Optional[str], typer.Option(help="DEFAULT, none, or a checkpoint PATH (loaded with weights_only).")
+        Optional[str], typer.Option(help="DEFAULT, a torchvision weights name, none, or a checkpoint PATH.")
     ] = None,
     pool: Annotated[Optional[PoolChoice], typer.Option(help="avg: a vector per frame; none: spatial maps.")] = None,
     fps: Annotated[Optional[float], typer.Option(help="Sample this many frames per second.")] = None,
@@ -107,49 +120,89 @@ def extract(
     end: Annotated[Optional[float], typer.Option(help="End time in seconds (exclusive).")] = None,
     clip_len: Annotated[Optional[int], typer.Option(help="Group kept frames into windows of N frames.")] = None,
     clip_stride: Annotated[Optional[int], typer.Option(help="A new window every N kept frames (default: clip-len).")] = None,
-    keyframes_only: Annotated[bool, typer.Option(help="Decode keyframes only.")] = False,
+    keyframes_only: Annotated[Optional[bool], typer.Option("--keyframes-only/--all-frames", help="Decode keyframes only.", show_default=False)] = None,
     size: Annotated[Optional[str], typer.Option(help="Resize: S (short side) or HxW. Default: the model's.")] = None,
     crop: Annotated[Optional[str], typer.Option(help="Center crop after resizing: S or HxW.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Frames per forward pass.")] = 64,
-    precision: Annotated[PrecisionChoice, typer.Option(help="Autocast precision on the device.")] = PrecisionChoice.fp32,
-    fmt: Annotated[FormatChoice, typer.Option("--format", help="Array file format.")] = FormatChoice.npy,
-    dtype: Annotated[DTypeChoice, typer.Option(help="dtype of the written features.")] = DTypeChoice.float32,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. [default: auto]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Frames per forward pass. [default: 64]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (0: decode here). [default: by job size]")] = None,
+    precision: Annotated[Optional[PrecisionChoice], typer.Option(help="Autocast precision on the device. [default: fp32]")] = None,
+    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.", show_default=False)] = None,
+    fmt: Annotated[Optional[FormatChoice], typer.Option("--format", help="Array file format. [default: npy]")] = None,
+    dtype: Annotated[Optional[DTypeChoice], typer.Option(help="dtype of the written features. [default: float32]")] = None,
     on_error: Annotated[
-        OnErrorChoice, typer.Option(help="A video failing part-way: raise (it fails) or keep the frames so far.")
-    ] = OnErrorChoice.fail,
-    overwrite: Annotated[bool, typer.Option(help="Recompute outputs that are already finished.")] = False,
+        Optional[OnErrorChoice], typer.Option(help="A video failing part-way: raise (it fails) or keep the frames so far. [default: raise]")
+    ] = None,
+    overwrite: Annotated[Optional[bool], typer.Option("--overwrite/--skip-finished", help="Recompute finished outputs (default: skip them).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning, error.")] = "warning",
 ) -> None:
     """Extract per-timestep features from videos into OUT (one array + one JSON per video)."""
-    from .pipeline import Extractor, RunSummary
+    from .config import load_config, resolve, to_toml
+    from .pipeline import Extractor, RunSummary, read_list_file
 
     _configure_logging(log_level)
     try:
+        flags = {
+            "out": str(out) if out is not None else None,
+            "model": model,
+            "weights": weights,
+            "pool": _value(pool),
+            "fps": fps,
+            "stride": stride,
+            "num_frames": num_frames,
+            "start": start,
+            "end": end,
+            "clip_len": clip_len,
+            "clip_stride": clip_stride,
+            "keyframes_only": keyframes_only,
+            "size": _parse_size(size, "--size"),
+            "crop": _parse_size(crop, "--crop"),
+            "device": device,
+            "batch_size": batch_size,
+            "workers": workers,
+            "precision": _value(precision),
+            "compile": compile_model,
+            "format": _value(fmt),
+            "dtype": _value(dtype),
+            "on_error": _value(on_error),
+            "overwrite": overwrite,
+            "ext": ext,
+            "glob": glob,
+        }
+        settings = resolve(load_config(config) if config is not None else None, flags)
+        if print_config:
+            typer.echo(to_toml(settings), nl=False)
+            return
+        paths = [*(inputs or []), *(read_list_file(from_list) if from_list is not None else [])]
+        if not paths:
+            raise UsageError("no inputs: give video files or folders, or --from-list FILE")
         extractor = Extractor(
-            model,
-            weights=weights,
-            pool=pool.value if pool else None,
-            device=device,
-            batch_size=batch_size,
-            precision=precision.value,
-            size=_parse_size(size, "--size"),
-            crop=_parse_size(crop, "--crop"),
-            on_error=on_error.value,
-            dtype=dtype.value,
-            fps=fps,
-            stride=stride,
-            num_frames=num_frames,
-            start=start,
-            end=end,
-            clip_len=clip_len,
-            clip_stride=clip_stride,
-            keyframes_only=keyframes_only,
+            settings["model"],
+            weights=settings["weights"],
+            pool=settings["pool"],
+            device=settings["device"],
+            batch_size=settings["batch_size"],
+            workers=settings["workers"],
+            precision=settings["precision"],
+            compile=settings["compile"],
+            size=settings["size"],
+            crop=settings["crop"],
+            on_error=settings["on_error"],
+            dtype=settings["dtype"],
+            **{k: settings[k] for k in ("fps", "stride", "num_frames", "start", "end", "clip_len", "clip_stride", "keyframes_only")},
         )
         summary = RunSummary()
+        out_dir = Path(settings["out"])
         for result in extractor.run(
-            inputs, out=out, fmt=fmt.value, overwrite=overwrite, progress=None if not quiet else False, summary=summary
+            paths,
+            out=out_dir,
+            fmt=settings["format"],
+            overwrite=settings["overwrite"],
+            extensions=settings["ext"],
+            glob=settings["glob"],
+            progress=False if quiet else None,
+            summary=summary,
         ):
             if result.status == "failed":
                 typer.echo(f"failed: {result.path}: {result.error}", err=True)
@@ -160,8 +213,12 @@ def extract(
     if not quiet:
         typer.echo(summary.line(), err=True)
     if summary.failed:
-        typer.echo(f"{summary.failed} input(s) failed; see {out / 'failures.jsonl'}", err=True)
+        typer.echo(f"{summary.failed} input(s) failed; see {out_dir / 'failures.jsonl'}", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _value(choice: Optional[Enum]) -> Optional[str]:
+    return choice.value if choice is not None else None
 
 
 @app.command()

@@ -29,6 +29,10 @@ class VideoError(TdvideoError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuild from (path, reason): errors cross from decoding worker processes.
+        return (type(self), (self.path, self.reason), self.__dict__)
+
 
 class VideoOpenError(VideoError):
     """The file does not exist, cannot be read, or is not a container FFmpeg understands."""

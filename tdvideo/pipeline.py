@@ -2,14 +2,20 @@
 
 :class:`Extractor` is the library API the CLI is built on::
 
-    extractor = Extractor(model="colorhist", fps=2)
+    extractor = Extractor(model="resnet50", fps=1)
     feats = extractor.extract("clip.mp4")          # in memory
     for result in extractor.run(["videos/"], out="features"):
         print(result.status, result.output)
+
+Decoding runs in DataLoader worker processes (``spawn``), one video per worker at a
+time, streamed in chunks. The main process batches chunks from different videos into
+forward passes of up to ``batch_size`` frames, and writes each video as soon as its last
+chunk has gone through the model.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -23,13 +29,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from ._types import Interpolation, Size
+from ._types import Interpolation, Pool, Size
 from ._version import __version__
-from ._types import Pool
 from .backbones import DEFAULT_MODEL, Backbone, build_backbone
-from .decode import OnError, iter_video
+from .decode import OnError, VideoClip, iter_video
 from .errors import NoVideosError, OutputCollisionError, TdvideoError, UsageError
 from .sampling import Sampling
 from .timedistributed import TimeDistributed
@@ -40,9 +46,11 @@ __all__ = [
     "Extractor",
     "InputVideo",
     "Precision",
+    "RunSummary",
     "VideoResult",
     "discover_videos",
     "plan_outputs",
+    "read_list_file",
     "resolve_device",
 ]
 
@@ -53,6 +61,8 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 )
 Precision = Literal["fp32", "fp16", "bf16"]
 _AUTOCAST: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Below this much input, starting decoding worker processes costs more than it saves.
+_WORKERS_MIN_BYTES = 32 * 2**20
 
 
 # -- inputs and outputs ----------------------------------------------------------------
@@ -67,21 +77,37 @@ class InputVideo:
     relative: PurePath
 
 
-def discover_videos(inputs: Iterable[str | Path], *, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[InputVideo]:
-    """Expand files and folders (recursively, video extensions only) into a sorted list.
+def _normalize_exts(extensions: Iterable[str]) -> set[str]:
+    return {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
 
-    A file named directly is taken whatever its extension (it fails later if it is no
-    video). Raises :class:`UsageError` for a path that does not exist and
-    :class:`NoVideosError` when nothing is found.
+
+def discover_videos(
+    inputs: Iterable[str | Path],
+    *,
+    extensions: Iterable[str] | None = None,
+    glob: str | None = None,
+) -> list[InputVideo]:
+    """Expand files and folders into a deterministic list of videos.
+
+    Folders are searched recursively for files with a video extension (``extensions``,
+    default :data:`VIDEO_EXTENSIONS`) whose path below the folder matches ``glob``
+    (fnmatch, e.g. ``"cam1/*.mp4"``). A file named directly is taken whatever its
+    extension (it fails later if it is no video). Raises :class:`UsageError` for a path
+    that does not exist and :class:`NoVideosError` when nothing is found.
     """
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    exts = _normalize_exts(extensions) if extensions else set(VIDEO_EXTENSIONS)
     found: list[InputVideo] = []
     for item in inputs:
         root = Path(item)
         if root.is_dir():
-            videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+            videos = sorted(
+                p
+                for p in root.rglob("*")
+                if p.suffix.lower() in exts and p.is_file() and (glob is None or fnmatch.fnmatch(p.relative_to(root).as_posix(), glob))
+            )
             if not videos:
-                raise NoVideosError(f"{root}: no video files found (extensions: {' '.join(sorted(exts))})")
+                what = f"matching {glob!r} " if glob else ""
+                raise NoVideosError(f"{root}: no video files {what}found (extensions: {' '.join(sorted(exts))})")
             found.extend(InputVideo(p, p.relative_to(root).with_suffix("")) for p in videos)
         elif root.is_file():
             found.append(InputVideo(root, PurePath(root.stem)))
@@ -92,6 +118,18 @@ def discover_videos(inputs: Iterable[str | Path], *, extensions: Iterable[str] =
     if not found:
         raise NoVideosError("no input videos given")
     return found
+
+
+def read_list_file(path: str | Path) -> list[str]:
+    """Paths from a list file, one per line (``-`` reads standard input); blank lines and ``#`` comments skipped."""
+    if str(path) == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read list file ({exc.strerror or exc})") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
@@ -133,6 +171,58 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+# -- decoding in worker processes ------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    """One decoded chunk of video ``index``, or the error that ended that video."""
+
+    index: int
+    clip: VideoClip | None
+    last: bool
+    error: BaseException | None = None
+
+    def pin_memory(self) -> _Chunk:
+        # Called by the DataLoader's pinning thread, off the main thread's critical path.
+        if self.clip is not None:
+            self.clip.frames = self.clip.frames.pin_memory()
+        return self
+
+
+def _decode_one(index: int, path: Path, options: dict[str, Any]) -> Iterator[_Chunk]:
+    """A video's chunks; the last is flagged, and an error ends the video as one more item."""
+    held: VideoClip | None = None
+    try:
+        for clip in iter_video(path, **options):
+            if held is not None:
+                yield _Chunk(index, held, last=False)
+            held = clip
+    except Exception as exc:  # handed to the main process, which records it per video
+        yield _Chunk(index, None, last=True, error=exc)
+        return
+    yield _Chunk(index, held, last=True)
+
+
+class _DecodeJob(IterableDataset):
+    """Videos to decode; each DataLoader worker takes every n-th one."""
+
+    def __init__(self, videos: Sequence[Path], options: dict[str, Any]) -> None:
+        self.videos = list(videos)
+        self.options = options
+
+    def __iter__(self) -> Iterator[_Chunk]:
+        worker = get_worker_info()
+        first, step = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        for index in range(first, len(self.videos), step):
+            yield from _decode_one(index, self.videos[index], self.options)
+
+
+def _init_worker(_: int) -> None:
+    # Workers only decode; torch threads there would compete with FFmpeg's.
+    torch.set_num_threads(1)
+
+
 # -- extraction ------------------------------------------------------------------------
 
 
@@ -144,7 +234,6 @@ class VideoResult:
     output: Path | None
     status: Literal["done", "skipped", "failed"]
     frames: int = 0
-    seconds: float = 0.0
     error_type: str | None = None
     error: str | None = None
 
@@ -174,23 +263,47 @@ class RunSummary:
         )
 
 
+@dataclass
+class _Pending:
+    """A video whose chunks are on their way through the model."""
+
+    rows: list[torch.Tensor] = field(default_factory=list)
+    times: list[torch.Tensor] = field(default_factory=list)
+    queued: int = 0
+    last_clip: VideoClip | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return reason
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Extractor:
     """Extract per-timestep features from videos with a :class:`TimeDistributed` backbone.
 
     Args:
         model: a registered model name (see :func:`tdvideo.list_models`).
-        weights: ``None``/``"DEFAULT"``, ``"none"``, or a checkpoint path (see
-            :func:`tdvideo.build_backbone`).
+        weights: ``None`` (the model's default), ``"DEFAULT"``, a torchvision weights
+            name, ``"none"``, or a checkpoint path (see :func:`tdvideo.build_backbone`).
         pool: ``"avg"`` or ``"none"`` (spatial maps); ``None`` for the model's default.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: frames per forward pass (and per decoded chunk).
+        batch_size: frames per forward pass (and per decoded chunk). Chunks of different
+            videos share a forward pass.
+        workers: decoding processes; ``None`` picks: none for small jobs (starting them
+            costs more than it saves), else one per CPU core up to 8 and the number of
+            videos. ``0`` decodes in this process.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast.
+        compile: wrap the model in ``torch.compile`` (dynamic shapes).
         size, crop, interpolation: override the model's preprocessing.
         sampling: a :class:`Sampling`, or its fields as keywords (``fps=2`` ...).
-        on_error: ``"raise"`` on a video that fails part-way, or ``"keep"`` its frames
-            decoded so far (recorded as ``truncated`` in the metadata).
+        on_error: ``"raise"``: a video that fails part-way fails; ``"keep"``: keep its
+            frames decoded so far (``truncated`` in the metadata).
         dtype: dtype of the written features.
-        threads: FFmpeg decoder threads per video (0: FFmpeg decides).
+        threads: FFmpeg decoder threads per video (0: FFmpeg decides; with workers, the
+            cores are shared out between them).
     """
 
     def __init__(
@@ -201,7 +314,9 @@ class Extractor:
         pool: Pool | None = None,
         device: str = "auto",
         batch_size: int = 64,
+        workers: int | None = None,
         precision: Precision = "fp32",
+        compile: bool = False,
         size: Size | None = None,
         crop: Size | None = None,
         interpolation: Interpolation | None = None,
@@ -211,12 +326,16 @@ class Extractor:
         threads: int = 0,
         **sampling_options: Any,
     ) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise UsageError(f"workers must be a non-negative integer, got {workers!r}")
         if precision not in _AUTOCAST:
             raise UsageError(f"precision must be one of {', '.join(_AUTOCAST)}; got {precision!r}")
         if dtype not in ("float32", "float16"):
             raise UsageError(f"dtype must be float32 or float16; got {dtype!r}")
+        if on_error not in ("raise", "keep"):
+            raise UsageError(f"on_error must be 'raise' or 'keep'; got {on_error!r}")
         if sampling is not None and sampling_options:
             raise UsageError("pass sampling= or sampling keywords, not both")
         self.sampling = sampling or Sampling(**sampling_options)
@@ -227,13 +346,16 @@ class Extractor:
         self.crop = crop if crop is not None else pre.crop
         self.interpolation: Interpolation = interpolation or pre.interpolation
         self.batch_size = batch_size
+        self.workers = workers
         self.precision = precision
         self.on_error = on_error
         self.dtype = dtype
         self.threads = threads
-        self.model = TimeDistributed(self.backbone.frame_model()).to(self.device).eval()
-
-    # -- one video, in memory ---------------------------------------------------------
+        model_ = TimeDistributed(self.backbone.frame_model()).to(self.device).eval()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            model_ = model_.to(memory_format=torch.channels_last)
+        self.model: torch.nn.Module = torch.compile(model_, dynamic=True) if compile else model_
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines the features, as stored in each output's metadata."""
@@ -245,58 +367,133 @@ class Extractor:
             "dtype": self.dtype,
         }
 
+    # -- the engine ---------------------------------------------------------------------
+
+    def _decode_options(self, threads: int) -> dict[str, Any]:
+        return {
+            "chunk_frames": self.batch_size,
+            "sampling": self.sampling,
+            "size": self.size,
+            "crop": self.crop,
+            "interpolation": self.interpolation,
+            "threads": threads,
+            "on_error": self.on_error,
+        }
+
+    def _worker_count(self, videos: Sequence[Path]) -> int:
+        if self.workers is not None:
+            return min(self.workers, len(videos))
+        total = sum(p.stat().st_size for p in videos if p.is_file())
+        if len(videos) < 2 or total < _WORKERS_MIN_BYTES:
+            return 0
+        return min(os.cpu_count() or 1, 8, len(videos))
+
+    def _chunks(self, videos: Sequence[Path]) -> Iterator[_Chunk]:
+        workers = self._worker_count(videos)
+        if workers == 0:
+            job = _DecodeJob(videos, self._decode_options(self.threads))
+            pin = self.device.type == "cuda"
+            for chunk in job:
+                yield chunk.pin_memory() if pin else chunk
+            return
+        # Share the cores out: each worker decodes one video at a time.
+        threads = self.threads or max(1, (os.cpu_count() or 1) // workers)
+        loader = DataLoader(
+            _DecodeJob(videos, self._decode_options(threads)),
+            batch_size=None,
+            num_workers=workers,
+            multiprocessing_context="spawn",
+            worker_init_fn=_init_worker,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=2,
+        )
+        yield from loader
+
     def _forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, T, C, H, W)`` on the host to float32 features on the host."""
-        pin = self.device.type == "cuda"
-        x = (frames.pin_memory() if pin else frames).to(self.device, non_blocking=pin)
+        x = frames.to(self.device, non_blocking=frames.is_pinned())
         autocast = _AUTOCAST[self.precision]
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
-            y = self.model(x)
+        try:
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
+                y = self.model(x)
+        except RuntimeError as exc:
+            raise TdvideoError(
+                f"model {self.backbone.name} failed on frames of shape {tuple(frames.shape)}: {_reason(exc)}"
+            ) from exc
         return y.float().cpu()
 
-    def extract(self, path: str | Path, *, progress: tqdm | None = None) -> Features:
-        """Features of one video, in memory (no files written)."""
-        path = Path(path)
-        stat = path.stat() if path.exists() else None
-        rows: list[torch.Tensor] = []
-        times: list[torch.Tensor] = []
-        last = None
-        for clip in iter_video(
-            path,
-            chunk_frames=self.batch_size,
-            sampling=self.sampling,
-            size=self.size,
-            crop=self.crop,
-            interpolation=self.interpolation,
-            threads=self.threads,
-            on_error=self.on_error,
-        ):
-            windowed = self.sampling.windowed
-            y = self._forward(clip.frames if windowed else clip.frames.unsqueeze(0))
-            rows.append(y if windowed else y[0])
-            times.append(clip.timestamps)
+    def _features(self, videos: Sequence[Path], progress: tqdm | None = None) -> Iterator[tuple[int, Features | BaseException]]:
+        """Features of each video (or the error that failed it), in the order they finish."""
+        windowed = self.sampling.windowed
+        pending: dict[int, _Pending] = {}
+        # Chunks wait here, grouped by frame shape, until a forward pass is full.
+        queues: dict[tuple[int, ...], list[_Chunk]] = {}
+
+        def flush(queue: list[_Chunk]) -> Iterator[tuple[int, Features]]:
+            if not queue:
+                return
+            frames = torch.cat([c.clip.frames for c in queue])  # type: ignore[union-attr]
+            out = self._forward(frames if windowed else frames.unsqueeze(0))
+            rows = out if windowed else out[0]
+            sizes = [c.clip.frames.shape[0] for c in queue]  # type: ignore[union-attr]
+            done = [c for c in queue if c.last]
+            for chunk, part in zip(queue, rows.split(sizes)):
+                state = pending[chunk.index]
+                state.rows.append(part)
+                state.times.append(chunk.clip.timestamps)  # type: ignore[union-attr]
+                state.queued -= 1
             if progress is not None:
-                progress.update(clip.timestamps.numel())
-            last = clip
-        assert last is not None  # iter_video raises rather than yield nothing
-        array = torch.cat(rows).numpy().astype(np.dtype(self.dtype), copy=False)
+                progress.update(sum(sizes) * (frames.shape[1] if windowed else 1))
+            queue.clear()
+            for chunk in done:
+                state = pending.pop(chunk.index)
+                yield chunk.index, self._finish(videos[chunk.index], state)
+
+        for chunk in self._chunks(videos):
+            if chunk.error is not None:
+                pending.pop(chunk.index, None)
+                for queue in queues.values():
+                    queue[:] = [c for c in queue if c.index != chunk.index]
+                yield chunk.index, chunk.error
+                continue
+            assert chunk.clip is not None
+            state = pending.setdefault(chunk.index, _Pending())
+            state.queued += 1
+            state.last_clip = chunk.clip
+            frames_in = chunk.clip.timestamps.numel()
+            queue = queues.setdefault(tuple(chunk.clip.frames.shape[1:]), [])
+            if queue and sum(c.clip.timestamps.numel() for c in queue) + frames_in > self.batch_size:  # type: ignore[union-attr]
+                yield from flush(queue)
+            queue.append(chunk)
+        for queue in queues.values():
+            yield from flush(queue)
+
+    def _finish(self, path: Path, state: _Pending) -> Features:
+        last = state.last_clip
+        assert last is not None and state.queued == 0
+        times = torch.cat(state.times)
+        array = torch.cat(state.rows).numpy().astype(np.dtype(self.dtype), copy=False)
+        stat = path.stat()
         meta = {
             "tdvideo_version": __version__,
-            "source": {
-                "path": str(path),
-                "size": stat.st_size if stat else None,
-                "mtime": stat.st_mtime if stat else None,
-            },
+            "source": {"path": str(path), "size": stat.st_size, "mtime": stat.st_mtime},
             **self.settings(),
             "video": last.info.to_dict(),
-            "frames": int(torch.cat(times).numel()),
+            "frames": int(times.numel()),
             "pts_synthesized": last.pts_synthesized,
             "truncated": last.truncated,
             "error": last.error,
         }
-        return Features(array=array, timestamps=torch.cat(times).numpy(), metadata=meta)
+        return Features(array=array, timestamps=times.numpy(), metadata=meta)
 
-    # -- many videos, to disk ---------------------------------------------------------
+    # -- public API ---------------------------------------------------------------------
+
+    def extract(self, path: str | Path) -> Features:
+        """Features of one video, in memory (no files written). Raises the video's error."""
+        [(_, result)] = list(self._features([Path(path)]))
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def is_finished(self, video: Path, base: Path, fmt: Format) -> bool:
         """True when ``base`` holds this video's output for these exact settings."""
@@ -317,17 +514,19 @@ class Extractor:
         out: str | Path = "features",
         fmt: Format = "npy",
         overwrite: bool = False,
+        extensions: Iterable[str] | None = None,
+        glob: str | None = None,
         progress: bool | None = None,
         summary: RunSummary | None = None,
     ) -> Iterator[VideoResult]:
-        """Extract every video under ``inputs`` to ``out``, yielding a result per video.
+        """Extract every video under ``inputs`` to ``out``, yielding a result per video as it finishes.
 
-        Finished outputs with the same source and settings are skipped unless
+        Finished outputs with the same source and settings are skipped (first) unless
         ``overwrite``. A failing video never stops the run: it yields a ``failed``
         result and is appended to ``out/failures.jsonl``. Input discovery and output
         collisions are checked before any work starts (:class:`UsageError`).
         """
-        videos = discover_videos(inputs)
+        videos = discover_videos(inputs, extensions=extensions, glob=glob)
         bases = plan_outputs(videos, out)
         out = Path(out)
         show = sys.stderr.isatty() if progress is None else progress
@@ -335,31 +534,41 @@ class Extractor:
         started = time.perf_counter()
         failures_log = out / "failures.jsonl"
         failures_log.unlink(missing_ok=True)
+
+        def record(result: VideoResult) -> VideoResult:
+            if result.status == "failed":
+                _append_failure(failures_log, result)
+            summary.add(result)
+            summary.wall = time.perf_counter() - started
+            vbar.update(1)
+            return result
+
         with (
             tqdm(total=len(videos), unit="video", disable=not show, position=0, desc="videos") as vbar,
             tqdm(unit="frame", disable=not show, position=1, desc="frames", leave=False) as fbar,
         ):
+            todo: list[tuple[Path, Path]] = []
             for video, base in zip(videos, bases):
-                result = self._run_one(video.path, base, fmt, overwrite, fbar)
-                if result.status == "failed":
-                    _append_failure(failures_log, result)
-                summary.add(result)
-                summary.wall = time.perf_counter() - started
-                vbar.update(1)
-                yield result
-
-    def _run_one(self, video: Path, base: Path, fmt: Format, overwrite: bool, fbar: tqdm) -> VideoResult:
-        t0 = time.perf_counter()
-        try:
-            if not overwrite and self.is_finished(video, base, fmt):
-                return VideoResult(video, array_path(base, fmt), "skipped")
-            features = self.extract(video, progress=fbar)
-            target = write_features(base, features, fmt=fmt)
-        except (TdvideoError, OSError, RuntimeError, ValueError) as exc:
-            # One bad video must not stop a batch: record it and move on.
-            reason = exc.reason if hasattr(exc, "reason") else str(exc).strip().splitlines()[0]
-            return VideoResult(video, None, "failed", error_type=type(exc).__name__, error=reason, seconds=time.perf_counter() - t0)
-        return VideoResult(video, target, "done", frames=len(features.timestamps.reshape(-1)), seconds=time.perf_counter() - t0)
+                try:
+                    finished = not overwrite and self.is_finished(video.path, base, fmt)
+                except OSError as exc:
+                    yield record(VideoResult(video.path, None, "failed", error_type=type(exc).__name__, error=_reason(exc)))
+                    continue
+                if finished:
+                    yield record(VideoResult(video.path, array_path(base, fmt), "skipped"))
+                else:
+                    todo.append((video.path, base))
+            for index, result in self._features([p for p, _ in todo], progress=fbar):
+                path, base = todo[index]
+                if isinstance(result, BaseException):
+                    yield record(VideoResult(path, None, "failed", error_type=type(result).__name__, error=_reason(result)))
+                    continue
+                try:
+                    target = write_features(base, result, fmt=fmt)
+                except OSError as exc:
+                    yield record(VideoResult(path, None, "failed", error_type=type(exc).__name__, error=_reason(exc)))
+                    continue
+                yield record(VideoResult(path, target, "done", frames=int(result.timestamps.size)))
 
 
 def _append_failure(log_path: Path, result: VideoResult) -> None:
@@ -367,5 +576,3 @@ def _append_failure(log_path: Path, result: VideoResult) -> None:
     line = json.dumps({"path": str(result.path), "error_type": result.error_type, "message": result.error})
     with log_path.open("a") as fh:
         fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())

@@ -145,3 +145,41 @@ def test_extractor_validates_options() -> None:
         Extractor(batch_size=0)
     with pytest.raises(UsageError, match="precision must be one of fp32, fp16, bf16; got 'fp8'"):
         Extractor(precision="fp8")  # type: ignore[arg-type]
+
+
+def test_frames_of_different_videos_share_forward_passes(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    extractor = Extractor(batch_size=64, workers=0)
+    batches: list[tuple[int, ...]] = []
+    forward = extractor._forward
+
+    def spy(frames):
+        batches.append(tuple(frames.shape[:2]))
+        return forward(frames)
+
+    monkeypatch.setattr(extractor, "_forward", spy)
+    results = list(extractor.run([folder], out=tmp_path, progress=False))
+    # a/x.mp4 has 60 frames, b/x.webm 30, one.mp4 1: 60 fill one pass, 30 + 1 share the next.
+    assert batches == [(1, 60), (1, 31)]
+    for result in results:
+        alone = Extractor().extract(result.path)
+        np.testing.assert_array_equal(tdvideo.load(result.output).array, alone.array)
+
+
+def test_worker_processes_give_the_same_outputs(folder: Path, broken: dict[str, Path], tmp_path: Path) -> None:
+    (folder / "b" / "deep").mkdir()
+    shutil.copy(folder / "a" / "x.mp4", folder / "b" / "deep" / "x.mp4")  # same name, another folder
+    shutil.copy(broken["garbage"], folder / "b" / "bad.mkv")
+    in_process = {r.path: r for r in Extractor(workers=0, batch_size=16).run([folder], out=tmp_path / "w0", progress=False)}
+    spawned = {r.path: r for r in Extractor(workers=2, batch_size=16).run([folder], out=tmp_path / "w2", progress=False)}
+    assert in_process.keys() == spawned.keys()
+    assert {p.name: r.status for p, r in spawned.items()} == {"x.mp4": "done", "x.webm": "done", "one.mp4": "done", "bad.mkv": "failed"}
+    assert spawned[folder / "b" / "bad.mkv"].error_type == "DecodeError"
+    assert "decode error after" in spawned[folder / "b" / "bad.mkv"].error
+    for path, result in spawned.items():
+        if result.status == "done":
+            other = in_process[path]
+            assert result.output.relative_to(tmp_path / "w2") == other.output.relative_to(tmp_path / "w0")
+            np.testing.assert_array_equal(tdvideo.load(result.output).array, tdvideo.load(other.output).array)
+    assert sorted(p.relative_to(tmp_path / "w2").as_posix() for p in (tmp_path / "w2").rglob("*.npy")) == [
+        "a/x.npy", "b/deep/x.npy", "b/x.npy", "one.npy"
+    ]
