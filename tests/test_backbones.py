@@ -179,3 +179,16 @@ def test_end_to_end_with_a_checkpoint_path(tmp_path: Path, name: str, dim: int) 
     assert meta["weights_sha256"] == tdvideo.backbones._sha256(path)
     assert meta["feature_shape"] == [dim] and meta["preprocessing"]["crop"] == 224
     assert meta["resize"] == {"size": meta["preprocessing"]["size"], "crop": 224, "interpolation": meta["preprocessing"]["interpolation"]}
+
+
+def test_colorhist_counts_every_pixel_once_in_the_right_bin() -> None:
+    from tdvideo.backbones import ColorHistogram
+
+    frames = torch.randint(0, 256, (5, 7, 9, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels_last
+    hist = ColorHistogram(16)(frames)
+    expected = torch.stack(
+        [torch.cat([torch.bincount(f[c].flatten().long() // 16, minlength=16) for c in range(3)]) for f in frames]
+    ).float() / (7 * 9)
+    torch.testing.assert_close(hist, expected)
+    torch.testing.assert_close(ColorHistogram(16)(frames.float() / 255), expected)
+    assert torch.allclose(ColorHistogram(10)(frames).view(5, 3, 10).sum(-1), torch.ones(5, 3))

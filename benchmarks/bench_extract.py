@@ -1,0 +1,153 @@
+"""End-to-end extraction benchmark: the pipeline against decoding alone and the model alone.
+
+    python benchmarks/bench_extract.py [--quick]
+
+In one run, on generated 720p H.264 clips (see bench_decode.py; cached under --cache):
+  1. default model: extraction frames/s against a bare PyAV decode+resize loop over the
+     same files, for one 10 s clip and a folder of 8 clips;
+  2. resnet18 at 224: extraction frames/s against the slower of decoding alone and the
+     model alone on pre-decoded frames;
+  3. peak RSS of a whole extraction of a 10 min clip against a 10 s clip;
+  4. a rerun over a folder of 1,000 finished videos (seconds per 1,000 videos).
+Extraction is timed in-process (imports excluded), median of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decode import make_clip  # noqa: E402
+
+import tdvideo  # noqa: E402
+from tdvideo import Extractor  # noqa: E402
+from tdvideo.decode import _Geometry  # noqa: E402
+from tdvideo.synthetic import index_frame, write_clip  # noqa: E402
+
+
+def bare_loop(paths: list[Path], size: int | tuple[int, int], crop: int | None = None) -> int:
+    """Decode + resize with PyAV alone, at the size the extractor uses."""
+    n = 0
+    for path in paths:
+        info = tdvideo.probe(path)
+        geometry = _Geometry.plan(info, size, crop)
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                frame.to_ndarray(width=geometry.sws_width, height=geometry.sws_height, format="rgb24", threads=1)
+                n += 1
+    return n
+
+
+def rate(fn: Callable[[], int], repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        frames = fn()
+        rates.append(frames / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def run_folder(extractor: Extractor, inputs: list[Path], out: Path) -> int:
+    shutil.rmtree(out, ignore_errors=True)
+    results = list(extractor.run(inputs, out=out, progress=False))
+    assert all(r.status == "done" for r in results), [r.error for r in results if r.status != "done"]
+    return sum(r.frames for r in results)
+
+
+_RSS_CHILD = """
+import sys, warnings, tdvideo
+def kib(field):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field))
+extractor = tdvideo.Extractor(model=sys.argv[3], weights="none", workers=0)
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+before = kib("VmRSS:")
+frames = sum(r.frames for r in extractor.run([sys.argv[1]], out=sys.argv[2], overwrite=True, progress=False))
+print(frames, before, kib("VmHWM:"))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tdvideo-bench")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="skip the 10 min clip and the 1,000-video rerun")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # random-weights warnings: speed does not depend on the weights
+    args.cache.mkdir(parents=True, exist_ok=True)
+    clip = make_clip(args.cache, 10)
+    folder = args.cache / "folder8"
+    folder.mkdir(exist_ok=True)
+    for i in range(8):
+        if not (folder / f"clip{i}.mp4").exists():
+            (folder / f"clip{i}.mp4").hardlink_to(clip)
+    folder_clips = sorted(folder.glob("*.mp4"))
+    tmp = Path(tempfile.mkdtemp(prefix="tdvideo-bench-"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, PyAV {av.__version__}; {clip.name}")
+
+    print("\n== 1. default model (colorhist, 112 px short side) against bare decode+resize ==")
+    default = Extractor()
+    size = default.size
+    for label, inputs, paths in [("one 10 s clip", [clip], [clip]), ("folder of 8 clips", [folder], folder_clips)]:
+        bare = rate(lambda: bare_loop(paths, size), args.repeats)
+        ours = rate(lambda: run_folder(default, inputs, tmp / "out"), args.repeats)
+        workers = default._worker_count(paths)
+        print(f"{label:<18} bare {bare:7.1f} fps   tdvideo {ours:7.1f} fps   ratio {ours / bare:.2f}   (workers={workers})")
+
+    print("\n== 2. resnet18 at 224 against the slower of decoding and the model ==")
+    resnet = Extractor(model="resnet18", weights="none", batch_size=32)
+    decode = rate(lambda: bare_loop([clip], resnet.size, resnet.crop), args.repeats)
+    frames = torch.randint(0, 256, (1, 32, 3, 224, 224), dtype=torch.uint8)
+    model_rate = rate(lambda: (resnet._forward(frames), 32)[1], args.repeats + 2)
+    ours = rate(lambda: run_folder(resnet, [clip], tmp / "out"), args.repeats)
+    bound = min(decode, model_rate)
+    print(f"decode alone {decode:.1f} fps, model alone {model_rate:.1f} fps, tdvideo {ours:.1f} fps: {ours / bound:.2f} of the slower")
+
+    if not args.quick:
+        print("\n== 3. peak RSS of extracting a 10 min clip against a 10 s clip (colorhist, fresh subprocess) ==")
+        peaks = []
+        for path in (clip, make_clip(args.cache, 600)):
+            out = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, str(path), str(tmp / "rss"), "colorhist"],
+                capture_output=True, text=True, check=True,
+            )
+            n, before, peak = (int(v) for v in out.stdout.split())
+            peaks.append(peak)
+            print(f"{path.name:<32} {n:>6} frames  peak RSS {peak / 1024:7.1f} MiB (+{(peak - before) / 1024:.1f} MiB above imports)")
+        print(f"ratio 10 min / 10 s: {peaks[1] / peaks[0]:.2f}")
+
+        print("\n== 4. rerun over 1,000 finished videos ==")
+        many = tmp / "many"
+        many.mkdir()
+        tiny = write_clip(tmp / "tiny.mp4", 2, make_frame=lambda i: index_frame(i, 32, 32))
+        for i in range(1000):
+            (many / f"v{i:04d}.mp4").hardlink_to(tiny)
+        extractor = Extractor(workers=0)
+        start = time.perf_counter()
+        first = list(extractor.run([many], out=tmp / "many_out", progress=False))
+        first_s = time.perf_counter() - start
+        start = time.perf_counter()
+        again = list(extractor.run([many], out=tmp / "many_out", progress=False))
+        rerun_s = time.perf_counter() - start
+        assert all(r.status == "done" for r in first) and all(r.status == "skipped" for r in again)
+        print(f"first run {first_s:.1f} s; rerun {rerun_s:.2f} s for 1,000 videos (all skipped)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
