@@ -193,10 +193,9 @@ def extract(
             **{k: settings[k] for k in ("fps", "stride", "num_frames", "start", "end", "clip_len", "clip_stride", "keyframes_only")},
         )
         summary = RunSummary()
-        out_dir = Path(settings["out"])
         for result in extractor.run(
             paths,
-            out=out_dir,
+            out=settings["out"],
             fmt=settings["format"],
             overwrite=settings["overwrite"],
             extensions=settings["ext"],
@@ -213,7 +212,7 @@ def extract(
     if not quiet:
         typer.echo(summary.line(), err=True)
     if summary.failed:
-        typer.echo(f"{summary.failed} input(s) failed; see {out_dir / 'failures.jsonl'}", err=True)
+        typer.echo(f"{summary.failed} input(s) failed; see {summary.failures_log}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 

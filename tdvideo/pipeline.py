@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Literal
@@ -50,6 +51,7 @@ __all__ = [
     "InputVideo",
     "Precision",
     "RunSummary",
+    "Shard",
     "VideoResult",
     "discover_videos",
     "plan_outputs",
@@ -159,10 +161,48 @@ def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
     return bases
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the videos: those whose output name hashes to ``rank`` mod ``world``."""
+
+    rank: int
+    world: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world:
+            raise UsageError(f"shard rank must be in [0, {self.world}), got {self.rank}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Shard | None:
+        """From torchrun (``RANK``/``WORLD_SIZE``) or SLURM (``SLURM_PROCID``/``SLURM_NTASKS``); None if alone."""
+        for rank_key, world_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+            if rank_key in environ and world_key in environ:
+                try:
+                    shard = cls(int(environ[rank_key]), int(environ[world_key]))
+                except ValueError:
+                    raise UsageError(f"{rank_key}={environ[rank_key]!r}, {world_key}={environ[world_key]!r} are not a valid shard") from None
+                return shard if shard.world > 1 else None
+        return None
+
+    def owns(self, video: InputVideo) -> bool:
+        # A stable hash of the output name: every process agrees without talking, and a
+        # rerun with the same world size gives each process the same videos.
+        digest = hashlib.sha1(video.relative.as_posix().encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.world == self.rank
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Under torchrun or SLURM, ``auto`` takes the GPU of the local rank (``LOCAL_RANK``,
+    ``SLURM_LOCALID``), so each process of a node uses its own.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID"))
+        index = int(local) % torch.cuda.device_count() if local is not None and local.isdigit() else 0
+        return torch.device("cuda", index)
     if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise UsageError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
     if device.startswith("cuda"):
@@ -316,6 +356,7 @@ class RunSummary:
     frames: int = 0
     wall: float = 0.0
     failures: list[VideoResult] = field(default_factory=list)
+    failures_log: Path | None = None
 
     def add(self, result: VideoResult) -> None:
         setattr(self, result.status, getattr(self, result.status) + 1)
@@ -587,6 +628,7 @@ class Extractor:
         overwrite: bool = False,
         extensions: Iterable[str] | None = None,
         glob: str | None = None,
+        shard: Shard | Literal["auto"] | None = "auto",
         progress: bool | None = None,
         summary: RunSummary | None = None,
     ) -> Iterator[VideoResult]:
@@ -594,17 +636,26 @@ class Extractor:
 
         Finished outputs with the same source and settings are skipped (first) unless
         ``overwrite``. A failing video never stops the run: it yields a ``failed``
-        result and is appended to ``out/failures.jsonl``. Input discovery and output
+        result and is appended to the failures log. Input discovery and output
         collisions are checked before any work starts (:class:`UsageError`).
+
+        ``shard``: under torchrun/SLURM (``"auto"`` reads the environment) or with an
+        explicit :class:`Shard`, this process takes only its share of the videos, and
+        its failures go to ``failures.rank{N}.jsonl``; ``None`` takes every video.
         """
         videos = discover_videos(inputs, extensions=extensions, glob=glob)
-        bases = plan_outputs(videos, out)
+        plan_outputs(videos, out)  # collisions are checked over all inputs, whatever the shard
+        shard = Shard.from_env() if shard == "auto" else shard
+        if shard is not None:
+            videos = [v for v in videos if shard.owns(v)]
+        bases = [Path(out) / v.relative for v in videos]
         out = Path(out)
         show = sys.stderr.isatty() if progress is None else progress
         summary = summary if summary is not None else RunSummary()
         started = time.perf_counter()
-        failures_log = out / "failures.jsonl"
+        failures_log = out / ("failures.jsonl" if shard is None else f"failures.rank{shard.rank}.jsonl")
         failures_log.unlink(missing_ok=True)
+        summary.failures_log = failures_log
 
         def record(result: VideoResult) -> VideoResult:
             if result.status == "failed":

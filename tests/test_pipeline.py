@@ -183,3 +183,34 @@ def test_worker_processes_give_the_same_outputs(folder: Path, broken: dict[str, 
     assert sorted(p.relative_to(tmp_path / "w2").as_posix() for p in (tmp_path / "w2").rglob("*.npy")) == [
         "a/x.npy", "b/deep/x.npy", "b/x.npy", "one.npy"
     ]
+
+
+def test_shards_split_the_videos_without_overlap(folder: Path, tmp_path: Path) -> None:
+    from tdvideo.pipeline import Shard
+
+    env = {"RANK": "1", "WORLD_SIZE": "3"}
+    assert Shard.from_env(env) == Shard(1, 3)
+    assert Shard.from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}) == Shard(0, 2)
+    assert Shard.from_env({"RANK": "0", "WORLD_SIZE": "1"}) is None and Shard.from_env({}) is None
+    with pytest.raises(UsageError, match=r"shard rank must be in \[0, 2\), got 2"):
+        Shard(2, 2)
+    for name in ("c/x.mp4", "d/x.mp4", "e.mp4", "f.mp4"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        shutil.copy(folder / "one.mp4", folder / name)
+    done: list[Path] = []
+    for rank in range(3):
+        results = list(Extractor().run([folder], out=tmp_path, shard=Shard(rank, 3), progress=False))
+        assert all(r.status == "done" for r in results)
+        done.extend(r.output for r in results)
+    assert len(done) == len(set(done)) == 7
+    assert {r.status for r in Extractor().run([folder], out=tmp_path, shard=None, progress=False)} == {"skipped"}
+
+
+def test_shard_from_the_environment(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    mine = list(Extractor().run([folder], out=tmp_path, progress=False))
+    monkeypatch.setenv("RANK", "1")
+    theirs = list(Extractor().run([folder], out=tmp_path, progress=False))
+    assert sorted(r.path.name for r in mine + theirs) == ["one.mp4", "x.mp4", "x.webm"]
+    assert not {r.path for r in mine} & {r.path for r in theirs}
