@@ -9,6 +9,7 @@ to the keyframe before it instead of decoding everything in between.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import sys
@@ -143,19 +144,51 @@ def _video_stream(container: av.container.InputContainer, path: str | Path) -> a
     return container.streams.video[0]
 
 
+def _keyframe_times(stream: av.video.stream.VideoStream) -> list[float]:
+    """Presentation times (seconds) of the keyframes in the container's index, sorted.
+
+    Some indexes (MP4) hold decode times, which run ahead of presentation times by the
+    B-frame delay; the shift between the first index entry and the stream's start time
+    maps them back. Empty without an index.
+    """
+    entries = stream.index_entries or []
+    if stream.time_base is None or not entries:
+        return []
+    tb = float(stream.time_base)
+    shift = 0.0
+    if stream.start_time is not None:
+        shift = max(0.0, (stream.start_time - min(e.timestamp for e in entries)) * tb)
+    return sorted(e.timestamp * tb + shift for e in entries if e.flags & 1)
+
+
 def _keyframe_interval(stream: av.video.stream.VideoStream) -> float | None:
     """Longest gap between keyframes in the container index, or None if it has none.
 
     A single indexed keyframe means one long GOP: seeking can never skip anything.
     """
-    entries = stream.index_entries or []
-    if stream.time_base is None:
-        return None
-    keys = sorted(e.timestamp for e in entries if e.flags & 1)
+    keys = _keyframe_times(stream)
     if len(keys) < 2:
-        return math.inf if len(keys) == 1 and len(entries) > 1 else None
-    tb = float(stream.time_base)
-    return max(b - a for a, b in zip(keys, keys[1:])) * tb
+        return math.inf if len(keys) == 1 and len(stream.index_entries or []) > 1 else None
+    return max(b - a for a, b in zip(keys, keys[1:]))
+
+
+_SEEK_MIN_FRAMES = 16
+
+
+def _seek_pays(t: float, wanted: float, keyframes: list[float], keyint: float | None, frame: float) -> bool:
+    """Whether seeking to the keyframe before ``wanted`` skips decoding work from time ``t``.
+
+    With the container's keyframe index the answer is exact: a keyframe lies ahead of
+    ``t`` and at or before ``wanted``, with enough frames in between to pay for the
+    seek: with frame-threaded decoding a seek cost about as much as decoding 15 frames
+    here (benchmarks/bench_decode.py), so it must skip more than that. Without an index,
+    fall back to the keyframe interval seen so far: a gap longer than it must contain a
+    keyframe. A wrong guess costs time, never frames: the reader checks where it lands.
+    """
+    if keyframes:
+        i = bisect.bisect_right(keyframes, t + _EPS)
+        return i < len(keyframes) and keyframes[i] <= wanted + _EPS and keyframes[i] - t > _SEEK_MIN_FRAMES * frame
+    return keyint is not None and wanted - t > keyint + _EPS
 
 
 def _normalize_rotation(path: str | Path, rotation: float | int | None) -> int:
@@ -340,7 +373,9 @@ def _kept_frames(
     """Decode ``stream`` and yield the (time, frame) pairs the selector keeps, unconverted."""
     tb = stream.time_base
     rate = header.fps or header.guessed_fps or 25.0
-    # Seeking needs pts to know where it landed, and a keyframe interval to know it pays.
+    # Seeking needs pts to know where it landed, and keyframe times or their interval to
+    # know that it pays.
+    keyframes = _keyframe_times(stream)
     keyint = header.keyframe_interval if tb is not None else None
     learn_keyint = keyint is None and tb is not None
     last_t: float | None = None
@@ -356,7 +391,7 @@ def _kept_frames(
         landing_check: float | None = None
         if seek_to is not None:
             # Land on the keyframe at or before the wanted time, then decode forward.
-            container.seek(max(0, int((seek_to - _EPS) / tb)), stream=stream, backward=True)
+            container.seek(max(0, round(seek_to / tb)), stream=stream, backward=True)
             report.seeks += 1
             landing_check = seek_to if seek_to > 0 else None
             last_seek, seek_to, last_key_t = seek_to, None, None
@@ -369,7 +404,7 @@ def _kept_frames(
                     report.rotation = _normalize_rotation(path, frame.rotation)
                 if frame.pts is None or tb is None:
                     report.pts_synthesized = True
-                    keyint = None
+                    keyint, keyframes = None, []
                     t = header.start_time if last_t is None else last_t + 1.0 / rate
                 else:
                     t = frame.time
@@ -379,7 +414,7 @@ def _kept_frames(
                         # The demuxer landed after the wanted time: seeking is inexact in
                         # this file, so rewind and decode straight through instead.
                         report.notes.append("inexact seek; decoding without seeking")
-                        keyint, learn_keyint, seek_to = None, False, 0.0
+                        keyint, keyframes, learn_keyint, seek_to = None, [], False, 0.0
                         break
                     landing_check = None
                 if last_t is not None and t <= last_t + _EPS:
@@ -399,7 +434,7 @@ def _kept_frames(
                 if selector.done:
                     break
                 wanted = selector.next_wanted()
-                if keyint is not None and wanted is not None and wanted - t > keyint + _EPS and wanted > last_seek:
+                if wanted is not None and wanted > last_seek and _seek_pays(t, wanted, keyframes, keyint, last_duration):
                     seek_to = wanted
                     break
             else:
