@@ -356,7 +356,6 @@ class _Report:
     error: str | None = None
     seeks: int = 0
     rotation: int | None = None
-    info: VideoInfo | None = None
     dropped_timestamps: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -640,6 +639,8 @@ def iter_video(
                 frames_decoded=report.frames_decoded,
                 seeks=report.seeks,
             )
+        if report.dropped_timestamps:
+            report.notes.append(f"{report.dropped_timestamps} frames dropped for repeating an earlier time")
         if report.notes:
             log.debug("%s: %s", path, "; ".join(report.notes))
         if emitted == 0:
