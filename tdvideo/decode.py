@@ -162,14 +162,9 @@ def _keyframe_times(stream: av.video.stream.VideoStream) -> list[float]:
 
 
 def _keyframe_interval(stream: av.video.stream.VideoStream) -> float | None:
-    """Longest gap between keyframes in the container index, or None if it has none.
-
-    A single indexed keyframe means one long GOP: seeking can never skip anything.
-    """
+    """Longest gap between keyframes in the container index; None with fewer than two."""
     keys = _keyframe_times(stream)
-    if len(keys) < 2:
-        return math.inf if len(keys) == 1 and len(stream.index_entries or []) > 1 else None
-    return max(b - a for a, b in zip(keys, keys[1:]))
+    return max(b - a for a, b in zip(keys, keys[1:])) if len(keys) >= 2 else None
 
 
 _SEEK_MIN_FRAMES = 16

@@ -192,3 +192,10 @@ def test_console_script_and_module_entry_points(clips: dict[str, Clip], tmp_path
     missing = subprocess.run([exe, "info", str(tmp_path / "missing.mp4")], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1
     assert missing.stderr.strip().count("\n") == 0 and "missing.mp4" in missing.stderr
+
+
+def test_info_json_is_strict_json_for_a_single_gop_file(clips: dict[str, Clip]) -> None:
+    result = run("info", clips["rotated"].path, "--json")  # 6 frames, one keyframe
+    assert result.exit_code == 0
+    data = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert data["keyframe_interval"] is None and data["frames"] == 6

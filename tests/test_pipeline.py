@@ -214,3 +214,9 @@ def test_shard_from_the_environment(folder: Path, tmp_path: Path, monkeypatch: p
     theirs = list(Extractor().run([folder], out=tmp_path, progress=False))
     assert sorted(r.path.name for r in mine + theirs) == ["one.mp4", "x.mp4", "x.webm"]
     assert not {r.path for r in mine} & {r.path for r in theirs}
+
+
+def test_compiled_model_gives_the_same_features(clips: dict[str, Clip]) -> None:
+    compiled = Extractor(compile=True, fps=10).extract(clips["h264"].path)
+    eager = Extractor(fps=10).extract(clips["h264"].path)
+    np.testing.assert_allclose(compiled.array, eager.array, rtol=1e-6, atol=1e-7)
