@@ -29,7 +29,7 @@ import av
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import make_clip  # noqa: E402
+from bench_decode import decode_loop, make_clip, make_folder  # noqa: E402
 
 import tdvideo  # noqa: E402
 from tdvideo import Extractor  # noqa: E402
@@ -38,18 +38,12 @@ from tdvideo.synthetic import index_frame, write_clip  # noqa: E402
 
 
 def bare_loop(paths: list[Path], size: int | tuple[int, int], crop: int | None = None) -> int:
-    """Decode + resize with PyAV alone, at the size the extractor uses."""
-    n = 0
-    for path in paths:
-        info = tdvideo.probe(path)
-        geometry = _Geometry.plan(info, size, crop)
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                frame.to_ndarray(width=geometry.sws_width, height=geometry.sws_height, format="rgb24", threads=1)
-                n += 1
-    return n
+    """Decode + resize with PyAV alone, to the size the extractor uses."""
+    geometry = _Geometry.plan(tdvideo.probe(paths[0]), size, crop)  # all clips share one size here
+    return decode_loop(
+        paths,
+        lambda frame: frame.to_ndarray(width=geometry.sws_width, height=geometry.sws_height, format="rgb24", threads=1),
+    )
 
 
 def rate(fn: Callable[[], int], repeats: int) -> float:
@@ -91,12 +85,8 @@ def main() -> None:
     warnings.simplefilter("ignore")  # random-weights warnings: speed does not depend on the weights
     args.cache.mkdir(parents=True, exist_ok=True)
     clip = make_clip(args.cache, 10)
-    folder = args.cache / "folder8"
-    folder.mkdir(exist_ok=True)
-    for i in range(8):
-        if not (folder / f"clip{i}.mp4").exists():
-            (folder / f"clip{i}.mp4").hardlink_to(clip)
-    folder_clips = sorted(folder.glob("*.mp4"))
+    folder_clips = make_folder(args.cache, "folder8", clip)
+    folder = folder_clips[0].parent
     tmp = Path(tempfile.mkdtemp(prefix="tdvideo-bench-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, PyAV {av.__version__}; {clip.name}")
 

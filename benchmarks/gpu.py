@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import make_clip  # noqa: E402
+from bench_decode import make_clip, make_folder  # noqa: E402
 
 import tdvideo  # noqa: E402
 from tdvideo import Extractor, TimeDistributed, build_backbone  # noqa: E402
@@ -113,11 +113,7 @@ def main() -> None:
     print(f"device: {card}; torch {torch.__version__}; tdvideo {tdvideo.__version__}")
     args.cache.mkdir(parents=True, exist_ok=True)
     clip = make_clip(args.cache, 10)
-    folder = args.cache / "gpu_folder8"
-    folder.mkdir(exist_ok=True)
-    for i in range(8):
-        if not (folder / f"clip{i}.mp4").exists():
-            (folder / f"clip{i}.mp4").hardlink_to(clip)
+    folder = make_folder(args.cache, "folder8", clip)[0].parent
 
     print("\n== 1. correctness against the CPU ==")
     ok = correctness(clip, device)

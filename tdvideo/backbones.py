@@ -172,6 +172,7 @@ class ModelEntry:
     spatial: bool = False
     default_pool: Pool = "avg"
     named_weights: Callable[[str], tuple[str, Path]] | None = None
+    light: bool = False  # costs far less than decoding a frame
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -207,6 +208,7 @@ def _builtin(
         description=description,
         spatial=pooled is not None,
         default_pool="none" if pooled is not None else "avg",
+        light=True,
     )
 
 
@@ -295,6 +297,7 @@ class Backbone:
     weights: str | None
     weights_sha256: str | None = None
     random_weights: bool = False
+    light: bool = False
 
     def frame_model(self) -> nn.Module:
         """uint8 ``(N, 3, H, W)`` frames in, features out."""
@@ -419,6 +422,7 @@ def build_backbone(
         weights=named or (str(path) if path is not None else None),
         weights_sha256=sha256,
         random_weights=random_weights,
+        light=entry.light,
     )
 
 
