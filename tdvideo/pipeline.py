@@ -404,7 +404,9 @@ class Extractor:
             videos share a forward pass.
         workers: decoding processes; ``None`` picks: none for small jobs (starting them
             costs more than it saves), else one per CPU core up to 8 and the number of
-            videos. ``0`` decodes in this process.
+            videos. ``0`` decodes in a thread of this process. Workers are started with
+            ``spawn``, so a script that runs with workers needs the usual
+            ``if __name__ == "__main__":`` guard.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast.
         compile: wrap the model in ``torch.compile`` (dynamic shapes).
         size, crop, interpolation: override the model's preprocessing.
