@@ -289,8 +289,8 @@ def _check_size(name: str, value: Size | None) -> None:
 class _Geometry:
     """How to turn a decoded frame into an output frame: one swscale call, then rot90 and crop."""
 
-    sws_width: int | None  # None: no scaling, only the pixel format changes
-    sws_height: int | None
+    sws_width: int
+    sws_height: int
     rot90: int  # counter-clockwise quarter turns
     crop: tuple[int, int, int, int] | None  # top, left, height, width in the rotated frame
 
@@ -304,10 +304,11 @@ class _Geometry:
             disp_w, disp_h = disp_h, disp_w
         if size is None:
             out_h, out_w = info.height, info.width
-            sws = None
         else:
             out_h, out_w = resolve_size(size, height=round(disp_h), width=round(disp_w))
-            sws = (out_h, out_w) if not rotated else (out_w, out_h)
+        # Always an explicit output size: a stream whose frame size changes part-way
+        # still gives frames of one size (swscale does no scaling when sizes match).
+        sws = (out_h, out_w) if not rotated else (out_w, out_h)
         box = None
         if crop is not None:
             ch, cw = (crop, crop) if isinstance(crop, int) else crop
@@ -315,8 +316,8 @@ class _Geometry:
                 raise DecodeError(info.path, f"crop {ch}x{cw} is larger than the frame {out_h}x{out_w}")
             box = ((out_h - ch) // 2, (out_w - cw) // 2, ch, cw)
         return cls(
-            sws_width=None if sws is None else sws[1],
-            sws_height=None if sws is None else sws[0],
+            sws_width=sws[1],
+            sws_height=sws[0],
             rot90=info.rotation // 90,
             crop=box,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -15,6 +16,7 @@ import tdvideo
 from tdvideo import decode
 from tdvideo.errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoOpenError
 from tdvideo.sampling import Sampling, select_indices
+from tdvideo.synthetic import index_frame, write_clip
 
 from .conftest import Clip, frame_indices
 
@@ -166,6 +168,25 @@ def test_absurd_rotation_is_ignored_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="ignoring display rotation of 45"):
         assert decode._normalize_rotation("x.mp4", 45) == 0
     assert decode._normalize_rotation("x.mp4", -90) == 270
+
+
+def test_frame_size_change_part_way_gives_one_size(tmp_path: Path) -> None:
+    """Two MPEG-2 transport-stream segments of different sizes, concatenated byte for byte."""
+    parts = []
+    for start, (h, w) in ((0, (64, 96)), (10, (48, 80))):
+        part = tmp_path / f"part{start}.ts"
+        pts = list(range(start, start + 10))
+        write_clip(part, 10, make_frame=lambda i, s=start, h=h, w=w: index_frame(i + s, h, w), codec="mpeg2video",
+                   pts=pts, time_base=Fraction(1, 25))
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(parts))
+    # FFmpeg drops one frame where the sequences meet, which the reader reports.
+    video = tdvideo.read_video(joined, on_error="keep")
+    assert video.frames.shape[1:] == (3, 64, 96)
+    indices = frame_indices(video.frames)
+    assert indices[:9] == list(range(9)) and indices[-10:] == list(range(10, 20))
+    assert video.truncated and "decoded to no frame" in video.error
 
 
 def test_one_frame_clip(clips: dict[str, Clip]) -> None:
