@@ -228,6 +228,9 @@ def info(
     """Show a video's container, codec, size, frame rate, duration, frame count and rotation."""
     from .decode import probe
 
+    if not path.is_file():
+        what = "is a directory, not a video file" if path.is_dir() else "no such file"
+        raise _fail(f"{path}: {what}", EXIT_USAGE)
     try:
         video = probe(path)
     except TdvideoError as exc:

@@ -111,6 +111,12 @@ def test_info_json_matches_what_was_written(clips: dict[str, Clip]) -> None:
     assert data["rotation"] == 0 and data["has_audio"] is False
 
 
+def test_info_on_a_bad_file_fails_with_one_line(broken: dict[str, Path]) -> None:
+    result = run("info", broken["text"])
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"error: {broken['text']}: not a video FFmpeg can open (Invalid data found when processing input)"]
+
+
 def test_info_text(clips: dict[str, Clip]) -> None:
     result = run("info", clips["vp9"].path)
     assert result.exit_code == 0
@@ -190,7 +196,7 @@ def test_console_script_and_module_entry_points(clips: dict[str, Clip], tmp_path
     version = subprocess.run([sys.executable, "-m", "tdvideo", "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.strip() == f"tdvideo {tdvideo.__version__}"
     missing = subprocess.run([exe, "info", str(tmp_path / "missing.mp4")], capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0 and "missing.mp4" in missing.stderr
 
 
