@@ -549,25 +549,25 @@ class Extractor:
         windowed = self.sampling.windowed
         pending: dict[int, _Pending] = {}
         # Chunks wait here, grouped by frame shape, until a forward pass is full.
-        queues: dict[tuple[int, ...], list[_Chunk]] = {}
+        batches: dict[tuple[int, ...], list[_Chunk]] = {}
 
-        def flush(queue: list[_Chunk]) -> Iterator[tuple[int, Features]]:
-            if not queue:
+        def flush(batch: list[_Chunk]) -> Iterator[tuple[int, Features]]:
+            if not batch:
                 return
-            parts = [c.clip.frames for c in queue]  # type: ignore[union-attr]
+            parts = [c.clip.frames for c in batch]  # type: ignore[union-attr]
             frames = parts[0] if len(parts) == 1 else torch.cat(parts)
             out = self._forward(frames if windowed else frames.unsqueeze(0))
             rows = out if windowed else out[0]
-            sizes = [c.clip.frames.shape[0] for c in queue]  # type: ignore[union-attr]
-            done = [c for c in queue if c.last]
-            for chunk, part in zip(queue, rows.split(sizes)):
+            sizes = [c.clip.frames.shape[0] for c in batch]  # type: ignore[union-attr]
+            done = [c for c in batch if c.last]
+            for chunk, part in zip(batch, rows.split(sizes)):
                 state = pending[chunk.index]
                 state.rows.append(part)
                 state.times.append(chunk.clip.timestamps)  # type: ignore[union-attr]
                 state.queued -= 1
             if progress is not None:
                 progress.update(sum(sizes) * (frames.shape[1] if windowed else 1))
-            queue.clear()
+            batch.clear()
             for chunk in done:
                 state = pending.pop(chunk.index)
                 yield chunk.index, self._finish(videos[chunk.index], state)
@@ -575,8 +575,8 @@ class Extractor:
         for chunk in self._chunks(videos):
             if chunk.error is not None:
                 pending.pop(chunk.index, None)
-                for queue in queues.values():
-                    queue[:] = [c for c in queue if c.index != chunk.index]
+                for batch in batches.values():
+                    batch[:] = [c for c in batch if c.index != chunk.index]
                 yield chunk.index, chunk.error
                 continue
             assert chunk.clip is not None
@@ -584,12 +584,12 @@ class Extractor:
             state.queued += 1
             state.last_clip = chunk.clip
             frames_in = chunk.clip.timestamps.numel()
-            queue = queues.setdefault(tuple(chunk.clip.frames.shape[1:]), [])
-            if queue and sum(c.clip.timestamps.numel() for c in queue) + frames_in > self.batch_size:  # type: ignore[union-attr]
-                yield from flush(queue)
-            queue.append(chunk)
-        for queue in queues.values():
-            yield from flush(queue)
+            batch = batches.setdefault(tuple(chunk.clip.frames.shape[1:]), [])
+            if batch and sum(c.clip.timestamps.numel() for c in batch) + frames_in > self.batch_size:  # type: ignore[union-attr]
+                yield from flush(batch)
+            batch.append(chunk)
+        for batch in batches.values():
+            yield from flush(batch)
 
     def _finish(self, path: Path, state: _Pending) -> Features:
         last = state.last_clip
