@@ -220,3 +220,20 @@ def test_compiled_model_gives_the_same_features(clips: dict[str, Clip]) -> None:
     compiled = Extractor(compile=True, fps=10).extract(clips["h264"].path)
     eager = Extractor(fps=10).extract(clips["h264"].path)
     np.testing.assert_allclose(compiled.array, eager.array, rtol=1e-6, atol=1e-7)
+
+
+def test_bf16_autocast_is_close_to_fp32(clips: dict[str, Clip]) -> None:
+    fp32 = Extractor(model="conv2d", pool="avg", fps=5).extract(clips["h264"].path)
+    bf16 = Extractor(model="conv2d", pool="avg", fps=5, precision="bf16").extract(clips["h264"].path)
+    assert bf16.metadata["precision"] == "bf16" and bf16.array.dtype == np.float32
+    np.testing.assert_allclose(bf16.array, fp32.array, rtol=0.05, atol=0.02)
+
+
+@pytest.mark.needs_cuda
+def test_cuda_features_match_cpu(clips: dict[str, Clip], tmp_path: Path) -> None:
+    for model in ("colorhist", "conv2d"):
+        cpu = Extractor(model=model, device="cpu").extract(clips["h264"].path)
+        gpu = Extractor(model=model, device="cuda").extract(clips["h264"].path)
+        np.testing.assert_allclose(gpu.array, cpu.array, rtol=1e-3, atol=1e-4)
+    results = list(Extractor(device="cuda", workers=2, batch_size=16).run([clips["h264"].path, clips["vp9"].path], out=tmp_path, progress=False))
+    assert [r.status for r in results] == ["done", "done"]
