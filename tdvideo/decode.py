@@ -460,6 +460,29 @@ def _kept_frames(
 _LOOKAHEAD = 6
 
 
+def _planned_seeks(sampling: Sampling, header: VideoInfo, keyframes: list[float]) -> int:
+    """How many seeks a grid sampling (``fps``/``num_frames``) will make, from the keyframe index.
+
+    Walks the grid and applies :func:`_seek_pays` from each grid point to the next, as
+    the reader will (approximately: it decides from the frame it is on).
+    """
+    if not keyframes or (sampling.fps is None and sampling.num_frames is None):
+        return 0
+    start = max(sampling.start or 0.0, header.start_time)
+    ends = [e for e in (sampling.end, header.end_time) if e is not None]
+    end = min(ends) if ends else keyframes[-1]
+    if sampling.fps is not None:
+        step = 1.0 / sampling.fps
+    else:
+        assert sampling.num_frames is not None
+        step = (end - start) / sampling.num_frames
+    frame = 1.0 / (header.fps or header.guessed_fps or 25.0)
+    if step <= _SEEK_MIN_FRAMES * frame:
+        return 0  # a seek can never skip enough between grid points this close
+    points = [start + k * step for k in range(math.ceil((end - start) / step - _EPS))]
+    return sum(_seek_pays(a, b, keyframes, None, frame) for a, b in zip(points, points[1:]))
+
+
 def _decode_counting(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
@@ -575,11 +598,14 @@ def iter_video(
 
     with _open(path) as container:
         stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"
+        header = _header_info(container, stream, path, rotation=0)
+        # Frame threading makes every seek wait for its pipeline to drain and refill;
+        # when the sampling will seek again and again, slice threading is faster.
+        seeky = _planned_seeks(sampling, header, _keyframe_times(stream)) >= 2
+        stream.thread_type = "SLICE" if seeky else "AUTO"
         stream.codec_context.thread_count = threads
         if sampling.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
-        header = _header_info(container, stream, path, rotation=0)
         selector: FrameSelector[av.VideoFrame] = FrameSelector(sampling, stream_end=header.end_time)
         report = _Report()
         kept = _kept_frames(path, container, stream, header, selector, report, on_error)

@@ -90,6 +90,16 @@ def test_frames_that_cannot_matter_are_never_decoded(clips: dict[str, Clip], rat
     assert video.frames_decoded < clip.num_frames
 
 
+def test_seek_planning_from_the_keyframe_index() -> None:
+    info = decode.VideoInfo("x.mp4", "mp4", "h264", 8, 8, 8, 8, 0, 25.0, 25.0, 8.0, 200, 0.0, False, "yuv420p", 1.0)
+    keyframes = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert decode._planned_seeks(Sampling(fps=0.5), info, keyframes) == 3  # 0->2, 2->4, 4->6
+    assert decode._planned_seeks(Sampling(fps=5), info, keyframes) == 0  # grid closer than a seek pays
+    assert decode._planned_seeks(Sampling(num_frames=4), info, keyframes) == 3
+    assert decode._planned_seeks(Sampling(fps=0.5), info, []) == 0  # no index
+    assert decode._planned_seeks(Sampling(stride=50), info, keyframes) == 0  # not a time grid
+
+
 def test_start_seeks_instead_of_decoding_from_zero(clips: dict[str, Clip]) -> None:
     clip = clips["long_gop"]
     video = tdvideo.read_video(clip.path, start=6.0)
