@@ -24,6 +24,7 @@ import os
 import queue
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -373,11 +374,55 @@ class RunSummary:
         )
 
 
+class _Rows:
+    """A video's feature rows as they come out of the model, in the output dtype.
+
+    Pooled features are a few KB per frame and stay in memory. Spatial maps of long
+    videos would not fit (resnet50 with ``pool="none"``: 400 KB per frame), so past
+    :data:`_SPILL_BYTES` the rows go to an anonymous temporary file (in ``TMPDIR``; gone
+    when closed, even after a crash) and come back as a read-only memmap.
+    """
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = np.dtype(dtype)
+        self.parts: list[np.ndarray] = []
+        self.nbytes = 0
+        self.count = 0
+        self.row_shape: tuple[int, ...] = ()
+        self.spill: Any = None
+
+    def append(self, rows: torch.Tensor) -> None:
+        array = rows.numpy().astype(self.dtype, copy=False)
+        self.row_shape = array.shape[1:]
+        self.count += len(array)
+        if self.spill is None and self.nbytes + array.nbytes <= _SPILL_BYTES:
+            self.parts.append(array)
+            self.nbytes += array.nbytes
+            return
+        if self.spill is None:
+            self.spill = tempfile.TemporaryFile()
+            for part in self.parts:
+                np.ascontiguousarray(part).tofile(self.spill)
+            self.parts.clear()
+        np.ascontiguousarray(array).tofile(self.spill)
+
+    def array(self) -> np.ndarray:
+        if self.spill is None:
+            return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+        self.spill.flush()
+        mapped = np.memmap(self.spill, dtype=self.dtype, mode="r", shape=(self.count, *self.row_shape))
+        self.spill.close()  # the mapping keeps the data
+        return mapped
+
+
+_SPILL_BYTES = 512 * 2**20
+
+
 @dataclass
 class _Pending:
     """A video whose chunks are on their way through the model."""
 
-    rows: list[torch.Tensor] = field(default_factory=list)
+    rows: _Rows
     times: list[torch.Tensor] = field(default_factory=list)
     queued: int = 0
     last_clip: VideoClip | None = None
@@ -580,7 +625,7 @@ class Extractor:
                 yield chunk.index, chunk.error
                 continue
             assert chunk.clip is not None
-            state = pending.setdefault(chunk.index, _Pending())
+            state = pending.setdefault(chunk.index, _Pending(_Rows(self.dtype)))
             state.queued += 1
             state.last_clip = chunk.clip
             frames_in = chunk.clip.timestamps.numel()
@@ -595,7 +640,7 @@ class Extractor:
         last = state.last_clip
         assert last is not None and state.queued == 0
         times = torch.cat(state.times)
-        array = torch.cat(state.rows).numpy().astype(np.dtype(self.dtype), copy=False)
+        array = state.rows.array()
         stat = path.stat()
         meta = {
             "tdvideo_version": __version__,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,20 @@ def test_cuda_features_match_cpu(clips: dict[str, Clip], tmp_path: Path) -> None
         np.testing.assert_allclose(gpu.array, cpu.array, rtol=1e-3, atol=1e-4)
     results = list(Extractor(device="cuda", workers=2, batch_size=16).run([clips["h264"].path, clips["vp9"].path], out=tmp_path, progress=False))
     assert [r.status for r in results] == ["done", "done"]
+
+
+def test_large_features_spill_to_an_anonymous_file(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tdvideo import pipeline
+
+    in_memory = Extractor(model="conv2d", batch_size=16, dtype="float16").extract(clips["h264"].path)
+    monkeypatch.setattr(pipeline, "_SPILL_BYTES", 200_000)  # < two frames of 16 x 62 x 62 float16
+    spill_dir = tmp_path / "tmp"
+    spill_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
+    extractor = Extractor(model="conv2d", batch_size=16, dtype="float16")
+    spilled = extractor.extract(clips["h264"].path)
+    assert isinstance(spilled.array, np.memmap) and not isinstance(in_memory.array, np.memmap)
+    np.testing.assert_array_equal(spilled.array, in_memory.array)
+    [result] = list(extractor.run([clips["h264"].path], out=tmp_path / "out", progress=False))
+    np.testing.assert_array_equal(tdvideo.load(result.output).array, in_memory.array)
+    assert list(spill_dir.iterdir()) == []  # anonymous: nothing left behind
