@@ -7,7 +7,8 @@ In one run, on generated 720p H.264 clips (see bench_decode.py; cached under --c
      same files, for one 10 s clip and a folder of 8 clips;
   2. resnet18 at 224: extraction frames/s against the slower of decoding alone and the
      model alone on pre-decoded frames;
-  3. peak RSS of a whole extraction of a 10 min clip against a 10 s clip;
+  3. peak RSS of a whole extraction of a 10 min clip against a 10 s clip, and of its
+     spatial maps (conv2d) with and without spilling features to a temporary file;
   4. a rerun over a folder of 1,000 finished videos (seconds per 1,000 videos).
 Extraction is timed in-process (imports excluded), median of --repeats runs.
 """
@@ -63,11 +64,13 @@ def run_folder(extractor: Extractor, inputs: list[Path], out: Path) -> int:
 
 
 _RSS_CHILD = """
-import sys, warnings, tdvideo
+import sys, warnings, tdvideo, tdvideo.pipeline
 def kib(field):
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith(field))
-extractor = tdvideo.Extractor(model=sys.argv[3], weights="none", workers=0)
+if len(sys.argv) > 4:
+    tdvideo.pipeline._SPILL_BYTES = int(sys.argv[4])
+extractor = tdvideo.Extractor(model=sys.argv[3], weights="none", workers=0, dtype="float16")
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")
 before = kib("VmRSS:")
@@ -120,6 +123,16 @@ def main() -> None:
             peaks.append(peak)
             print(f"{path.name:<32} {n:>6} frames  peak RSS {peak / 1024:7.1f} MiB (+{(peak - before) / 1024:.1f} MiB above imports)")
         print(f"ratio 10 min / 10 s: {peaks[1] / peaks[0]:.2f}")
+
+        print("\n== 3b. spatial maps of the 10 min clip (conv2d, 16x62x62 float16 per frame) ==")
+        for label, limit in (("spill past 512 MiB (default)", None), ("all in memory", str(1 << 40))):
+            out = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, str(make_clip(args.cache, 600)), str(tmp / "rss"), "conv2d",
+                 *([limit] if limit else [])],
+                capture_output=True, text=True, check=True,
+            )
+            n, before, peak = (int(v) for v in out.stdout.split())
+            print(f"{label:<30} {n} frames  peak RSS {peak / 1024:7.1f} MiB (+{(peak - before) / 1024:.1f} MiB above imports)")
 
         print("\n== 4. rerun over 1,000 finished videos ==")
         many = tmp / "many"
