@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -52,17 +53,6 @@ class _Permute(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.permute(0, 3, 1, 2)
-
-
-class _Pooled(nn.Module):
-    """``features`` then global average pooling: ``(N, C)``."""
-
-    def __init__(self, features: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.features(x).mean(dim=(-2, -1))
 
 
 def spatial_trunk(name: str, model: nn.Module) -> nn.Module | None:
@@ -128,13 +118,9 @@ def has_spatial_map(name: str) -> bool:
 # -- weights ---------------------------------------------------------------------------
 
 
-def weights_enum(name: str) -> type[WeightsEnum]:
-    return torchvision.models.get_model_weights(name)
-
-
 def resolve_weights(name: str, weights: str) -> WeightsEnum:
     """``DEFAULT`` or an enum member name (``IMAGENET1K_V2``) to the torchvision weights."""
-    enum = weights_enum(name)
+    enum = torchvision.models.get_model_weights(name)
     try:
         return enum[weights]
     except KeyError:
@@ -144,25 +130,17 @@ def resolve_weights(name: str, weights: str) -> WeightsEnum:
         ) from None
 
 
-@dataclass(frozen=True)
-class PreprocessingSpec:
-    size: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: Interpolation
-
-
-def preprocessing(weights: WeightsEnum) -> PreprocessingSpec:
-    """Resize, crop, mean/std and interpolation from the weights' own eval transforms."""
+def preprocessing(weights: WeightsEnum) -> dict[str, Any]:
+    """Resize, crop, mean/std and interpolation from the weights' own eval transforms,
+    as keyword arguments for :class:`tdvideo.backbones.Preprocessing`."""
     t = weights.transforms()
-    return PreprocessingSpec(
-        size=int(t.resize_size[0]),
-        crop=int(t.crop_size[0]),
-        mean=tuple(float(v) for v in t.mean),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in t.std),  # type: ignore[arg-type]
-        interpolation=_INTERPOLATION.get(t.interpolation.value, "bilinear"),
-    )
+    return {
+        "size": int(t.resize_size[0]),
+        "crop": int(t.crop_size[0]),
+        "mean": tuple(float(v) for v in t.mean),
+        "std": tuple(float(v) for v in t.std),
+        "interpolation": _INTERPOLATION.get(t.interpolation.value, "bilinear"),
+    }
 
 
 def cached_weights_file(weights: WeightsEnum) -> Path:

@@ -241,8 +241,7 @@ register_model(
 
 def _torchvision_entry(name: str) -> ModelEntry:
     def preprocessing(weights: str | None) -> Preprocessing:
-        spec = tv.preprocessing(tv.resolve_weights(name, weights or "DEFAULT"))
-        return Preprocessing(size=spec.size, crop=spec.crop, mean=spec.mean, std=spec.std, interpolation=spec.interpolation)
+        return Preprocessing(**tv.preprocessing(tv.resolve_weights(name, weights or "DEFAULT")))
 
     def named_weights(weights: str) -> tuple[str, Path]:
         resolved = tv.resolve_weights(name, weights)

@@ -3,8 +3,8 @@
 Frames are streamed: :func:`iter_video` yields chunks, so memory does not grow with the
 video's length. Timestamps come from each frame's own pts. Frames that the sampling
 drops are never converted; kept ones are converted and resized in one swscale call.
-When the next wanted frame is further away than the keyframe interval, the reader seeks
-to the keyframe before it instead of decoding everything in between.
+When the container's keyframe index shows a keyframe between the current frame and the
+next wanted one, the reader seeks to it instead of decoding everything in between.
 """
 
 from __future__ import annotations
@@ -79,6 +79,16 @@ class VideoInfo:
     pix_fmt: str | None
     sample_aspect_ratio: float
     keyframe_interval: float | None = None
+
+    def rotated(self, rotation: int) -> VideoInfo:
+        """This info for a display rotation of ``rotation`` degrees (0/90/180/270)."""
+        swap = rotation in (90, 270)
+        return replace(
+            self,
+            rotation=rotation,
+            width=self.raw_height if swap else self.raw_width,
+            height=self.raw_width if swap else self.raw_height,
+        )
 
     @property
     def end_time(self) -> float | None:
@@ -161,10 +171,9 @@ def _keyframe_times(stream: av.video.stream.VideoStream) -> list[float]:
     return sorted(e.timestamp * tb + shift for e in entries if e.flags & 1)
 
 
-def _keyframe_interval(stream: av.video.stream.VideoStream) -> float | None:
-    """Longest gap between keyframes in the container index; None with fewer than two."""
-    keys = _keyframe_times(stream)
-    return max(b - a for a, b in zip(keys, keys[1:])) if len(keys) >= 2 else None
+def _keyframe_interval(keyframes: list[float]) -> float | None:
+    """Longest gap between keyframes; None with fewer than two."""
+    return max(b - a for a, b in zip(keyframes, keyframes[1:])) if len(keyframes) >= 2 else None
 
 
 _SEEK_MIN_FRAMES = 16
@@ -196,7 +205,13 @@ def _normalize_rotation(path: str | Path, rotation: float | int | None) -> int:
     return int(rotation) % 360
 
 
-def _header_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | Path, rotation: int) -> VideoInfo:
+def _header_info(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    path: str | Path,
+    keyframes: list[float],
+) -> VideoInfo:
+    """What the header says, with rotation 0 (the rotation is only known from a frame)."""
     ctx = stream.codec_context
     tb = stream.time_base
     if stream.duration is not None and tb is not None:
@@ -211,17 +226,15 @@ def _header_info(container: av.container.InputContainer, stream: av.video.stream
         start = 0.0
     sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
     sar_f = float(sar) if sar else 1.0
-    raw_w, raw_h = ctx.width, ctx.height
-    w, h = (raw_h, raw_w) if rotation in (90, 270) else (raw_w, raw_h)
     return VideoInfo(
         path=str(path),
         container=container.format.name,
         codec=ctx.name,
-        width=w,
-        height=h,
-        raw_width=raw_w,
-        raw_height=raw_h,
-        rotation=rotation,
+        width=ctx.width,
+        height=ctx.height,
+        raw_width=ctx.width,
+        raw_height=ctx.height,
+        rotation=0,
         fps=_to_float(stream.average_rate),
         guessed_fps=_to_float(stream.guessed_rate),
         duration=duration,
@@ -230,7 +243,7 @@ def _header_info(container: av.container.InputContainer, stream: av.video.stream
         has_audio=bool(container.streams.audio),
         pix_fmt=ctx.pix_fmt,
         sample_aspect_ratio=sar_f,
-        keyframe_interval=_keyframe_interval(stream),
+        keyframe_interval=_keyframe_interval(keyframes),
     )
 
 
@@ -253,7 +266,7 @@ def probe(path: str | Path) -> VideoInfo:
         except av.FFmpegError as exc:
             raise DecodeError(path, f"cannot decode the first frame ({_ffmpeg_reason(exc)})") from exc
         rotation = _normalize_rotation(path, first.rotation if first is not None else 0)
-        return _header_info(container, stream, path, rotation)
+        return _header_info(container, stream, path, _keyframe_times(stream)).rotated(rotation)
 
 
 # -- geometry --------------------------------------------------------------------------
@@ -361,16 +374,19 @@ def _kept_frames(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
     header: VideoInfo,
+    keyframes: list[float],
     selector: FrameSelector[av.VideoFrame],
     report: _Report,
     on_error: OnError,
 ) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Decode ``stream`` and yield the (time, frame) pairs the selector keeps, unconverted."""
+    """Decode ``stream`` and yield the (time, frame) pairs the selector keeps, unconverted.
+
+    Seeking needs pts to know where it landed, and the ``keyframes`` (or their interval)
+    to know that it pays.
+    """
     tb = stream.time_base
+    tb_seconds = float(tb) if tb is not None else 0.0
     rate = header.fps or header.guessed_fps or 25.0
-    # Seeking needs pts to know where it landed, and keyframe times or their interval to
-    # know that it pays.
-    keyframes = _keyframe_times(stream)
     keyint = header.keyframe_interval if tb is not None else None
     learn_keyint = keyint is None and tb is not None
     last_t: float | None = None
@@ -421,7 +437,7 @@ def _kept_frames(
                         keyint = max(keyint or 0.0, t - last_key_t)
                     last_key_t = t
                 if frame.duration and tb is not None:
-                    last_duration = float(frame.duration * tb)
+                    last_duration = frame.duration * tb_seconds
                 last_t = t
                 if selector.past_end(t):
                     break
@@ -501,21 +517,20 @@ def _decode_counting(
     Counts the packets decoded in normal mode (for the lost-packets check).
     """
     ctx = stream.codec_context
-    pending: deque[av.Packet] = deque()
+    tb = float(stream.time_base) if stream.time_base is not None else None
+    pending: deque[tuple[av.Packet, float | None]] = deque()  # with each packet's time
     sent: deque[float] = deque(maxlen=_LOOKAHEAD)
     mode = "DEFAULT"
-    tb = stream.time_base
 
-    def decode(packet: av.Packet) -> list[av.VideoFrame]:
+    def decode(packet: av.Packet, t: float | None) -> list[av.VideoFrame]:
         nonlocal mode
         want = wanted() if wanted is not None else None
         skip = False
-        if want is not None and packet.pts is not None and tb is not None and not packet.is_keyframe:
-            t = float(packet.pts * tb)
-            later = [float(q.pts * tb) for q in pending if q.pts is not None]
+        if want is not None and t is not None and not packet.is_keyframe:
+            later = (u for _, u in pending if u is not None)
             skip = any(t < u <= want - _EPS for u in (*sent, *later))
-        if packet.pts is not None and tb is not None:
-            sent.append(float(packet.pts * tb))
+        if t is not None:
+            sent.append(t)
         new_mode = "NONREF" if skip else "DEFAULT"
         if new_mode != mode:
             ctx.skip_frame = mode = new_mode
@@ -524,11 +539,11 @@ def _decode_counting(
         return packet.decode()
 
     for packet in container.demux(stream):
-        pending.append(packet)
+        pending.append((packet, packet.pts * tb if packet.pts is not None and tb is not None else None))
         if len(pending) > _LOOKAHEAD:
-            yield from decode(pending.popleft())
+            yield from decode(*pending.popleft())
     while pending:
-        yield from decode(pending.popleft())
+        yield from decode(*pending.popleft())
     if mode != "DEFAULT":
         ctx.skip_frame = "DEFAULT"
 
@@ -598,17 +613,18 @@ def iter_video(
 
     with _open(path) as container:
         stream = _video_stream(container, path)
-        header = _header_info(container, stream, path, rotation=0)
+        keyframes = _keyframe_times(stream)
+        header = _header_info(container, stream, path, keyframes)
         # Frame threading makes every seek wait for its pipeline to drain and refill;
         # when the sampling will seek again and again, slice threading is faster.
-        seeky = _planned_seeks(sampling, header, _keyframe_times(stream)) >= 2
+        seeky = _planned_seeks(sampling, header, keyframes) >= 2
         stream.thread_type = "SLICE" if seeky else "AUTO"
         stream.codec_context.thread_count = threads
         if sampling.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         selector: FrameSelector[av.VideoFrame] = FrameSelector(sampling, stream_end=header.end_time)
         report = _Report()
-        kept = _kept_frames(path, container, stream, header, selector, report, on_error)
+        kept = _kept_frames(path, container, stream, header, keyframes, selector, report, on_error)
 
         geometry: _Geometry | None = None
         info = header
@@ -618,14 +634,7 @@ def iter_video(
             for t, frame in kept:
                 if geometry is None:
                     # Rotation is only known once a frame is decoded.
-                    rotation = report.rotation or 0
-                    swap = rotation in (90, 270)
-                    info = replace(
-                        header,
-                        rotation=rotation,
-                        width=header.raw_height if swap else header.raw_width,
-                        height=header.raw_width if swap else header.raw_height,
-                    )
+                    info = header.rotated(report.rotation or 0)
                     geometry = _Geometry.plan(info, size, crop)
                 yield t, geometry.apply(frame, sws_interp, 1)
 

@@ -261,20 +261,24 @@ def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: Any) -> bool:
+        """Hand ``item`` over unless the consumer has left; a full buffer never blocks for good."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            buffer.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            buffer.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=produce, name="tdvideo-decode", daemon=True)
     thread.start()
@@ -346,6 +350,10 @@ class VideoResult:
     frames: int = 0
     error_type: str | None = None
     error: str | None = None
+
+    @classmethod
+    def failure(cls, path: Path, exc: BaseException) -> VideoResult:
+        return cls(path, None, "failed", error_type=type(exc).__name__, error=_reason(exc))
 
 
 @dataclass
@@ -424,7 +432,6 @@ class _Pending:
 
     rows: _Rows
     times: list[torch.Tensor] = field(default_factory=list)
-    queued: int = 0
     last_clip: VideoClip | None = None
 
 
@@ -513,6 +520,8 @@ class Extractor:
             torch.backends.cudnn.benchmark = True
             model_ = model_.to(memory_format=torch.channels_last)
         self.model: torch.nn.Module = torch.compile(model_, dynamic=True) if compile else model_
+        # As stored in the metadata JSON (tuples become lists), for the resume check.
+        self._stored_settings = json.loads(json.dumps(self.settings()))
         _fix_malloc_mmap_threshold()
 
     def settings(self) -> dict[str, Any]:
@@ -609,7 +618,6 @@ class Extractor:
                 state = pending[chunk.index]
                 state.rows.append(part)
                 state.times.append(chunk.clip.timestamps)  # type: ignore[union-attr]
-                state.queued -= 1
             if progress is not None:
                 progress.update(sum(sizes) * (frames.shape[1] if windowed else 1))
             batch.clear()
@@ -626,7 +634,6 @@ class Extractor:
                 continue
             assert chunk.clip is not None
             state = pending.setdefault(chunk.index, _Pending(_Rows(self.dtype)))
-            state.queued += 1
             state.last_clip = chunk.clip
             frames_in = chunk.clip.timestamps.numel()
             batch = batches.setdefault(tuple(chunk.clip.frames.shape[1:]), [])
@@ -638,7 +645,7 @@ class Extractor:
 
     def _finish(self, path: Path, state: _Pending) -> Features:
         last = state.last_clip
-        assert last is not None and state.queued == 0
+        assert last is not None
         times = torch.cat(state.times)
         array = state.rows.array()
         stat = path.stat()
@@ -672,8 +679,7 @@ class Extractor:
         source = meta.get("source", {})
         if source.get("size") != stat.st_size or source.get("mtime") != stat.st_mtime:
             return False
-        settings = json.loads(json.dumps(self.settings()))  # tuples -> lists, as stored
-        return all(meta.get(k) == v for k, v in settings.items())
+        return all(meta.get(k) == v for k, v in self._stored_settings.items())
 
     def run(
         self,
@@ -730,7 +736,7 @@ class Extractor:
                 try:
                     finished = not overwrite and self.is_finished(video.path, base, fmt)
                 except OSError as exc:
-                    yield record(VideoResult(video.path, None, "failed", error_type=type(exc).__name__, error=_reason(exc)))
+                    yield record(VideoResult.failure(video.path, exc))
                     continue
                 if finished:
                     yield record(VideoResult(video.path, array_path(base, fmt), "skipped"))
@@ -739,12 +745,12 @@ class Extractor:
             for index, result in self._features([p for p, _ in todo], progress=fbar):
                 path, base = todo[index]
                 if isinstance(result, BaseException):
-                    yield record(VideoResult(path, None, "failed", error_type=type(result).__name__, error=_reason(result)))
+                    yield record(VideoResult.failure(path, result))
                     continue
                 try:
                     target = write_features(base, result, fmt=fmt)
                 except OSError as exc:
-                    yield record(VideoResult(path, None, "failed", error_type=type(exc).__name__, error=_reason(exc)))
+                    yield record(VideoResult.failure(path, exc))
                     continue
                 yield record(VideoResult(path, target, "done", frames=int(result.timestamps.size)))
 

@@ -255,3 +255,19 @@ def test_large_features_spill_to_an_anonymous_file(clips: dict[str, Clip], tmp_p
     [result] = list(extractor.run([clips["h264"].path], out=tmp_path / "out", progress=False))
     np.testing.assert_array_equal(tdvideo.load(result.output).array, in_memory.array)
     assert list(spill_dir.iterdir()) == []  # anonymous: nothing left behind
+
+
+def test_prefetch_lets_go_when_the_consumer_leaves_early() -> None:
+    """The producer may be waiting to hand over its end marker into a full buffer."""
+    import threading
+    import time
+
+    from tdvideo.pipeline import _prefetch
+
+    items = _prefetch(iter([0, 1]), depth=1)
+    assert next(items) == 0
+    time.sleep(0.3)  # the producer puts 1, then waits to put its end marker
+    closer = threading.Thread(target=items.close, daemon=True)
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive(), "closing the prefetching generator hung"
