@@ -163,7 +163,8 @@ def test_frames_of_different_videos_share_forward_passes(folder: Path, tmp_path:
     assert batches == [(1, 60), (1, 31)]
     for result in results:
         alone = Extractor().extract(result.path)
-        np.testing.assert_array_equal(tdvideo.load(result.output).array, alone.array)
+        # Another batch composition: equal up to float rounding, not bit for bit.
+        np.testing.assert_allclose(tdvideo.load(result.output).array, alone.array, rtol=1e-6, atol=1e-7)
 
 
 def test_worker_processes_give_the_same_outputs(folder: Path, broken: dict[str, Path], tmp_path: Path) -> None:
@@ -180,7 +181,7 @@ def test_worker_processes_give_the_same_outputs(folder: Path, broken: dict[str, 
         if result.status == "done":
             other = in_process[path]
             assert result.output.relative_to(tmp_path / "w2") == other.output.relative_to(tmp_path / "w0")
-            np.testing.assert_array_equal(tdvideo.load(result.output).array, tdvideo.load(other.output).array)
+            np.testing.assert_allclose(tdvideo.load(result.output).array, tdvideo.load(other.output).array, rtol=1e-6, atol=1e-7)
     assert sorted(p.relative_to(tmp_path / "w2").as_posix() for p in (tmp_path / "w2").rglob("*.npy")) == [
         "a/x.npy", "b/deep/x.npy", "b/x.npy", "one.npy"
     ]

@@ -169,7 +169,8 @@ def test_chunks_bound_rows_per_call_and_match_unchunked() -> None:
     linear = nn.Linear(3, 2)
     y = torch.randn(3, 7, 3)
     with torch.no_grad():
-        assert torch.equal(TimeDistributed(linear, chunk_size=4)(y), TimeDistributed(linear)(y))
+        # Not bit-exact: a GEMM may block differently for 4 rows than for 21 on another CPU.
+        torch.testing.assert_close(TimeDistributed(linear, chunk_size=4)(y), TimeDistributed(linear)(y))
 
 
 @pytest.mark.needs_cuda
