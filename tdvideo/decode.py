@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ._types import Interpolation, Size
-from .errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoOpenError
+from .errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoError, VideoOpenError
+from ._integrity import shortfall
 from .sampling import _EPS, FrameSelector, Sampling, windows
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "keep"]
+DurationSource = Literal["stream", "tag", "container"]
 
 _SWS_INTERPOLATION: dict[str, str] = {
     "bilinear": "BILINEAR",
@@ -60,6 +62,10 @@ class VideoInfo:
 
     ``width``/``height`` are as displayed, after rotation; ``raw_width``/``raw_height``
     are the coded frame size. ``frames`` is the header's count, ``None`` when unknown.
+    ``duration`` is the video stream's, from its first frame; ``duration_source`` says
+    where it was read: the stream's own header (``"stream"``), a per-stream ``DURATION``
+    tag (Matroska, ``"tag"``), or the whole container (``"container"``, which may
+    include longer audio).
     """
 
     path: str
@@ -79,6 +85,8 @@ class VideoInfo:
     pix_fmt: str | None
     sample_aspect_ratio: float
     keyframe_interval: float | None = None
+    duration_source: DurationSource | None = None
+    other_streams: int = 0
 
     def rotated(self, rotation: int) -> VideoInfo:
         """This info for a display rotation of ``rotation`` degrees (0/90/180/270)."""
@@ -214,16 +222,8 @@ def _header_info(
     """What the header says, with rotation 0 (the rotation is only known from a frame)."""
     ctx = stream.codec_context
     tb = stream.time_base
-    if stream.duration is not None and tb is not None:
-        duration: float | None = float(stream.duration * tb)
-    elif container.duration is not None:
-        duration = container.duration / av.time_base
-    else:
-        duration = None
-    if stream.start_time is not None and tb is not None:
-        start = float(stream.start_time * tb)
-    else:
-        start = 0.0
+    start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else 0.0
+    duration, source = _stream_duration(container, stream, start)
     sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
     sar_f = float(sar) if sar else 1.0
     return VideoInfo(
@@ -244,7 +244,50 @@ def _header_info(
         pix_fmt=ctx.pix_fmt,
         sample_aspect_ratio=sar_f,
         keyframe_interval=_keyframe_interval(keyframes),
+        duration_source=source,
+        other_streams=len(container.streams) - 1,
     )
+
+
+def _stream_duration(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: float
+) -> tuple[float | None, DurationSource | None]:
+    """The video stream's duration from its start, and where it was read.
+
+    Matroska declares one duration for the whole segment, counted from time 0: a file cut
+    with stream copy that starts at 2 s and ends at 6 s says 6 s, and FFmpeg reports it
+    as is. So for Matroska a declared duration longer than the start time is taken as the
+    end time (a lower bound of the end, whichever way the writer meant it).
+    """
+    tb = stream.time_base
+    declared: float | None = None
+    source: DurationSource | None = None
+    if stream.duration is not None and tb is not None:
+        declared, source = float(stream.duration * tb), "stream"
+    elif (tag := _duration_tag(stream)) is not None:
+        declared, source = tag, "tag"
+    elif container.duration is not None:
+        declared, source = container.duration / av.time_base, "container"
+    if declared is None:
+        return None, None
+    is_matroska = "matroska" in container.format.name.split(",")
+    if is_matroska and source != "stream" and declared > start:
+        return declared - start, source
+    return declared, source
+
+
+def _duration_tag(stream: av.video.stream.VideoStream) -> float | None:
+    """A Matroska per-stream ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``) in seconds."""
+    for key, value in stream.metadata.items():
+        if key.upper().startswith("DURATION"):
+            hours, _, rest = value.partition(":")
+            minutes, _, seconds = rest.partition(":")
+            try:
+                total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:
+                return None
+            return total if math.isfinite(total) and total >= 0 else None
+    return None
 
 
 def _to_float(value: Fraction | None) -> float | None:
@@ -450,19 +493,21 @@ def _kept_frames(
                     break
             else:
                 reached_eof = True
-        except av.FFmpegError as exc:
-            reason = f"decode error after {report.frames_decoded} frames ({_ffmpeg_reason(exc)})"
+        except (av.FFmpegError, DecodeError) as exc:
+            if isinstance(exc, DecodeError):
+                reason = exc.reason
+            else:
+                reason = f"decode error after {report.frames_decoded} frames ({_ffmpeg_reason(exc)})"
+            # A cut-off file often ends in a damaged packet: say that it was cut off.
+            cut = shortfall(header.path, header.container)
+            reason = f"{cut}; {reason}" if cut is not None else reason
             if on_error == "raise":
                 raise DecodeError(path, reason, frames_decoded=report.frames_decoded) from exc
             report.truncated, report.error = True, reason
-        except DecodeError as exc:
-            if on_error == "raise":
-                raise
-            report.truncated, report.error = True, exc.reason
         if seek_to is None or report.truncated:
             break
     if reached_eof and last_t is not None and not selector.sampling.keyframes_only:
-        reason = _silent_loss(header, report, last_t + last_duration)
+        reason = _silent_loss(header, report, last_t + last_duration, _frame_interval(header, last_duration))
         if reason is not None:
             if on_error == "raise":
                 raise DecodeError(path, reason, frames_decoded=report.frames_decoded)
@@ -499,6 +544,46 @@ def _planned_seeks(sampling: Sampling, header: VideoInfo, keyframes: list[float]
     return sum(_seek_pays(a, b, keyframes, None, frame) for a, b in zip(points, points[1:]))
 
 
+class _PacketLedger:
+    """Counts the packets that must each give a frame, for the lost-packets check.
+
+    Packets that decode to no frame by design are left out: those the container marks
+    as discarded (an MP4 edit list trims the frames before a stream-copy cut point),
+    those before the first keyframe (a capture that starts part-way into a GOP: the
+    decoder cannot start there), and those shown before the first frame that came out
+    (leading pictures of an open GOP that reference frames before the file's start).
+    Plain FFmpeg decoding gives no frame for any of them either.
+    """
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self._keyframe_seen = False
+        self._first_time: float | None = None
+        self._first_out = False
+        self._waiting: list[float | None] = []  # packet times until the first frame is out
+
+    def sent(self, packet: av.Packet, t: float | None) -> None:
+        """A packet decoded in normal mode (not skipped)."""
+        self._keyframe_seen = self._keyframe_seen or packet.is_keyframe
+        if not packet.size or packet.is_discard or not self._keyframe_seen:
+            return
+        if not self._first_out:
+            self._waiting.append(t)
+        elif self._counts(t):
+            self.packets += 1
+
+    def frame_out(self, frame: av.VideoFrame) -> None:
+        if self._first_out:
+            return
+        self._first_out = True
+        self._first_time = frame.time
+        self.packets += sum(1 for t in self._waiting if self._counts(t))
+        self._waiting.clear()
+
+    def _counts(self, t: float | None) -> bool:
+        return t is None or self._first_time is None or t >= self._first_time - _EPS
+
+
 def _decode_counting(
     container: av.container.InputContainer,
     stream: av.video.stream.VideoStream,
@@ -514,12 +599,14 @@ def _decode_counting(
     references it the decoder drops it unseen. The frame that will be kept always has
     no such successor, so it is always decoded.
 
-    Counts the packets decoded in normal mode (for the lost-packets check).
+    Counts the packets that must give a frame in ``report.packets`` (see
+    :class:`_PacketLedger`), for the lost-packets check.
     """
     ctx = stream.codec_context
     tb = float(stream.time_base) if stream.time_base is not None else None
     pending: deque[tuple[av.Packet, float | None]] = deque()  # with each packet's time
     sent: deque[float] = deque(maxlen=_LOOKAHEAD)
+    ledger = _PacketLedger()
     mode = "DEFAULT"
 
     def decode(packet: av.Packet, t: float | None) -> list[av.VideoFrame]:
@@ -534,9 +621,13 @@ def _decode_counting(
         new_mode = "NONREF" if skip else "DEFAULT"
         if new_mode != mode:
             ctx.skip_frame = mode = new_mode
-        if packet.size and not skip:
-            report.packets += 1
-        return packet.decode()
+        if not skip:
+            ledger.sent(packet, t)
+        frames = packet.decode()
+        if frames:
+            ledger.frame_out(frames[0])
+        report.packets = ledger.packets
+        return frames
 
     for packet in container.demux(stream):
         pending.append((packet, packet.pts * tb if packet.pts is not None and tb is not None else None))
@@ -548,19 +639,32 @@ def _decode_counting(
         ctx.skip_frame = "DEFAULT"
 
 
-def _silent_loss(header: VideoInfo, report: _Report, shown_until: float) -> str | None:
+def _frame_interval(header: VideoInfo, last_duration: float) -> float:
+    rate = header.fps or header.guessed_fps
+    return max(last_duration, 1.0 / rate if rate else 0.0)
+
+
+def _silent_loss(header: VideoInfo, report: _Report, shown_until: float, frame: float) -> str | None:
     """Why a stream that decoded to its end without an error still lost frames, if it did.
 
-    FFmpeg drops damaged packets and ends cut-off files quietly. Two checks catch that:
+    FFmpeg drops damaged packets and ends cut-off files quietly. Three checks catch that:
     packets that produced no frame (only meaningful without seeks, where every packet
-    was decoded once), and frames ending well before the header's duration.
+    was decoded once), a file shorter than its container declares
+    (:func:`tdvideo._integrity.shortfall`), and frames ending more than two frame
+    intervals before the video stream's declared end. The last check is skipped when
+    the only duration known is the container's and other streams (longer audio) may
+    account for it.
     """
+    cut = shortfall(header.path, header.container)
+    if cut is not None:
+        return cut
     if report.seeks == 0 and report.packets > report.frames_decoded:
         lost = report.packets - report.frames_decoded
         return f"{lost} of {report.packets} packets decoded to no frame (damaged data)"
     expected = header.end_time
-    if expected is not None and shown_until < expected - max(1.0, 0.05 * (header.duration or 0.0)):
-        return f"frames end at {shown_until:.2f} s but the header says {expected:.2f} s (truncated file?)"
+    own = header.duration_source in ("stream", "tag") or not header.other_streams
+    if expected is not None and own and shown_until < expected - max(2 * frame, 0.05):
+        return f"frames end at {shown_until:.3f} s but the stream's header says {expected:.3f} s (truncated file?)"
     return None
 
 
@@ -622,6 +726,8 @@ def iter_video(
         stream.codec_context.thread_count = threads
         if sampling.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
+        if sampling.num_frames is not None and sampling.end is None and header.end_time is None:
+            raise VideoError(path, "num_frames needs the video's duration, which its header does not give; set an end time")
         selector: FrameSelector[av.VideoFrame] = FrameSelector(sampling, stream_end=header.end_time)
         report = _Report()
         kept = _kept_frames(path, container, stream, header, keyframes, selector, report, on_error)
@@ -678,6 +784,9 @@ def iter_video(
             if report.truncated:
                 raise DecodeError(path, report.error or "decode error", frames_decoded=report.frames_decoded)
             if report.frames_decoded == 0:
+                cut = shortfall(header.path, header.container)
+                if cut is not None:
+                    raise DecodeError(path, f"{cut}; no frames could be decoded")
                 raise EmptyVideoError(path, "no frames could be decoded")
             raise EmptyVideoError(
                 path,

@@ -84,19 +84,21 @@ def write_clip(
     rotation: int | None = None,
     gop: int | None = None,
     options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode ``make_frame(i)`` for ``i < num_frames`` into ``path``.
 
     ``pts`` (in ``time_base``, default ``1/fps``) sets each frame's presentation time for
     variable-frame-rate clips; ``rotation`` writes a display matrix (counter-clockwise
-    degrees); ``gop`` sets the keyframe interval in frames. Encoding is single-threaded
+    degrees); ``gop`` sets the keyframe interval in frames; ``options`` go to the encoder
+    and ``container_options`` to the muxer (``{"movflags": "+faststart"}``). Encoding is single-threaded
     and x264 output is deterministic for the same inputs.
     """
     path = Path(path)
     first = make_frame(0)
     height, width = first.shape[:2]
     # bitexact: no random segment UIDs or encoder version strings, so output is reproducible.
-    with av.open(str(path), mode="w", options={"fflags": "+bitexact"}) as container:
+    with av.open(str(path), mode="w", options={"fflags": "+bitexact", **(container_options or {})}) as container:
         # Encoder threads make the output depend on timing; one thread keeps it reproducible.
         defaults = {"threads": "1"}
         if codec == "libx264":
@@ -127,3 +129,34 @@ def write_clip(
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+def remux(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    shift: float = 0.0,
+    keep: Callable[[float], bool] | None = None,
+) -> Path:
+    """Copy the video packets of ``src`` into ``dst`` without re-encoding (``-c copy``).
+
+    ``shift`` moves every timestamp back by that many seconds: packets before it get
+    negative times, and the MP4 muxer then writes an edit list that discards their
+    frames (what ``ffmpeg -ss T -i in.mp4 -c copy out.mp4`` produces). ``keep(t)``
+    chooses packets by their original presentation time in seconds.
+    """
+    dst = Path(dst)
+    with av.open(str(src)) as source, av.open(str(dst), mode="w", options={"fflags": "+bitexact"}) as sink:
+        stream = source.streams.video[0]
+        out = sink.add_stream_from_template(stream)
+        offset = round(shift / stream.time_base)
+        for packet in source.demux(stream):
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            if keep is not None and not keep(float(packet.pts * stream.time_base)):
+                continue
+            packet.pts -= offset
+            packet.dts -= offset
+            packet.stream = out
+            sink.mux(packet)
+    return dst

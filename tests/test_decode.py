@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +17,7 @@ import tdvideo
 from tdvideo import decode
 from tdvideo.errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoOpenError
 from tdvideo.sampling import Sampling, select_indices
-from tdvideo.synthetic import index_frame, write_clip
+from tdvideo.synthetic import index_frame, read_index, remux, write_clip
 
 from .conftest import Clip, frame_indices
 
@@ -249,13 +250,21 @@ def test_keep_frames_of_a_file_that_fails_part_way(broken: dict[str, Path]) -> N
 
 
 def test_packets_that_decode_to_nothing_are_reported() -> None:
-    info = decode.VideoInfo("x.mp4", "mp4", "h264", 8, 8, 8, 8, 0, 25.0, 25.0, 4.0, 100, 0.0, False, "yuv420p", 1.0)
-    assert decode._silent_loss(info, decode._Report(frames_decoded=100, packets=100), 4.0) is None
-    lost = decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100), 4.0)
+    info = decode.VideoInfo("x.mp4", "mp4", "h264", 8, 8, 8, 8, 0, 25.0, 25.0, 4.0, 100, 0.0, False, "yuv420p", 1.0,
+                            duration_source="stream")
+    frame = 0.04
+    assert decode._silent_loss(info, decode._Report(frames_decoded=100, packets=100), 4.0, frame) is None
+    lost = decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100), 4.0, frame)
     assert lost == "3 of 100 packets decoded to no frame (damaged data)"
     # After a seek packets are decoded more than once: no packet count check then.
-    assert decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100, seeks=1), 4.0) is None
-    assert "header says 4.00 s" in decode._silent_loss(info, decode._Report(), 2.0)
+    assert decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100, seeks=1), 4.0, frame) is None
+    assert "header says 4.000 s" in decode._silent_loss(info, decode._Report(), 2.0, frame)
+    # Three frames short of the stream's own duration is a loss; one frame short is rounding.
+    assert decode._silent_loss(info, decode._Report(), 4.0 - 3 * frame, frame) is not None
+    assert decode._silent_loss(info, decode._Report(), 4.0 - frame, frame) is None
+    # Only the container's duration, with other streams beside the video: it may be the audio's.
+    with_audio = dataclasses.replace(info, duration_source="container", other_streams=1, has_audio=True)
+    assert decode._silent_loss(with_audio, decode._Report(), 2.0, frame) is None
 
 
 def test_sampling_that_keeps_nothing_is_an_error(clips: dict[str, Clip]) -> None:
@@ -315,3 +324,141 @@ def test_threads_option_is_passed(clips: dict[str, Clip]) -> None:
     one = tdvideo.read_video(clips["h264"].path, threads=1)
     many = tdvideo.read_video(clips["h264"].path, threads=max(2, os.cpu_count() or 2))
     assert torch.equal(one.frames, many.frames)
+
+
+# -- valid files that look odd, and cut-off files ----------------------------------------
+
+
+def plain_decode(path: Path) -> tuple[list[float], list[int]]:
+    """What plain PyAV decoding gives, up to its first error: each frame's time and the index drawn into it."""
+    frames = []
+    with av.open(str(path)) as container:
+        try:
+            for f in container.decode(video=0):
+                frames.append((f.time, read_index(f.to_ndarray(format="rgb24").transpose(2, 0, 1))))
+        except av.FFmpegError:
+            pass
+    return [t for t, _ in frames], [i for _, i in frames]
+
+
+@pytest.fixture(scope="module")
+def source_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 s of H.264 at 25 fps with a keyframe every second."""
+    return write_clip(tmp_path_factory.mktemp("src") / "src.mp4", 200, gop=25)
+
+
+def test_mp4_cut_with_stream_copy_gives_the_frames_ffmpeg_gives(source_clip: Path, tmp_path: Path) -> None:
+    """``ffmpeg -ss 0.5 -i in.mp4 -c copy``: an edit list discards the frames before the cut point."""
+    cut = remux(source_clip, tmp_path / "cut.mp4", shift=0.5)
+    with av.open(str(cut)) as container:
+        assert sum(p.is_discard for p in container.demux(video=0)) > 0  # the edit list is there
+    times, indices = plain_decode(cut)
+    assert indices[0] > 0 and times[0] == 0.0
+    for options in ({}, {"fps": 1}, {"stride": 3}):
+        video = tdvideo.read_video(cut, **options)
+        expected = select_indices(times, Sampling(**options))
+        assert frame_indices(video.frames) == [indices[i] for i in expected]
+        np.testing.assert_allclose(video.timestamps.numpy(), [times[i] for i in expected])
+        assert not video.truncated and video.error is None
+
+
+@pytest.mark.parametrize("offset_packets", [95, 140])
+def test_transport_stream_that_starts_mid_gop(source_clip: Path, tmp_path: Path, offset_packets: int) -> None:
+    """A capture or a byte-cut .ts: packets before the first keyframe cannot decode, and that is not damage."""
+    whole = remux(source_clip, tmp_path / "whole.ts")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[offset_packets * 188 + 100 :])  # part-way into a packet, too
+    times, indices = plain_decode(cut)
+    assert 0 < len(times) < 200 and indices[0] % 25 == 0  # decoding starts at a keyframe
+    with av.open(str(cut)) as container:
+        assert not next(p for p in container.demux(video=0) if p.size).is_keyframe  # mid-GOP
+    video = tdvideo.read_video(cut)
+    assert frame_indices(video.frames) == indices
+    np.testing.assert_allclose(video.timestamps.numpy(), times)
+    sampled = tdvideo.read_video(cut, fps=1)
+    assert frame_indices(sampled.frames) == [indices[i] for i in select_indices(times, Sampling(fps=1))]
+
+
+def test_matroska_cut_with_a_late_start(source_clip: Path, tmp_path: Path) -> None:
+    """``ffmpeg -i in.mp4 -ss 2 -t 4 -c copy out.mkv``: FFmpeg says start 2 s and a duration counted from 0."""
+    cut = remux(source_clip, tmp_path / "cut.mkv", keep=lambda t: 2.0 <= t < 6.0)
+    with av.open(str(cut)) as container:
+        assert container.start_time / 1e6 == 2.0 and container.duration / 1e6 == 6.0  # the quirk
+    times, indices = plain_decode(cut)
+    assert len(times) == 100 and indices == list(range(50, 150))
+    video = tdvideo.read_video(cut)
+    assert frame_indices(video.frames) == indices and not video.truncated
+    assert video.info.start_time == 2.0 and video.info.duration == pytest.approx(4.0)
+    spread = tdvideo.read_video(cut, num_frames=4)  # the grid spans the real 4 s, not 6 s from 2 s
+    assert frame_indices(spread.frames) == [50, 75, 100, 125]
+
+
+def test_valid_files_are_not_flagged(tmp_path: Path) -> None:
+    """Variable frame rate, and a container duration that is the (longer) audio's."""
+    pts = [0, 10, 50, 60, 200, 210, 215, 400]
+    for ext, codec in (("mkv", "libx264"), ("webm", "libvpx-vp9"), ("mp4", "libx264"), ("avi", "mpeg4"), ("ts", "mpeg2video")):
+        path = write_clip(tmp_path / f"vfr.{ext}", 8, pts=pts, time_base=Fraction(1, 100), codec=codec)
+        video = tdvideo.read_video(path)
+        assert frame_indices(video.frames) == list(range(8)) and not video.truncated, ext
+    longer_audio = _with_audio(tmp_path / "av.mkv", video_frames=50, audio_seconds=4.0)
+    info = tdvideo.probe(longer_audio)
+    assert info.duration_source == "container" and info.duration == pytest.approx(4.0, abs=0.1)
+    video = tdvideo.read_video(longer_audio)
+    assert frame_indices(video.frames) == list(range(50)) and not video.truncated
+
+
+def _with_audio(path: Path, *, video_frames: int, audio_seconds: float) -> Path:
+    """A Matroska file with 25 fps video and a longer AAC track, without per-stream duration tags
+    (as libwebm and other writers make them): only the container's duration is known."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25, options={"qp": "23", "threads": "1"})
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        for i in range(video_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = np.zeros((1, 1024), dtype=np.float32)
+        for start in range(0, int(audio_seconds * 16000), 1024):
+            chunk = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, start
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    # Rename the DURATION tags so the demuxer does not see them (same length, so offsets hold).
+    data = path.read_bytes()
+    assert data.count(b"DURATION") == 2
+    path.write_bytes(data.replace(b"DURATION", b"XURATION"))
+    return path
+
+
+CUT_FORMATS = [("mkv", "libx264"), ("webm", "libvpx-vp9"), ("mp4", "libx264"), ("avi", "mpeg4"), ("ts", "mpeg2video")]
+
+
+@pytest.mark.parametrize("ext, codec", CUT_FORMATS)
+@pytest.mark.parametrize("fraction", [0.5, 0.9, 0.99, 0.999])
+def test_files_cut_anywhere_are_flagged(tmp_path: Path, ext: str, codec: str, fraction: float) -> None:
+    """A 4 s clip cut at any point: failed by default, kept and flagged with on_error="keep"."""
+    options = {"movflags": "+faststart"} if ext == "mp4" else None  # else a cut loses the index: cannot open
+    whole = write_clip(tmp_path / f"whole.{ext}", 100, gop=25, codec=codec, container_options=options)
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut.{ext}"
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(DecodeError) as failure:
+        tdvideo.read_video(cut)
+    assert str(cut) in str(failure.value)
+    kept = tdvideo.read_video(cut, on_error="keep")
+    assert kept.truncated and kept.error
+    _, indices = plain_decode(cut)
+    assert frame_indices(kept.frames) == indices[: len(kept)] and len(kept) >= len(indices) - 1
+    assert not tdvideo.read_video(whole).truncated
+
+
+def test_a_short_matroska_cut_at_90_percent(tmp_path: Path) -> None:
+    """The report's case: a 4 s MKV cut at 90% of its bytes lost a quarter of its frames without a word."""
+    whole = write_clip(tmp_path / "whole.mkv", 100, make_frame=lambda i: np.full((64, 96, 3), i * 2, np.uint8))
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.9)])
+    kept = tdvideo.read_video(cut, on_error="keep")
+    assert len(kept) < 100 and kept.truncated and "cut short" in kept.error
