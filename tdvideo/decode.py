@@ -26,15 +26,26 @@ import numpy as np
 import torch
 
 from ._types import Interpolation, Size
-from .errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoError, VideoOpenError
+from .errors import (
+    DecodeError,
+    EmptyVideoError,
+    NoVideoStreamError,
+    UnsupportedVideoError,
+    UsageError,
+    VideoOpenError,
+)
 from ._integrity import shortfall
 from .sampling import _EPS, FrameSelector, Sampling, windows
 
 __all__ = [
+    "INTERPOLATIONS",
+    "MAX_FRAME_PIXELS",
+    "MAX_FRAME_SIDE",
     "Interpolation",
     "OnError",
     "VideoClip",
     "VideoInfo",
+    "check_size",
     "iter_video",
     "probe",
     "read_video",
@@ -46,6 +57,13 @@ log = logging.getLogger(__name__)
 OnError = Literal["raise", "keep"]
 DurationSource = Literal["stream", "tag", "container"]
 
+# Frame size limits, decoded and output alike: 8192 x 8192 (67 Mpx; 8K UHD and 8192 x 4096
+# panoramas fit) and 16384 px a side. A few bytes of header can claim any size, and a
+# short-side resize of a 2 x 4096 video would be 112 x 229376: without limits a tiny
+# file takes gigabytes.
+MAX_FRAME_PIXELS = 8192 * 8192
+MAX_FRAME_SIDE = 16384
+
 _SWS_INTERPOLATION: dict[str, str] = {
     "bilinear": "BILINEAR",
     "bicubic": "BICUBIC",
@@ -54,6 +72,7 @@ _SWS_INTERPOLATION: dict[str, str] = {
     "lanczos": "LANCZOS",
     "fast_bilinear": "FAST_BILINEAR",
 }
+INTERPOLATIONS: tuple[str, ...] = tuple(_SWS_INTERPOLATION)
 
 
 @dataclass(frozen=True)
@@ -329,7 +348,8 @@ def resolve_size(size: Size | None, *, height: int, width: int) -> tuple[int, in
     return size
 
 
-def _check_size(name: str, value: Size | None) -> None:
+def check_size(name: str, value: Size | None) -> None:
+    """Validate a ``size``/``crop`` value: a positive int or an (H, W) pair, within the frame limits."""
     if value is None:
         return
     ok = (isinstance(value, int) and not isinstance(value, bool) and value > 0) or (
@@ -339,6 +359,16 @@ def _check_size(name: str, value: Size | None) -> None:
     )
     if not ok:
         raise UsageError(f"{name} must be a positive int or an (H, W) pair of positive ints, got {value!r}")
+    h, w = (value, value) if isinstance(value, int) else value
+    if _over_limits(h, w):
+        raise UsageError(f"{name} {h}x{w} is over the frame limits ({_LIMITS_TEXT})")
+
+
+_LIMITS_TEXT = f"at most {MAX_FRAME_SIDE} px a side and {MAX_FRAME_PIXELS / 1e6:.1f} Mpx"
+
+
+def _over_limits(height: int, width: int) -> bool:
+    return max(height, width) > MAX_FRAME_SIDE or height * width > MAX_FRAME_PIXELS
 
 
 @dataclass(frozen=True)
@@ -349,6 +379,13 @@ class _Geometry:
     sws_height: int
     rot90: int  # counter-clockwise quarter turns
     crop: tuple[int, int, int, int] | None  # top, left, height, width in the rotated frame
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one output RGB frame."""
+        if self.crop is not None:
+            return self.crop[2] * self.crop[3] * 3
+        return self.sws_width * self.sws_height * 3
 
     @classmethod
     def plan(cls, info: VideoInfo, size: Size | None, crop: Size | None) -> _Geometry:
@@ -362,6 +399,12 @@ class _Geometry:
             out_h, out_w = info.height, info.width
         else:
             out_h, out_w = resolve_size(size, height=round(disp_h), width=round(disp_w))
+        if _over_limits(out_h, out_w):
+            raise UnsupportedVideoError(
+                info.path,
+                f"frames resized to {out_h}x{out_w} would be over the frame limits ({_LIMITS_TEXT}); "
+                f"the video is {info.width}x{info.height}: give --size HxW or a smaller size",
+            )
         # Always an explicit output size: a stream whose frame size changes part-way
         # still gives frames of one size (swscale does no scaling when sizes match).
         sws = (out_h, out_w) if not rotated else (out_w, out_h)
@@ -672,6 +715,7 @@ def iter_video(
     path: str | Path,
     *,
     chunk_frames: int = 64,
+    chunk_bytes: int | None = None,
     sampling: Sampling | None = None,
     size: Size | None = None,
     crop: Size | None = None,
@@ -689,6 +733,8 @@ def iter_video(
     Args:
         path: the video file.
         chunk_frames: frames per yielded chunk (at least one window with clip windows).
+        chunk_bytes: also at most this many bytes of frames per chunk (at least one
+            frame or window), so that large frames make smaller chunks.
         sampling: a :class:`Sampling`; or pass its fields as keywords
             (``fps=``, ``stride=``, ``num_frames=``, ``start=``, ``end=``, ``clip_len=``,
             ``clip_stride=``, ``keyframes_only=``).
@@ -705,14 +751,16 @@ def iter_video(
         VideoOpenError, NoVideoStreamError, DecodeError, EmptyVideoError, UsageError.
     """
     sampling = _resolve_sampling(sampling, sampling_options)
-    _check_size("size", size)
-    _check_size("crop", crop)
+    check_size("size", size)
+    check_size("crop", crop)
     if interpolation not in _SWS_INTERPOLATION:
         raise UsageError(f"interpolation must be one of {', '.join(_SWS_INTERPOLATION)}; got {interpolation!r}")
     if on_error not in ("raise", "keep"):
         raise UsageError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
     if not isinstance(chunk_frames, int) or chunk_frames < 1:
         raise UsageError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
+    if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or chunk_bytes < 1):
+        raise UsageError(f"chunk_bytes must be a positive integer, got {chunk_bytes!r}")
     sws_interp = _SWS_INTERPOLATION[interpolation]
 
     with _open(path) as container:
@@ -724,10 +772,16 @@ def iter_video(
         seeky = _planned_seeks(sampling, header, keyframes) >= 2
         stream.thread_type = "SLICE" if seeky else "AUTO"
         stream.codec_context.thread_count = threads
+        if _over_limits(header.raw_height, header.raw_width):
+            raise UnsupportedVideoError(
+                path, f"coded frames of {header.raw_width}x{header.raw_height} are over the frame limits ({_LIMITS_TEXT})"
+            )
+        # The decoder refuses frames over the limit too, should the size change part-way.
+        stream.codec_context.options = {"max_pixels": str(MAX_FRAME_PIXELS)}
         if sampling.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         if sampling.num_frames is not None and sampling.end is None and header.end_time is None:
-            raise VideoError(path, "num_frames needs the video's duration, which its header does not give; set an end time")
+            raise UnsupportedVideoError(path, "num_frames needs the video's duration, which its header does not give; set an end time")
         selector: FrameSelector[av.VideoFrame] = FrameSelector(sampling, stream_end=header.end_time)
         report = _Report()
         kept = _kept_frames(path, container, stream, header, keyframes, selector, report, on_error)
@@ -744,16 +798,22 @@ def iter_video(
                     geometry = _Geometry.plan(info, size, crop)
                 yield t, geometry.apply(frame, sws_interp, 1)
 
+        def per_chunk() -> int:
+            frames = chunk_frames
+            if chunk_bytes is not None and geometry is not None:
+                frames = min(frames, max(1, chunk_bytes // geometry.frame_bytes))
+            if sampling.clip_len is not None:
+                frames = max(1, frames // sampling.clip_len) * sampling.clip_len
+            return frames
+
         if sampling.windowed:
             assert sampling.clip_len is not None
-            per_chunk = max(1, chunk_frames // sampling.clip_len) * sampling.clip_len
             items: Iterator[tuple[float, np.ndarray]] = (
                 item
                 for window in windows(converted(), clip_len=sampling.clip_len, clip_stride=sampling.clip_stride)
                 for item in window
             )
         else:
-            per_chunk = chunk_frames
             items = converted()
 
         emitted = 0
@@ -795,15 +855,16 @@ def iter_video(
             )
 
 
-def _batched_hold_last(items: Iterator[Any], size: int) -> Iterator[tuple[list[Any], bool]]:
-    """Batches of ``size`` items, each with a flag telling whether it is the last one.
+def _batched_hold_last(items: Iterator[Any], size: Callable[[], int]) -> Iterator[tuple[list[Any], bool]]:
+    """Batches of ``size()`` items, each with a flag telling whether it is the last one.
 
-    A full batch is held until the next item arrives, so the flag is known when it is
-    yielded; memory stays at most one batch plus one item.
+    ``size`` is asked again for each batch (it may only be known once items flow). A full
+    batch is held until the next item arrives, so the flag is known when it is yielded;
+    memory stays at most one batch plus one item.
     """
     batch: list[Any] = []
     for item in items:
-        if len(batch) == size:
+        if len(batch) >= size():
             yield batch, False
             batch = []
         batch.append(item)

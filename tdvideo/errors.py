@@ -4,6 +4,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = [
+    "DecodeError",
+    "DecoderCrashError",
+    "EmptyVideoError",
+    "ModelError",
+    "NoVideoStreamError",
+    "NoVideosError",
+    "OutputCollisionError",
+    "OutputError",
+    "TdvideoError",
+    "UnsupportedVideoError",
+    "UsageError",
+    "VideoError",
+    "VideoOpenError",
+    "WeightsError",
+    "show_path",
+]
+
+
+def show_path(path: str | Path) -> str:
+    """A path as it may appear in a one-line message.
+
+    Plain names are shown as they are. A name with a newline, another control character
+    or bytes that are not valid UTF-8 is shown as a quoted, escaped Python string, so it
+    cannot forge a line of output or break the terminal's encoding.
+    """
+    text = str(path)
+    if text.isprintable():  # False for control characters and for undecodable bytes (surrogates)
+        return text
+    return repr(text)
+
 
 class TdvideoError(Exception):
     """Base class of every error tdvideo raises on purpose."""
@@ -21,13 +52,18 @@ class OutputCollisionError(UsageError):
     """Two inputs would be written to the same output path."""
 
 
+class OutputError(TdvideoError):
+    """An output that is missing or inconsistent, or an output folder that cannot be written
+    (a full disk, a read-only file system): the run stops, since every video would fail alike."""
+
+
 class VideoError(TdvideoError):
     """A problem with one input video. Carries the path so every message names the file."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(f"{show_path(self.path)}: {reason}")
 
     def __reduce__(self) -> tuple:
         # Rebuild from (path, reason): errors cross from decoding worker processes.
@@ -46,12 +82,21 @@ class EmptyVideoError(VideoError):
     """The video stream decoded to zero frames (or zero frames matched the sampling)."""
 
 
+class UnsupportedVideoError(VideoError):
+    """A readable video that cannot be processed as asked: frames over the size limits,
+    or a sampling that needs a duration the file does not declare."""
+
+
 class DecodeError(VideoError):
     """Decoding failed part-way, or a frame was flagged corrupt."""
 
     def __init__(self, path: str | Path, reason: str, *, frames_decoded: int = 0) -> None:
         self.frames_decoded = frames_decoded
         super().__init__(path, reason)
+
+
+class DecoderCrashError(VideoError):
+    """The process decoding this video died (a crash inside FFmpeg, or the OOM killer), also when retried alone."""
 
 
 class ModelError(UsageError):

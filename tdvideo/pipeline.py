@@ -15,18 +15,17 @@ chunk has gone through the model.
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import fnmatch
 import hashlib
 import json
 import logging
 import os
-import queue
 import re
 import sys
 import tempfile
-import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,28 +34,53 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from ._system import available_cpus, available_memory, fix_malloc_mmap_threshold
 from ._types import Interpolation, Pool, Size
 from ._version import __version__
+from ._workers import Chunk, Decode, DecodePool, decode_chunks, prefetch
 from .backbones import DEFAULT_MODEL, Backbone, build_backbone
-from .decode import OnError, VideoClip, iter_video
-from .errors import NoVideosError, OutputCollisionError, TdvideoError, UsageError
+from .decode import INTERPOLATIONS, OnError, VideoClip, check_size, iter_video
+from .errors import (
+    NoVideosError,
+    OutputCollisionError,
+    OutputError,
+    TdvideoError,
+    UsageError,
+    VideoError,
+    VideoOpenError,
+    show_path,
+)
 from .sampling import Sampling
 from .timedistributed import TimeDistributed
-from .writers import Features, Format, OutputDType, array_path, read_metadata, write_features
+from .writers import (
+    FORMATS,
+    Features,
+    Format,
+    OutputDType,
+    SourceIdentity,
+    array_path,
+    read_metadata,
+    remove_output,
+    remove_temporaries,
+    write_features,
+)
 
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "Discovery",
     "Extractor",
     "InputVideo",
     "Precision",
     "RunSummary",
     "Shard",
+    "Unreadable",
     "VideoResult",
     "discover_videos",
+    "failures_log_name",
     "plan_outputs",
+    "prepare_output",
     "read_list_file",
     "resolve_device",
 ]
@@ -78,14 +102,41 @@ _WORKERS_MIN_BYTES = 32 * 2**20
 @dataclass(frozen=True)
 class InputVideo:
     """One video to process. ``relative`` is its output name: the path below the folder
-    it was found in (extension dropped), or just the stem for a file given directly."""
+    it was found in (extension dropped), or just the stem for a file given directly.
+    Every part is a plain name (never empty, ``.`` or ``..``), so outputs stay inside ``--out``."""
 
     path: Path
     relative: PurePath
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """Something inside an input folder that could not be looked into or read: a folder
+    without permission, a broken link, a "video" that is no regular file."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What :func:`discover_videos` found: the videos, and what it could not read."""
+
+    videos: list[InputVideo]
+    unreadable: list[Unreadable]
+
+
 def _normalize_exts(extensions: Iterable[str]) -> set[str]:
     return {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+
+
+def _safe_part(name: str) -> str:
+    # "..mp4" has the stem ".", which as a path part means the folder itself.
+    return name if name not in ("", ".", "..") else name.replace(".", "_") or "_"
+
+
+def _output_name(relative: PurePath) -> PurePath:
+    return PurePath(*(_safe_part(part) for part in relative.parts)) if relative.parts else PurePath("_")
 
 
 def discover_videos(
@@ -93,50 +144,103 @@ def discover_videos(
     *,
     extensions: Iterable[str] | None = None,
     glob: str | None = None,
-) -> list[InputVideo]:
+) -> Discovery:
     """Expand files and folders into a deterministic list of videos.
 
-    Folders are searched recursively for files with a video extension (``extensions``,
-    default :data:`VIDEO_EXTENSIONS`) whose path below the folder matches ``glob``
-    (fnmatch, e.g. ``"cam1/*.mp4"``). A file named directly is taken whatever its
-    extension (it fails later if it is no video). Raises :class:`UsageError` for a path
-    that does not exist and :class:`NoVideosError` when nothing is found.
+    Folders are searched recursively (following links to folders, once each) for files
+    with a video extension (``extensions``, default :data:`VIDEO_EXTENSIONS`) whose path
+    below the folder matches ``glob`` (fnmatch, e.g. ``"cam1/*.mp4"``). A file named
+    directly is taken whatever its extension (it fails later if it is no video).
+    Subfolders that cannot be listed, broken links and non-regular files with a video
+    extension are returned as :attr:`Discovery.unreadable`, never skipped silently.
+
+    Raises :class:`UsageError` for a path that does not exist and :class:`NoVideosError`
+    when a folder holds no videos at all.
     """
     exts = _normalize_exts(extensions) if extensions else set(VIDEO_EXTENSIONS)
     found: list[InputVideo] = []
+    unreadable: list[Unreadable] = []
     for item in inputs:
         root = Path(item)
         if root.is_dir():
-            videos = sorted(
-                p
-                for p in root.rglob("*")
-                if p.suffix.lower() in exts and p.is_file() and (glob is None or fnmatch.fnmatch(p.relative_to(root).as_posix(), glob))
-            )
-            if not videos:
+            videos, problems = _walk(root, exts, glob)
+            if not videos and not problems:
                 what = f"matching {glob!r} " if glob else ""
-                raise NoVideosError(f"{root}: no video files {what}found (extensions: {' '.join(sorted(exts))})")
-            found.extend(InputVideo(p, p.relative_to(root).with_suffix("")) for p in videos)
+                raise NoVideosError(f"{show_path(root)}: no video files {what}found (extensions: {' '.join(sorted(exts))})")
+            found.extend(videos)
+            unreadable.extend(problems)
         elif root.is_file():
-            found.append(InputVideo(root, PurePath(root.stem)))
+            found.append(InputVideo(root, _output_name(PurePath(root.stem))))
         elif root.exists():
-            raise UsageError(f"{root}: not a regular file or folder")
+            raise UsageError(f"{show_path(root)}: not a regular file or folder")
         else:
-            raise UsageError(f"{root}: no such file or folder")
-    if not found:
+            raise UsageError(f"{show_path(root)}: no such file or folder")
+    if not found and not unreadable:
         raise NoVideosError("no input videos given")
-    return found
+    return Discovery(found, unreadable)
+
+
+def _walk(root: Path, exts: set[str], pattern: str | None) -> tuple[list[InputVideo], list[Unreadable]]:
+    videos: list[InputVideo] = []
+    problems: list[Unreadable] = []
+    seen: set[tuple[int, int]] = set()
+
+    def unlistable(error: OSError) -> None:
+        problems.append(Unreadable(Path(error.filename or root), f"cannot list folder ({error.strerror or error})"))
+
+    for folder, subfolders, files in os.walk(root, onerror=unlistable, followlinks=True):
+        try:
+            stat = os.stat(folder)
+        except OSError as exc:
+            unlistable(exc)
+            subfolders.clear()
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:  # a link back up the tree
+            subfolders.clear()
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        subfolders.sort()
+        for name in files:
+            path = Path(folder, name)
+            if path.suffix.lower() not in exts:
+                continue
+            relative = path.relative_to(root)
+            if pattern is not None and not fnmatch.fnmatch(relative.as_posix(), pattern):
+                continue
+            if path.is_file():
+                videos.append(InputVideo(path, _output_name(relative.with_suffix(""))))
+            elif path.is_symlink() and not path.exists():
+                problems.append(Unreadable(path, "broken symbolic link"))
+            else:
+                problems.append(Unreadable(path, "not a regular file"))
+    videos.sort(key=lambda v: v.path.relative_to(root).as_posix())
+    return videos, problems
 
 
 def read_list_file(path: str | Path) -> list[str]:
-    """Paths from a list file, one per line (``-`` reads standard input); blank lines and ``#`` comments skipped."""
+    """Paths from a list file, one per line (``-`` reads standard input); blank lines and ``#`` comments skipped.
+
+    Lines are decoded as file names are (UTF-8, other bytes kept as they are), so any
+    path the file system holds can be listed.
+    """
     if str(path) == "-":
-        text = sys.stdin.read()
+        data = sys.stdin.buffer.read()
     else:
         try:
-            text = Path(path).read_text()
+            data = Path(path).read_bytes()
+        except IsADirectoryError:
+            raise UsageError(f"{show_path(path)}: is a folder, not a list file") from None
         except OSError as exc:
-            raise UsageError(f"{path}: cannot read list file ({exc.strerror or exc})") from None
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            raise UsageError(f"{show_path(path)}: cannot read list file ({exc.strerror or exc})") from None
+    if b"\0" in data:
+        raise UsageError(f"{show_path(path)}: not a text list of paths (it holds NUL bytes)")
+    lines = (os.fsdecode(line).strip() for line in data.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def failures_log_name(shard: Shard | None) -> str:
+    """Where a run writes its failures under ``--out``."""
+    return "failures.jsonl" if shard is None else f"failures.rank{shard.rank}.jsonl"
 
 
 def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
@@ -144,23 +248,47 @@ def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
 
     The tree below each input folder is mirrored, so ``a/x.mp4`` and ``b/x.mp4`` never
     share an output. Two inputs that would (``x.mp4`` beside ``x.webm``, or the same
-    name from two folders given as files) are reported together before any work starts.
+    name from two folders given as files), and a subfolder named like the failures log,
+    are reported together before any work starts.
     """
     out = Path(out)
     owners: dict[Path, list[Path]] = {}
     bases = []
+    lines = []
     for video in videos:
         base = out / video.relative
         owners.setdefault(base, []).append(video.path)
         bases.append(base)
+        top = video.relative.parts[0]
+        if len(video.relative.parts) > 1 and fnmatch.fnmatch(top, "failures*.jsonl"):
+            lines.append(f"{show_path(out / top)}: a folder of outputs for {show_path(video.path)}, but also the failures log")
     clashes = {b: ps for b, ps in owners.items() if len(ps) > 1}
-    if clashes:
-        lines = [f"{b}: {', '.join(str(p) for p in ps)}" for b, ps in sorted(clashes.items())]
+    lines += [f"{show_path(b)}: {', '.join(show_path(p) for p in ps)}" for b, ps in sorted(clashes.items())]
+    if lines:
         raise OutputCollisionError(
-            f"{len(clashes)} output(s) would be written by more than one input; "
+            f"{len(lines)} output(s) would be written by more than one input; "
             f"rename or process them separately: {'; '.join(lines)}"
         )
     return bases
+
+
+def prepare_output(out: str | Path) -> Path:
+    """Create the output folder if needed and check that files can be written in it.
+
+    Raises :class:`UsageError` (before any work) when ``out`` is a file, cannot be
+    created, or is not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {show_path(out)} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".tdvideo-write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {show_path(out)}: {exc.strerror or exc}") from None
+    return out
 
 
 @dataclass(frozen=True)
@@ -216,127 +344,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-# -- decoding in worker processes ------------------------------------------------------
-
-
-@dataclass
-class _Chunk:
-    """One decoded chunk of video ``index``, or the error that ended that video."""
-
-    index: int
-    clip: VideoClip | None
-    last: bool
-    error: BaseException | None = None
-
-    def pin_memory(self) -> _Chunk:
-        # Called by the DataLoader's pinning thread, off the main thread's critical path.
-        if self.clip is not None:
-            self.clip.frames = self.clip.frames.pin_memory()
-        return self
-
-
-def _decode_one(index: int, path: Path, options: dict[str, Any]) -> Iterator[_Chunk]:
-    """A video's chunks; the last is flagged, and an error ends the video as one more item."""
-    held: VideoClip | None = None
-    try:
-        for clip in iter_video(path, **options):
-            if held is not None:
-                yield _Chunk(index, held, last=False)
-            held = clip
-    except Exception as exc:  # handed to the main process, which records it per video
-        yield _Chunk(index, None, last=True, error=exc)
-        return
-    yield _Chunk(index, held, last=True)
-
-
-_DONE = object()
-
-
-def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``items`` in a background thread, ``depth`` items ahead of the consumer.
-
-    An exception in the producer is re-raised here; closing this generator early stops
-    the producer at its next item.
-    """
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        """Hand ``item`` over unless the consumer has left; a full buffer never blocks for good."""
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-
-    thread = threading.Thread(target=produce, name="tdvideo-decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-class _DecodeJob(IterableDataset):
-    """Videos to decode; each DataLoader worker takes every n-th one."""
-
-    def __init__(self, videos: Sequence[Path], options: dict[str, Any]) -> None:
-        self.videos = list(videos)
-        self.options = options
-
-    def __iter__(self) -> Iterator[_Chunk]:
-        worker = get_worker_info()
-        first, step = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-        for index in range(first, len(self.videos), step):
-            yield from _decode_one(index, self.videos[index], self.options)
-
-
-def _init_worker(_: int) -> None:
-    # Workers only decode; torch threads there would compete with FFmpeg's.
-    torch.set_num_threads(1)
-    _fix_malloc_mmap_threshold()
-
-
-_MMAP_THRESHOLD = 1 << 20
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-
-
-def _fix_malloc_mmap_threshold() -> None:
-    """Give large allocations back to the OS as soon as they are freed (glibc only).
-
-    glibc raises its mmap threshold each time a large block is freed, after which
-    blocks of that size come from the heap. With frame buffers, float batches and
-    FFmpeg's own buffers freed in interleaved order, the heap then fragments and RSS
-    grows with every batch: about 24 MiB per forward pass here, 5.6 GiB over a 10 min
-    video. A fixed threshold keeps every block of 1 MiB or more in its own mapping.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, ...): nothing to tune
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-
-
 # -- extraction ------------------------------------------------------------------------
 
 
@@ -355,11 +362,19 @@ class VideoResult:
     def failure(cls, path: Path, exc: BaseException) -> VideoResult:
         return cls(path, None, "failed", error_type=type(exc).__name__, error=_reason(exc))
 
+    def line(self) -> str:
+        """One line for a terminal: the input, and what happened to it if it failed."""
+        if self.status == "failed":
+            return f"failed: {show_path(self.path)}: {self.error}"
+        return f"{self.status}: {show_path(self.path)}"
+
 
 @dataclass
 class RunSummary:
-    """Counts over a run, for the end-of-run line and the exit code."""
+    """Counts over a run, for the end-of-run line and the exit code. ``total`` counts
+    every input of this process (unreadable ones included), known once the run has planned."""
 
+    total: int = 0
     done: int = 0
     skipped: int = 0
     failed: int = 0
@@ -373,6 +388,10 @@ class RunSummary:
         self.frames += result.frames
         if result.status == "failed":
             self.failures.append(result)
+
+    @property
+    def unfinished(self) -> int:
+        return max(0, self.total - self.done - self.skipped - self.failed)
 
     def line(self) -> str:
         rate = self.frames / self.wall if self.wall > 0 else 0.0
@@ -424,6 +443,14 @@ class _Rows:
 
 
 _SPILL_BYTES = 512 * 2**20
+# uint8 frames in one forward pass, whatever the batch size asks: with float conversion
+# and a model's activations the pass takes several times this.
+_BATCH_BYTES = 256 * 2**20
+# Memory a decoding worker may take: the interpreter with torch (about 0.6 GiB here) and
+# FFmpeg's frame buffers. Workers beyond what the available memory holds are not started.
+_WORKER_BYTES = 2**30
+# Errors writing an output that every later video would hit too: the run stops.
+_FATAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 @dataclass
@@ -433,6 +460,7 @@ class _Pending:
     rows: _Rows
     times: list[torch.Tensor] = field(default_factory=list)
     last_clip: VideoClip | None = None
+    source: SourceIdentity | None = None
 
 
 def _reason(exc: BaseException) -> str:
@@ -453,12 +481,14 @@ class Extractor:
         pool: ``"avg"`` or ``"none"`` (spatial maps); ``None`` for the model's default.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: frames per forward pass (and per decoded chunk). Chunks of different
-            videos share a forward pass.
+            videos share a forward pass. A pass also holds at most 256 MiB of frames,
+            so large frames make smaller passes.
         workers: decoding processes; ``None`` picks: none for small jobs (starting them
             costs more than it saves), else one per CPU core up to 8 and the number of
-            videos. ``0`` decodes in a thread of this process. Workers are started with
-            ``spawn``, so a script that runs with workers needs the usual
-            ``if __name__ == "__main__":`` guard.
+            videos. ``0`` decodes in a thread of this process. More workers than CPU
+            cores, or than the available memory holds (about 1 GiB each), are not
+            started (with a warning). Workers are started with ``spawn``, so a script
+            that runs with workers needs the usual ``if __name__ == "__main__":`` guard.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast.
         compile: wrap the model in ``torch.compile`` (dynamic shapes).
         size, crop, interpolation: override the model's preprocessing.
@@ -468,6 +498,9 @@ class Extractor:
         dtype: dtype of the written features.
         threads: FFmpeg decoder threads per video (0: FFmpeg decides; with workers, the
             cores are shared out between them).
+
+    Every option is checked here, before any video is touched: a bad value is a
+    :class:`UsageError` naming it.
     """
 
     def __init__(
@@ -494,6 +527,8 @@ class Extractor:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise UsageError(f"workers must be a non-negative integer, got {workers!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise UsageError(f"threads must be a non-negative integer, got {threads!r}")
         if precision not in _AUTOCAST:
             raise UsageError(f"precision must be one of {', '.join(_AUTOCAST)}; got {precision!r}")
         if dtype not in ("float32", "float16"):
@@ -502,19 +537,23 @@ class Extractor:
             raise UsageError(f"on_error must be 'raise' or 'keep'; got {on_error!r}")
         if sampling is not None and sampling_options:
             raise UsageError("pass sampling= or sampling keywords, not both")
-        self.sampling = sampling or Sampling(**sampling_options)
+        self.sampling = _resolve_sampling(sampling, sampling_options)
         self.device = resolve_device(device)
         self.backbone: Backbone = build_backbone(model, weights=weights, pool=pool)
         pre = self.backbone.preprocessing
         self.size = size if size is not None else pre.size
         self.crop = crop if crop is not None else pre.crop
         self.interpolation: Interpolation = interpolation or pre.interpolation
+        _check_geometry(self.size, self.crop, self.interpolation, size_given=size is not None, crop_given=crop is not None)
         self.batch_size = batch_size
+        self._warn_if_batch_is_capped()
         self.workers = workers
         self.precision = precision
         self.on_error = on_error
         self.dtype = dtype
         self.threads = threads
+        # The decoding function (a seam for tests; module-level, as it crosses to workers).
+        self._decode: Decode = iter_video
         model_ = TimeDistributed(self.backbone.frame_model()).to(self.device).eval()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -522,7 +561,7 @@ class Extractor:
         self.model: torch.nn.Module = torch.compile(model_, dynamic=True) if compile else model_
         # As stored in the metadata JSON (tuples become lists), for the resume check.
         self._stored_settings = json.loads(json.dumps(self.settings()))
-        _fix_malloc_mmap_threshold()
+        fix_malloc_mmap_threshold()
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines the features, as stored in each output's metadata."""
@@ -534,11 +573,24 @@ class Extractor:
             "dtype": self.dtype,
         }
 
+    def _warn_if_batch_is_capped(self) -> None:
+        box = self.crop or self.size
+        if box is None:
+            return
+        h, w = (box, box) if isinstance(box, int) else box
+        frame = h * w * 3
+        if self.batch_size * frame > _BATCH_BYTES:
+            warnings.warn(
+                f"batch_size {self.batch_size} would hold {self.batch_size * frame / 2**30:.1f} GiB of {h}x{w} frames; "
+                f"a forward pass holds at most {_BATCH_BYTES // 2**20} MiB of frames ({_BATCH_BYTES // frame} of that size)"
+            )
+
     # -- the engine ---------------------------------------------------------------------
 
     def _decode_options(self, threads: int) -> dict[str, Any]:
         return {
             "chunk_frames": self.batch_size,
+            "chunk_bytes": _BATCH_BYTES,
             "sampling": self.sampling,
             "size": self.size,
             "crop": self.crop,
@@ -548,42 +600,53 @@ class Extractor:
         }
 
     def _worker_count(self, videos: Sequence[Path]) -> int:
+        cpus = available_cpus()
+        memory = available_memory()
+        by_memory = max(1, memory // _WORKER_BYTES) if memory is not None else cpus
+        cap = min(cpus, by_memory)
         if self.workers is not None:
-            return min(self.workers, len(videos))
-        total = sum(p.stat().st_size for p in videos if p.is_file())
+            if self.workers > cap:
+                memory_text = f", {memory / 2**30:.1f} GiB of memory available" if memory is not None else ""
+                warnings.warn(f"workers {self.workers} capped at {cap} ({cpus} CPU cores{memory_text})")
+            return min(self.workers, cap, len(videos))
+        total = 0
+        for p in videos:
+            try:
+                total += p.stat().st_size
+            except OSError:
+                continue  # it fails when decoded, with its own reason
         if len(videos) < 2 or total < _WORKERS_MIN_BYTES:
             return 0
-        return min(os.cpu_count() or 1, 8, len(videos))
+        return min(cap, 8, len(videos))
 
-    def _chunks(self, videos: Sequence[Path]) -> Iterator[_Chunk]:
+    def _chunks(self, videos: Sequence[Path]) -> Iterator[Chunk]:
         workers = self._worker_count(videos)
+        pin = self.device.type == "cuda"
+        log.info("decoding %d video(s) %s", len(videos), f"in {workers} worker processes" if workers else "in this process")
         if workers == 0:
             # Decode in a thread of this process (PyAV and torch release the GIL), so the
             # next chunk decodes while the model runs on this one.
-            job = _DecodeJob(videos, self._decode_options(self.threads))
-            pin = self.device.type == "cuda"
-            yield from _prefetch(chunk.pin_memory() if pin else chunk for chunk in job)
+            options = self._decode_options(self.threads)
+            chunks: Iterator[Chunk] = (
+                chunk
+                for index, path in enumerate(videos)
+                for chunk in decode_chunks(index, path, options, self._decode, identify=SourceIdentity.of)
+            )
+            yield from prefetch(chunk.pin_memory() if pin else chunk for chunk in chunks)
             return
         # Share the cores out: each worker decodes one video at a time.
-        threads = self.threads or max(1, (os.cpu_count() or 1) // workers)
-        loader = DataLoader(
-            _DecodeJob(videos, self._decode_options(threads)),
-            batch_size=None,
-            num_workers=workers,
-            multiprocessing_context="spawn",
-            worker_init_fn=_init_worker,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=2,
+        threads = self.threads or max(1, available_cpus() // workers)
+        pool = DecodePool(
+            videos, self._decode_options(threads), workers=workers, decode=self._decode, identify=SourceIdentity.of
         )
-        yield from loader
+        yield from prefetch((chunk.pin_memory() if pin else chunk for chunk in pool.chunks()), on_stop=pool.stop)
 
     def _forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, T, C, H, W)`` on the host to float32 features on the host."""
         x = frames.to(self.device, non_blocking=frames.is_pinned())
         autocast = _AUTOCAST[self.precision]
         # A light model on the CPU takes a fraction of a frame's decoding time: on one
-        # torch thread it leaves the cores to the decoder threads (a folder of 8 clips ran
-        # at 0.98x of a bare decode loop, against 0.84x on two torch threads, 2 cores).
+        # torch thread it leaves the cores to the decoder threads.
         threads = 1 if self.backbone.light and self.device.type == "cpu" else None
         try:
             with (
@@ -603,9 +666,9 @@ class Extractor:
         windowed = self.sampling.windowed
         pending: dict[int, _Pending] = {}
         # Chunks wait here, grouped by frame shape, until a forward pass is full.
-        batches: dict[tuple[int, ...], list[_Chunk]] = {}
+        batches: dict[tuple[int, ...], list[Chunk]] = {}
 
-        def flush(batch: list[_Chunk]) -> Iterator[tuple[int, Features]]:
+        def flush(batch: list[Chunk]) -> Iterator[tuple[int, Features | BaseException]]:
             if not batch:
                 return
             parts = [c.clip.frames for c in batch]  # type: ignore[union-attr]
@@ -623,21 +686,33 @@ class Extractor:
             batch.clear()
             for chunk in done:
                 state = pending.pop(chunk.index)
-                yield chunk.index, self._finish(videos[chunk.index], state)
+                try:
+                    yield chunk.index, self._finish(videos[chunk.index], state)
+                except VideoError as exc:
+                    yield chunk.index, exc
+
+        def forget(index: int) -> None:
+            pending.pop(index, None)
+            for batch in batches.values():
+                batch[:] = [c for c in batch if c.index != index]
 
         for chunk in self._chunks(videos):
-            if chunk.error is not None:
-                pending.pop(chunk.index, None)
-                for batch in batches.values():
-                    batch[:] = [c for c in batch if c.index != chunk.index]
-                yield chunk.index, chunk.error
+            if chunk.restart or chunk.error is not None:
+                forget(chunk.index)
+                if chunk.error is not None:
+                    yield chunk.index, chunk.error
                 continue
             assert chunk.clip is not None
             state = pending.setdefault(chunk.index, _Pending(_Rows(self.dtype)))
+            state.source = state.source or chunk.source
             state.last_clip = chunk.clip
             frames_in = chunk.clip.timestamps.numel()
+            bytes_in = chunk.clip.frames.numel()
             batch = batches.setdefault(tuple(chunk.clip.frames.shape[1:]), [])
-            if batch and sum(c.clip.timestamps.numel() for c in batch) + frames_in > self.batch_size:  # type: ignore[union-attr]
+            if batch and (
+                sum(c.clip.timestamps.numel() for c in batch) + frames_in > self.batch_size  # type: ignore[union-attr]
+                or sum(c.clip.frames.numel() for c in batch) + bytes_in > _BATCH_BYTES  # type: ignore[union-attr]
+            ):
                 yield from flush(batch)
             batch.append(chunk)
         for batch in batches.values():
@@ -646,12 +721,14 @@ class Extractor:
     def _finish(self, path: Path, state: _Pending) -> Features:
         last = state.last_clip
         assert last is not None
+        source = state.source
+        if source is None or not source.unchanged():
+            raise VideoError(path, "changed, moved or deleted while it was being read; rerun to extract it again")
         times = torch.cat(state.times)
         array = state.rows.array()
-        stat = path.stat()
         meta = {
             "tdvideo_version": __version__,
-            "source": {"path": str(path), "size": stat.st_size, "mtime": stat.st_mtime},
+            "source": source.to_dict(),
             **self.settings(),
             "video": last.info.to_dict(),
             "frames": int(times.numel()),
@@ -659,6 +736,7 @@ class Extractor:
             "truncated": last.truncated,
             "error": last.error,
         }
+        log.debug("%s: %d frames decoded, %d kept, %d seeks", show_path(path), last.frames_decoded, times.numel(), last.seeks)
         return Features(array=array, timestamps=times.numpy(), metadata=meta)
 
     # -- public API ---------------------------------------------------------------------
@@ -671,13 +749,16 @@ class Extractor:
         return result
 
     def is_finished(self, video: Path, base: Path, fmt: Format) -> bool:
-        """True when ``base`` holds this video's output for these exact settings."""
+        """True when ``base`` holds this video's output for these exact settings.
+
+        The output must be a consistent pair (see :mod:`tdvideo.writers`) of this very
+        source file (size, modification time, fingerprint) and these settings.
+        Raises ``OSError`` when the source cannot be read.
+        """
         meta = read_metadata(base)
         if meta is None or meta.get("file") != array_path(base, fmt).name:
             return False
-        stat = video.stat()
-        source = meta.get("source", {})
-        if source.get("size") != stat.st_size or source.get("mtime") != stat.st_mtime:
+        if not SourceIdentity.of(video).same_file(meta.get("source") or {}):
             return False
         return all(meta.get(k) == v for k, v in self._stored_settings.items())
 
@@ -696,26 +777,32 @@ class Extractor:
     ) -> Iterator[VideoResult]:
         """Extract every video under ``inputs`` to ``out``, yielding a result per video as it finishes.
 
-        Finished outputs with the same source and settings are skipped (first) unless
+        Before any work: inputs are discovered, outputs planned (collisions are an
+        error), and ``out`` is checked to be a writable folder (:class:`UsageError`).
+        Finished outputs of the same source and settings are skipped (first) unless
         ``overwrite``. A failing video never stops the run: it yields a ``failed``
-        result and is appended to the failures log. Input discovery and output
-        collisions are checked before any work starts (:class:`UsageError`).
+        result and is appended to the failures log; if it had an older output that
+        no longer matches its source or these settings, that output is removed, so
+        nothing stale looks current. Folders that cannot be read fail the same way.
+        A full disk or a read-only file system stops the run with :class:`OutputError`.
 
         ``shard``: under torchrun/SLURM (``"auto"`` reads the environment) or with an
         explicit :class:`Shard`, this process takes only its share of the videos, and
         its failures go to ``failures.rank{N}.jsonl``; ``None`` takes every video.
         """
-        videos = discover_videos(inputs, extensions=extensions, glob=glob)
-        plan_outputs(videos, out)  # collisions are checked over all inputs, whatever the shard
+        if fmt not in FORMATS:
+            raise UsageError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        found = discover_videos(inputs, extensions=extensions, glob=glob)
+        plan_outputs(found.videos, out)  # collisions are checked over all inputs, whatever the shard
         shard = Shard.from_env() if shard == "auto" else shard
-        if shard is not None:
-            videos = [v for v in videos if shard.owns(v)]
-        bases = [Path(out) / v.relative for v in videos]
-        out = Path(out)
+        videos = [v for v in found.videos if shard is None or shard.owns(v)]
+        out = prepare_output(out)
+        bases = [out / v.relative for v in videos]
         show = sys.stderr.isatty() if progress is None else progress
         summary = summary if summary is not None else RunSummary()
+        summary.total = len(videos) + len(found.unreadable)
         started = time.perf_counter()
-        failures_log = out / ("failures.jsonl" if shard is None else f"failures.rank{shard.rank}.jsonl")
+        failures_log = out / failures_log_name(shard)
         failures_log.unlink(missing_ok=True)
         summary.failures_log = failures_log
 
@@ -728,31 +815,89 @@ class Extractor:
             return result
 
         with (
-            tqdm(total=len(videos), unit="video", disable=not show, position=0, desc="videos") as vbar,
+            tqdm(total=summary.total, unit="video", disable=not show, position=0, desc="videos") as vbar,
             tqdm(unit="frame", disable=not show, position=1, desc="frames", leave=False) as fbar,
         ):
+            for problem in found.unreadable:
+                yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
             todo: list[tuple[Path, Path]] = []
             for video, base in zip(videos, bases):
+                remove_temporaries(base)
                 try:
                     finished = not overwrite and self.is_finished(video.path, base, fmt)
                 except OSError as exc:
-                    yield record(VideoResult.failure(video.path, exc))
+                    yield record(VideoResult.failure(video.path, VideoOpenError(video.path, f"cannot read: {exc.strerror or exc}")))
                     continue
                 if finished:
+                    log.debug("%s: finished earlier, skipped", show_path(video.path))
                     yield record(VideoResult(video.path, array_path(base, fmt), "skipped"))
                 else:
                     todo.append((video.path, base))
+            log.info(
+                "%d video(s): %d to extract, %d finished earlier; model %s on %s",
+                summary.total, len(todo), summary.skipped, self.backbone.name, self.device,
+            )
             for index, result in self._features([p for p, _ in todo], progress=fbar):
                 path, base = todo[index]
                 if isinstance(result, BaseException):
-                    yield record(VideoResult.failure(path, result))
+                    failure = VideoResult.failure(path, result)
+                    if self._remove_stale(path, base, fmt):
+                        failure.error = f"{failure.error} (its earlier output, for another source or settings, was removed)"
+                    yield record(failure)
                     continue
                 try:
                     target = write_features(base, result, fmt=fmt)
                 except OSError as exc:
+                    if exc.errno in _FATAL_WRITE_ERRORS:
+                        raise OutputError(
+                            f"cannot write to {show_path(out)}: {exc.strerror}; stopped "
+                            f"(finished outputs are kept; a rerun goes on from here)"
+                        ) from exc
                     yield record(VideoResult.failure(path, exc))
                     continue
+                log.info("%s: %d rows -> %s", show_path(path), len(result), show_path(target))
                 yield record(VideoResult(path, target, "done", frames=int(result.timestamps.size)))
+
+    def _remove_stale(self, video: Path, base: Path, fmt: Format) -> bool:
+        """Remove an output at ``base`` that is not this video's for these settings; True if removed."""
+        try:
+            if self.is_finished(video, base, fmt):
+                return False
+        except OSError:
+            pass  # the source is gone: whatever is at base no longer describes it
+        return remove_output(base)
+
+
+def _resolve_sampling(sampling: Sampling | None, options: dict[str, Any]) -> Sampling:
+    if sampling is not None:
+        return sampling
+    try:
+        return Sampling(**options)
+    except TypeError:
+        allowed = ", ".join(Sampling.__dataclass_fields__)
+        unknown = [k for k in options if k not in Sampling.__dataclass_fields__]
+        raise UsageError(f"unknown option(s) {', '.join(unknown)}; sampling options are {allowed}") from None
+
+
+def _check_geometry(size: Size | None, crop: Size | None, interpolation: str, *, size_given: bool, crop_given: bool) -> None:
+    """Size and crop within the frame limits, and a crop that fits the resized frame (when that is known)."""
+    check_size("size", size)
+    check_size("crop", crop)
+    if interpolation not in INTERPOLATIONS:
+        raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+    if crop is None or size is None:
+        return
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
+    # A short-side size S gives frames of at least S x S; an (H, W) size gives exactly that.
+    sh, sw = (size, size) if isinstance(size, int) else size
+    if ch > sh or cw > sw:
+        whose_size = "" if size_given else " (the model's)"
+        whose_crop = "" if crop_given else " (the model's)"
+        size_text = f"short side {size}" if isinstance(size, int) else f"{sh}x{sw}"
+        raise UsageError(
+            f"crop {ch}x{cw}{whose_crop} does not fit in frames resized to {size_text}{whose_size}; "
+            f"give a larger size or a smaller crop"
+        )
 
 
 @contextmanager
@@ -770,7 +915,11 @@ def _torch_threads(count: int | None) -> Iterator[None]:
 
 
 def _append_failure(log_path: Path, result: VideoResult) -> None:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"path": str(result.path), "error_type": result.error_type, "message": result.error})
-    with log_path.open("a") as fh:
-        fh.write(line + "\n")
+    try:
+        with log_path.open("a") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:
+        if exc.errno in _FATAL_WRITE_ERRORS:
+            raise OutputError(f"cannot write {show_path(log_path)}: {exc.strerror}; stopped") from exc
+        raise OutputError(f"cannot write {show_path(log_path)}: {exc.strerror or exc}") from exc

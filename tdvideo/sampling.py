@@ -15,13 +15,21 @@ from typing import Any, Generic, TypeVar
 
 from .errors import UsageError
 
-__all__ = ["Sampling", "FrameSelector", "select_indices"]
+__all__ = ["MAX_FPS", "MAX_SECONDS", "FrameSelector", "Sampling", "select_indices"]
 
 P = TypeVar("P")
 
 # Timestamps are floats from pts * time_base; a grid point within this distance of a
 # frame's time counts as that frame's time.
 _EPS = 1e-6
+# Times past about 31 years are no video's; bounding them keeps every seek target and
+# grid index a representable integer (a start of 1e300 s would overflow the seek).
+MAX_SECONDS = 1e9
+MAX_FPS = 1e6
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -55,16 +63,16 @@ class Sampling:
         chosen = [n for n in ("fps", "stride", "num_frames") if getattr(self, n) is not None]
         if len(chosen) > 1:
             raise UsageError(f"choose one of fps, stride, num_frames; got {', '.join(chosen)}")
-        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
-            raise UsageError(f"fps must be a positive number, got {self.fps!r}")
+        if self.fps is not None and not (_is_number(self.fps) and 1 / MAX_SECONDS <= self.fps <= MAX_FPS):
+            raise UsageError(f"fps must be a number in [{1 / MAX_SECONDS:g}, {MAX_FPS:g}], got {self.fps!r}")
         for name in ("stride", "num_frames", "clip_len", "clip_stride"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
-        if self.start is not None and not (math.isfinite(self.start) and self.start >= 0):
-            raise UsageError(f"start must be a non-negative number of seconds, got {self.start!r}")
-        if self.end is not None and not math.isfinite(self.end):
-            raise UsageError(f"end must be a number of seconds, got {self.end!r}")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and 0 <= value <= MAX_SECONDS):
+                raise UsageError(f"{name} must be a number of seconds in [0, {MAX_SECONDS:g}], got {value!r}")
         if self.end is not None and self.end <= (self.start or 0.0):
             raise UsageError(f"end ({self.end}) must be after start ({self.start or 0.0})")
         if self.clip_stride is not None and self.clip_len is None:

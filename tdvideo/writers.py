@@ -1,27 +1,55 @@
-"""Per-video feature files: formats, atomic writes, metadata, reading back.
+"""Per-video feature files: formats, consistent commits, source identity, reading back.
 
 For a video mapped to ``out/sub/clip``, the features go to ``out/sub/clip.{npy,npz,pt}``
-and the metadata (including the timestamps) to ``out/sub/clip.json``. Each file is
-written to a temporary name in the same folder and renamed into place; the JSON is
-written last, so its presence marks a finished video.
+and the metadata (including the timestamps) to ``out/sub/clip.json``.
+
+A finished output is a *consistent pair*. The metadata is the commit marker, and it
+proves what it belongs to: it records the array file's name, size and sha256, and the
+identity of the source video (path, size, modification time and a fingerprint of its
+first and last bytes). A commit runs in this order:
+
+1. remove the old metadata, so that no old metadata can ever sit beside a new array;
+2. write the array to a temporary file in the same folder, rename it into place;
+3. write the metadata the same way.
+
+A process killed at any point leaves either the previous finished pair, or an array
+without metadata (not finished: it is redone), never new features under old metadata.
+Temporary files (``.clip.npy.XXXX.tmp``) left by a kill are removed by the next run.
+Files get the mode the umask gives (``0o666 & ~umask``), as any other new file would.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from .errors import TdvideoError, UsageError
+from ._system import file_mode
+from .errors import OutputError, UsageError
 
-__all__ = ["FORMATS", "Features", "Format", "OutputDType", "load", "read_metadata", "write_features"]
+__all__ = [
+    "FORMATS",
+    "Features",
+    "Format",
+    "OutputDType",
+    "SourceIdentity",
+    "array_path",
+    "load",
+    "metadata_path",
+    "read_metadata",
+    "remove_output",
+    "remove_temporaries",
+    "write_features",
+]
 
 Format = Literal["npy", "npz", "pt"]
 OutputDType = Literal["float32", "float16"]
@@ -44,21 +72,65 @@ class Features:
         return int(self.array.shape[0])
 
 
+# -- the source's identity -------------------------------------------------------------------
+
+
+_FINGERPRINT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """What tells one source file from another: size, modification time and a fingerprint.
+
+    The fingerprint is the sha256 of the size and the first and last 64 KiB, so a
+    different file with the same size and time (another folder, a copy with ``cp -p``)
+    is told apart without reading whole videos. A file edited only in its middle,
+    keeping its size and time, is not.
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+    fingerprint: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> SourceIdentity:
+        """Read ``path``'s identity (raises ``OSError`` when it cannot be read)."""
+        with open(path, "rb") as fh:
+            stat = os.fstat(fh.fileno())
+            digest = hashlib.sha256(str(stat.st_size).encode())
+            digest.update(fh.read(_FINGERPRINT_BYTES))
+            if stat.st_size > 2 * _FINGERPRINT_BYTES:
+                fh.seek(-_FINGERPRINT_BYTES, os.SEEK_END)
+            digest.update(fh.read(_FINGERPRINT_BYTES))
+        return cls(str(Path(path).absolute()), stat.st_size, stat.st_mtime_ns, digest.hexdigest())
+
+    def unchanged(self) -> bool:
+        """True when the file is still there with the same size and modification time."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False
+        return stat.st_size == self.size and stat.st_mtime_ns == self.mtime_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mtime": self.mtime_ns / 1e9}
+
+    def same_file(self, recorded: Mapping[str, Any]) -> bool:
+        """Whether metadata's ``source`` record describes this same file (the path may differ)."""
+        return (
+            recorded.get("size") == self.size
+            and recorded.get("mtime_ns") == self.mtime_ns
+            and recorded.get("fingerprint") == self.fingerprint
+        )
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise UsageError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def metadata_path(base: Path) -> Path:
@@ -69,53 +141,136 @@ def array_path(base: Path, fmt: Format) -> Path:
     return base.with_name(f"{base.name}.{fmt}")
 
 
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp makes 0600 files; a rename keeps the mode, so give the umask's mode now.
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Path:
-    """Write ``features`` under ``base`` (a path without extension); return the array's path."""
+    """Commit ``features`` under ``base`` (a path without extension); return the array's path.
+
+    See the module docstring for the order of the steps and what a kill leaves.
+    """
     _check_format(fmt)
     base.parent.mkdir(parents=True, exist_ok=True)
     target = array_path(base, fmt)
     array, times = features.array, features.timestamps
-    meta = {
-        **features.metadata,
-        "format": fmt,
-        "file": target.name,
-        "shape": list(array.shape),
-        "dtype": str(array.dtype),
-        "timestamps": times.tolist(),
-    }
+    metadata_path(base).unlink(missing_ok=True)
     if fmt == "npy":
         _atomic_write(target, lambda fh: np.save(fh, array, allow_pickle=False))
     elif fmt == "npz":
         _atomic_write(target, lambda fh: np.savez(fh, features=array, timestamps=times))
     else:
-        payload = {"features": torch.from_numpy(array), "timestamps": torch.from_numpy(times)}
+        payload = {"features": torch.from_numpy(np.asarray(array)), "timestamps": torch.from_numpy(times)}
         _atomic_write(target, lambda fh: torch.save(payload, fh))
+    meta = {
+        **features.metadata,
+        "format": fmt,
+        "file": target.name,
+        "file_bytes": target.stat().st_size,
+        "file_sha256": _sha256(target),
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        "timestamps": times.tolist(),
+    }
     text = json.dumps(meta, indent=1).encode()
     _atomic_write(metadata_path(base), lambda fh: fh.write(text))
+    # An earlier output of this video in another format is stale now.
+    for other in FORMATS:
+        if other != fmt:
+            array_path(base, other).unlink(missing_ok=True)
     return target
 
 
+def remove_output(base: Path) -> bool:
+    """Remove the output at ``base`` (metadata first, so it never names a missing array); True if there was one."""
+    found = False
+    for path in (metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)):
+        try:
+            path.unlink()
+            found = True
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def remove_temporaries(base: Path) -> list[Path]:
+    """Remove temporary files that an interrupted commit of ``base`` left behind; return them."""
+    pattern = glob.escape(str(base.parent / f".{base.name}.")) + "*.tmp"
+    removed = []
+    for leftover in glob.glob(pattern):
+        path = Path(leftover)
+        # Only our own names: .<base>.<json|npy|npz|pt>.<random>.tmp
+        if path.name[len(base.name) + 2 :].split(".", 1)[0] in ("json", *FORMATS):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
 def read_metadata(base: Path) -> dict[str, Any] | None:
-    """The metadata of a finished output at ``base``, or None if it is missing or unreadable."""
+    """The metadata of a finished output at ``base``, or None if there is none.
+
+    Finished means: the metadata parses, and the array file it names is there with the
+    size it records. (The sha256 is checked by :func:`load`, which reads the array.)
+    """
     path = metadata_path(base)
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or not (base.parent / str(meta.get("file", ""))).is_file():
+    if not isinstance(meta, dict) or not isinstance(meta.get("file"), str):
+        return None
+    target = base.parent / meta["file"]
+    if target.name != meta["file"]:  # a name with a path in it is no name we wrote
+        return None
+    try:
+        size = target.stat().st_size
+    except OSError:
+        return None
+    if meta.get("file_bytes") != size:
         return None
     return meta
 
 
 def load(path: str | Path) -> Features:
-    """Read an output back: pass the array file (``.npy``/``.npz``/``.pt``) or its ``.json``."""
+    """Read an output back: pass the array file (``.npy``/``.npz``/``.pt``) or its ``.json``.
+
+    Checks that the pair is consistent: the array file is the one the metadata was
+    written with (size and sha256), and it has one row per timestamp. Raises
+    :class:`~tdvideo.errors.OutputError` otherwise.
+    """
     p = Path(path)
     base = p.with_suffix("") if p.suffix in (".json", ".npy", ".npz", ".pt") else p
     meta = read_metadata(base)
     if meta is None:
-        raise TdvideoError(f"{path}: no finished tdvideo output here (missing or unreadable {metadata_path(base).name})")
+        raise OutputError(
+            f"{path}: no finished tdvideo output here (missing or unreadable {metadata_path(base).name}, "
+            f"or its array file is missing or of another size)"
+        )
     target = base.parent / meta["file"]
-    fmt = meta.get("format", target.suffix.lstrip("."))
+    if _sha256(target) != meta.get("file_sha256"):
+        raise OutputError(f"{target}: not the array {metadata_path(base).name} was written with (sha256 differs)")
+    fmt = meta.get("format")
     if fmt == "npy":
         array = np.load(target, allow_pickle=False)
         times = np.asarray(meta["timestamps"], dtype=np.float64)
@@ -126,5 +281,10 @@ def load(path: str | Path) -> Features:
         data = torch.load(target, map_location="cpu", weights_only=True)
         array, times = data["features"].numpy(), data["timestamps"].numpy()
     else:
-        raise TdvideoError(f"{target}: unknown format {fmt!r}")
+        raise OutputError(f"{target}: unknown format {fmt!r}")
+    if tuple(array.shape[: times.ndim]) != tuple(times.shape) or list(array.shape) != meta.get("shape"):
+        raise OutputError(
+            f"{target}: {tuple(array.shape)} features do not match {tuple(times.shape)} timestamps "
+            f"(metadata says {meta.get('shape')})"
+        )
     return Features(array=array, timestamps=times, metadata=meta)

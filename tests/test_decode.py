@@ -15,7 +15,14 @@ import torch
 
 import tdvideo
 from tdvideo import decode
-from tdvideo.errors import DecodeError, EmptyVideoError, NoVideoStreamError, UsageError, VideoOpenError
+from tdvideo.errors import (
+    DecodeError,
+    EmptyVideoError,
+    NoVideoStreamError,
+    UnsupportedVideoError,
+    UsageError,
+    VideoOpenError,
+)
 from tdvideo.sampling import Sampling, select_indices
 from tdvideo.synthetic import index_frame, read_index, remux, write_clip
 
@@ -292,6 +299,11 @@ def _manifest() -> list[dict[str, str]]:
         return list(csv.DictReader(fh, delimiter="\t"))
 
 
+def _over_frame_limits(width_x_height: str) -> bool:
+    w, h = (int(v) for v in width_x_height.split("x"))
+    return w * h > decode.MAX_FRAME_PIXELS
+
+
 @pytest.mark.skipif(not _manifest(), reason="../shared/videos is not beside this checkout")
 @pytest.mark.parametrize("row", _manifest(), ids=lambda r: r["file"])
 def test_real_world_videos(row: dict[str, str]) -> None:
@@ -302,6 +314,9 @@ def test_real_world_videos(row: dict[str, str]) -> None:
             tdvideo.read_video(path, size=32)
     elif row["decode_error"] == "no video stream" or row["n_video_streams"] == "0":
         with pytest.raises(NoVideoStreamError):
+            tdvideo.read_video(path, size=32)
+    elif row["decode_error"] and _over_frame_limits(row["width_x_height"]):
+        with pytest.raises(UnsupportedVideoError, match="over the frame limits"):
             tdvideo.read_video(path, size=32)
     elif row["decode_error"]:
         with pytest.raises(DecodeError):

@@ -55,7 +55,7 @@ def test_extract_equals_the_cli_output(clips: dict[str, Clip], tmp_path: Path) -
     api = Extractor(stride=2).extract(clips["mpeg4"].path)
     np.testing.assert_array_equal(cli.array, api.array)
     np.testing.assert_array_equal(cli.timestamps, api.timestamps)
-    assert {k: v for k, v in cli.metadata.items() if k not in ("format", "file", "shape", "timestamps")} == json.loads(
+    assert {k: v for k, v in cli.metadata.items() if k not in ("format", "file", "file_bytes", "file_sha256", "shape", "timestamps")} == json.loads(
         json.dumps(api.metadata)
     )
 
@@ -125,10 +125,10 @@ def test_interrupted_write_leaves_nothing_under_the_final_name(clips: dict[str, 
 
 
 def test_discovery_and_output_planning(folder: Path, tmp_path: Path) -> None:
-    videos = discover_videos([folder])
-    assert [v.relative.as_posix() for v in videos] == ["a/x", "b/x", "one"]
+    found = discover_videos([folder])
+    assert [v.relative.as_posix() for v in found.videos] == ["a/x", "b/x", "one"] and found.unreadable == []
     with pytest.raises(OutputCollisionError, match="x.mp4.*x.mp4"):
-        plan_outputs(discover_videos([folder / "a" / "x.mp4", folder / "a" / "x.mp4"]), tmp_path)
+        plan_outputs(discover_videos([folder / "a" / "x.mp4", folder / "a" / "x.mp4"]).videos, tmp_path)
     with pytest.raises(NoVideosError):
         discover_videos([tmp_path / "nothing"] if (tmp_path / "nothing").mkdir() is None else [])
     with pytest.raises(UsageError, match="no such file or folder"):
@@ -256,19 +256,3 @@ def test_large_features_spill_to_an_anonymous_file(clips: dict[str, Clip], tmp_p
     [result] = list(extractor.run([clips["h264"].path], out=tmp_path / "out", progress=False))
     np.testing.assert_array_equal(tdvideo.load(result.output).array, in_memory.array)
     assert list(spill_dir.iterdir()) == []  # anonymous: nothing left behind
-
-
-def test_prefetch_lets_go_when_the_consumer_leaves_early() -> None:
-    """The producer may be waiting to hand over its end marker into a full buffer."""
-    import threading
-    import time
-
-    from tdvideo.pipeline import _prefetch
-
-    items = _prefetch(iter([0, 1]), depth=1)
-    assert next(items) == 0
-    time.sleep(0.3)  # the producer puts 1, then waits to put its end marker
-    closer = threading.Thread(target=items.close, daemon=True)
-    closer.start()
-    closer.join(timeout=10)
-    assert not closer.is_alive(), "closing the prefetching generator hung"

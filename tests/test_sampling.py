@@ -62,8 +62,11 @@ def test_windows() -> None:
     "kwargs, message",
     [
         ({"fps": 2, "stride": 3}, "choose one of fps, stride, num_frames"),
-        ({"fps": 0}, "fps must be a positive number, got 0"),
-        ({"fps": float("nan")}, "fps must be a positive number"),
+        ({"fps": 0}, r"fps must be a number in \[1e-09, 1e\+06\], got 0"),
+        ({"fps": float("nan")}, "fps must be a number in"),
+        ({"fps": 1e-300}, "fps must be a number in .* got 1e-300"),
+        ({"start": 1e300}, r"start must be a number of seconds in \[0, 1e\+09\], got 1e\+300"),
+        ({"end": float("inf")}, "end must be a number of seconds in"),
         ({"stride": 0}, "stride must be a positive integer, got 0"),
         ({"num_frames": 2.5}, "num_frames must be a positive integer, got 2.5"),
         ({"start": 2.0, "end": 1.0}, "end (1.0) must be after start (2.0)"),

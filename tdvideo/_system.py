@@ -1,0 +1,102 @@
+"""What the machine and the process allow: cores, memory, umask, malloc tuning, signal names."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import sys
+from functools import cache
+
+__all__ = ["available_cpus", "available_memory", "fix_malloc_mmap_threshold", "file_mode", "signal_name"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as taskset and cgroup cpusets set it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new work (``MemAvailable``, or a cgroup limit if lower), or None."""
+    available: int | None = None
+    try:
+        with open("/proc/meminfo") as fh:
+            match = re.search(r"^MemAvailable:\s+(\d+) kB", fh.read(), re.MULTILINE)
+        if match:
+            available = int(match.group(1)) * 1024
+    except OSError:
+        return None
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ):
+        try:
+            with open(limit_file) as fh:
+                limit_text = fh.read().strip()
+            with open(usage_file) as fh:
+                usage = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text.isdigit() and int(limit_text) < 1 << 60:
+            room = max(0, int(limit_text) - usage)
+            available = room if available is None else min(available, room)
+        break
+    return available
+
+
+@cache
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            match = re.search(r"^Umask:\s+([0-7]+)", fh.read(), re.MULTILINE)
+        if match:
+            return int(match.group(1), 8)
+    except OSError:
+        pass
+    # No /proc: read it by setting it (not thread-safe, hence only as a fallback, once).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (``0o666 & ~umask``)."""
+    return 0o666 & ~_umask()
+
+
+_MMAP_THRESHOLD = 1 << 20
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def fix_malloc_mmap_threshold() -> None:
+    """Give large allocations back to the OS as soon as they are freed (glibc only).
+
+    glibc raises its mmap threshold each time a large block is freed, after which
+    blocks of that size come from the heap. With frame buffers, float batches and
+    FFmpeg's own buffers freed in interleaved order, the heap then fragments and RSS
+    grows with every batch (several GiB over a 10 min video, measured when this was
+    added). A fixed threshold keeps every block of 1 MiB or more in its own mapping.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, ...): nothing to tune
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
+
+def signal_name(exitcode: int | None) -> str:
+    """How a child process ended, from its ``exitcode`` (negative: killed by that signal)."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"

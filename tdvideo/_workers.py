@@ -1,0 +1,427 @@
+"""Decoding in worker processes that survive each other's deaths, and a prefetch thread.
+
+Each worker process (``spawn``) decodes one video at a time and hands its frames to the
+main process through files in shared memory (``/dev/shm``): the worker writes a chunk
+once, the main process maps it without copying. Only small messages cross the pipe.
+
+A worker that dies - killed by the OOM killer, or a crash inside FFmpeg - takes only
+its current video down. That video is decoded again after the others, alone, in a
+fresh worker; if that worker dies too, the video fails with the signal named, and the
+run goes on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._system import fix_malloc_mmap_threshold, signal_name
+from .decode import VideoClip, iter_video
+from .errors import DecoderCrashError, VideoError
+
+__all__ = ["Chunk", "Decode", "DecodePool", "Identify", "decode_chunks", "prefetch"]
+
+log = logging.getLogger(__name__)
+
+Decode = Callable[..., Iterator[VideoClip]]
+Identify = Callable[[Path], Any]
+
+
+@dataclass
+class Chunk:
+    """One decoded chunk of video ``index``, or the end of that video.
+
+    ``error`` ends the video as failed. ``restart`` says that the chunks of the video
+    handed out so far are void: its worker died and it will be decoded again. The first
+    chunk of a video carries ``source``, what ``identify(path)`` said before decoding
+    began (to notice a file that changes while it is read).
+    """
+
+    index: int
+    clip: VideoClip | None
+    last: bool
+    error: BaseException | None = None
+    restart: bool = False
+    source: Any = None
+
+    def pin_memory(self) -> Chunk:
+        if self.clip is not None:
+            self.clip.frames = self.clip.frames.pin_memory()
+        return self
+
+
+def decode_chunks(
+    index: int,
+    path: Path,
+    options: dict[str, Any],
+    decode: Decode = iter_video,
+    *,
+    identify: Identify | None = None,
+) -> Iterator[Chunk]:
+    """A video's chunks; the last is flagged, and an error ends the video as one more item."""
+    try:
+        source = identify(path) if identify is not None else None
+    except OSError:
+        source = None  # decoding fails to open it too, and says why
+    held: VideoClip | None = None
+    try:
+        for clip in decode(path, **options):
+            if held is not None:
+                yield Chunk(index, held, last=False, source=source)
+            held = clip
+    except Exception as exc:  # handed on as this video's failure; the run goes on
+        yield Chunk(index, None, last=True, error=exc)
+        return
+    yield Chunk(index, held, last=True, source=source)
+
+
+# -- a background thread -------------------------------------------------------------------
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[Any], depth: int = 2, *, on_stop: Callable[[], None] | None = None) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` items ahead of the consumer.
+
+    An exception in the producer is re-raised here. Closing this generator early stops
+    the producer at its next item (and closes ``items`` from that thread); ``on_stop``
+    is called first, to wake a producer that is waiting for its next item.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        """Hand ``item`` over unless the consumer has left; a full buffer never blocks for good."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    break
+            else:
+                put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="tdvideo-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        if on_stop is not None:
+            on_stop()
+        thread.join()
+
+
+# -- frames across processes ---------------------------------------------------------------
+
+
+@dataclass
+class _Packed:
+    """A chunk on its way from a worker: frames in a file (or inline), the rest as is."""
+
+    clip: VideoClip  # with frames emptied
+    shape: tuple[int, ...]  # of the (T, H, W, C) frames
+    clip_len: int | None
+    file: str | None = None
+    inline: np.ndarray | None = None
+
+
+def _pack(clip: VideoClip, file: Path) -> _Packed:
+    frames = clip.frames
+    clip_len = int(frames.shape[1]) if frames.dim() == 5 else None
+    if clip_len is not None:
+        frames = frames.flatten(0, 1)
+    nhwc = frames.permute(0, 2, 3, 1).contiguous().numpy()  # a view: decoded frames are channels_last
+    bare = replace(clip, frames=torch.empty(0, dtype=torch.uint8))
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(nhwc).cast("B")
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        file.unlink(missing_ok=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
+            raise
+        # Shared memory is full (small /dev/shm in containers): send the frames inline.
+        return _Packed(bare, nhwc.shape, clip_len, inline=nhwc)
+    return _Packed(bare, nhwc.shape, clip_len, file=str(file))
+
+
+def _unpack(packed: _Packed) -> VideoClip:
+    if packed.file is not None:
+        nbytes = int(np.prod(packed.shape))
+        fd = os.open(packed.file, os.O_RDONLY)
+        try:
+            # A private mapping: no copy, and writable for torch (writes would stay local).
+            mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+            os.unlink(packed.file)  # the mapping keeps the pages until it is released
+        nhwc = np.frombuffer(mapping, dtype=np.uint8, count=nbytes).reshape(packed.shape)
+    else:
+        assert packed.inline is not None
+        nhwc = packed.inline
+    frames = torch.from_numpy(nhwc).permute(0, 3, 1, 2)
+    if packed.clip_len is not None:
+        frames = frames.unflatten(0, (-1, packed.clip_len))
+    return replace(packed.clip, frames=frames)
+
+
+def _frames_root() -> Path:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())
+
+
+_FRAMES_PREFIX = "tdvideo-frames-"
+
+
+def _remove_stale_frame_dirs(root: Path) -> None:
+    """Frame folders of runs whose process is gone (killed before it could clean up)."""
+    try:
+        entries = list(root.glob(f"{_FRAMES_PREFIX}*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid_text = entry.name[len(_FRAMES_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, onerror=_log_rmtree_error)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _log_rmtree_error(function: Any, path: str, exc_info: Any) -> None:
+    log.warning("could not remove %s: %s", path, exc_info[1])
+
+
+# -- the worker process --------------------------------------------------------------------
+
+
+def _worker_main(
+    conn: Connection, options: dict[str, Any], decode: Decode, identify: Identify | None, frames_dir: str, log_level: int
+) -> None:
+    # Ctrl-C reaches the whole process group; the main process decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    # Workers only decode; torch threads there would compete with FFmpeg's.
+    torch.set_num_threads(1)
+    fix_malloc_mmap_threshold()
+    serial = 0
+    try:
+        while (task := conn.recv()) is not None:
+            index, path = task
+            for chunk in decode_chunks(index, path, options, decode, identify=identify):
+                if chunk.error is not None:
+                    conn.send(("error", index, _sendable(chunk.error, path)))
+                    continue
+                assert chunk.clip is not None
+                serial += 1
+                packed = _pack(chunk.clip, Path(frames_dir) / f"{os.getpid()}-{serial}")
+                conn.send(("chunk", index, packed, chunk.last, chunk.source))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the main process has gone: so do we
+
+
+def _sendable(exc: BaseException, path: Path) -> BaseException:
+    """``exc`` if it survives pickling, else a :class:`VideoError` that says what it was."""
+    try:
+        multiprocessing.reduction.ForkingPickler.dumps(exc)
+    except Exception:  # anything pickle raises: the exception is not sendable as is
+        return VideoError(path, f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+# -- the pool -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    current: int | None = None
+
+
+class DecodePool:
+    """Decode ``videos`` in ``workers`` processes; :meth:`chunks` yields them as they come.
+
+    ``options`` are :func:`tdvideo.iter_video` keywords; ``decode`` replaces
+    :func:`~tdvideo.iter_video`, and ``identify`` is :func:`decode_chunks`'s (both
+    cross to the workers by reference: module-level functions).
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[Path],
+        options: dict[str, Any],
+        *,
+        workers: int,
+        decode: Decode = iter_video,
+        identify: Identify | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.videos = list(videos)
+        self.options = options
+        self.workers = workers
+        self.decode = decode
+        self.identify = identify
+        self._context = multiprocessing.get_context("spawn")
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Make :meth:`chunks` end soon, from another thread; its workers are killed."""
+        self._stop.set()
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Every video's chunks, interleaved across videos; each video ends with a ``last`` chunk."""
+        root = _frames_root()
+        _remove_stale_frame_dirs(root)
+        frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{os.getpid()}-", dir=root))
+        pool: dict[int, _Worker] = {}
+        todo: deque[int] = deque(range(len(self.videos)))
+        again: deque[int] = deque()  # videos whose worker died, decoded alone at the end
+        deaths: dict[int, str] = {}
+
+        def start() -> _Worker:
+            ours, theirs = self._context.Pipe()
+            process = self._context.Process(
+                target=_worker_main,
+                args=(theirs, self.options, self.decode, self.identify, str(frames_dir), logging.getLogger().level),
+                name="tdvideo-decoder",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            worker = _Worker(process, ours)
+            pool[process.sentinel] = worker
+            return worker
+
+        def assign(worker: _Worker) -> bool:
+            """Give ``worker`` its next video; False when there is none for it now."""
+            if todo:
+                index = todo.popleft()
+            elif again and len(pool) == 1:
+                index = again.popleft()  # alone: no other worker is left
+            else:
+                return False
+            worker.current = index
+            try:
+                worker.conn.send((index, self.videos[index]))
+            except OSError:
+                pass  # it has just died: its sentinel tells, and the video is retried
+            return True
+
+        def handle(worker: _Worker, message: tuple[Any, ...]) -> Iterator[Chunk]:
+            kind, index = message[0], message[1]
+            if kind == "chunk":
+                yield Chunk(index, _unpack(message[2]), last=message[3], source=message[4])
+                if message[3]:
+                    worker.current = None
+            else:
+                yield Chunk(index, None, last=True, error=message[2])
+                worker.current = None
+
+        def retire(worker: _Worker) -> None:
+            del pool[worker.process.sentinel]
+            worker.conn.close()
+            worker.process.join()
+
+        try:
+            for _ in range(min(self.workers, len(todo))):
+                assign(start())
+            while pool and not self._stop.is_set():
+                for ready in wait([*(w.conn for w in pool.values()), *pool], timeout=0.2):
+                    worker = pool.get(ready) if isinstance(ready, int) else _owner(pool, ready)
+                    if worker is None:
+                        continue  # retired earlier in this round
+                    died = isinstance(ready, int)
+                    try:
+                        # A dead worker's last messages may still be in the pipe: take them first.
+                        while worker.conn.poll(0 if died else None):
+                            yield from handle(worker, worker.conn.recv())
+                            if not died:
+                                break
+                    except (EOFError, OSError):
+                        died = True
+                    if died:
+                        worker.process.join()
+                        index = worker.current
+                        retire(worker)
+                        if index is not None:
+                            how = signal_name(worker.process.exitcode)
+                            yield Chunk(index, None, last=False, restart=True)
+                            if index in deaths:
+                                reason = f"its decoding process died twice ({deaths[index]}, then {how})"
+                                yield Chunk(index, None, last=True, error=DecoderCrashError(self.videos[index], reason))
+                            else:
+                                deaths[index] = how
+                                log.warning("%s: its decoding process died (%s); it will be retried alone", self.videos[index], how)
+                                again.append(index)
+                    elif worker.current is None and not assign(worker):
+                        worker.conn.send(None)
+                        retire(worker)
+                    if (todo or again) and not pool:
+                        assign(start())
+                    elif todo and len(pool) < self.workers:
+                        assign(start())
+        finally:
+            # Left early (an error, Ctrl-C, a consumer that stopped): workers still busy
+            # hold nothing worth waiting for.
+            for worker in list(pool.values()):
+                worker.process.kill()
+            for worker in list(pool.values()):
+                retire(worker)
+            shutil.rmtree(frames_dir, onerror=_log_rmtree_error)
+
+
+def _owner(pool: dict[int, _Worker], conn: Any) -> _Worker | None:
+    return next((w for w in pool.values() if w.conn is conn), None)
