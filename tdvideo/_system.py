@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import re
 import signal
 import sys
-from functools import cache
 
-__all__ = ["available_cpus", "available_memory", "fix_malloc_mmap_threshold", "file_mode", "signal_name"]
+__all__ = [
+    "available_cpus",
+    "available_memory",
+    "file_mode",
+    "fix_malloc_mmap_threshold",
+    "log_to_stderr",
+    "signal_name",
+]
 
 
 def available_cpus() -> int:
@@ -48,7 +55,6 @@ def available_memory() -> int | None:
     return available
 
 
-@cache
 def _umask() -> int:
     try:
         with open("/proc/self/status") as fh:
@@ -57,7 +63,7 @@ def _umask() -> int:
             return int(match.group(1), 8)
     except OSError:
         pass
-    # No /proc: read it by setting it (not thread-safe, hence only as a fallback, once).
+    # No /proc: read it by setting it and back (not thread-safe, hence only as a fallback).
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -100,3 +106,32 @@ def signal_name(exitcode: int | None) -> str:
         except ValueError:
             return f"killed by signal {-exitcode}"
     return f"exited with code {exitcode}"
+
+
+class _StderrHandler(logging.Handler):
+    """Log records as lines on whatever ``sys.stderr`` is when they come, above any
+    progress bars (through ``tqdm.write``, which clears and redraws them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm  # tqdm is light; imported here to keep this module bare
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging's contract: a failing handler reports, never raises
+            self.handleError(record)
+
+
+def log_to_stderr(level: int) -> None:
+    """Send tdvideo's log records of ``level`` and above to stderr, one line each.
+
+    Only the ``tdvideo`` logger is set, so ``--log-level debug`` does not turn on other
+    libraries' debug output; calling it again replaces the earlier setting.
+    """
+    logger = logging.getLogger("tdvideo")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

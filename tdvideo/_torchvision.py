@@ -124,9 +124,11 @@ def resolve_weights(name: str, weights: str) -> WeightsEnum:
     try:
         return enum[weights]
     except KeyError:
-        choices = ", ".join(["DEFAULT", *enum.__members__])
+        # __members__ holds the DEFAULT alias too: list it once, first.
+        choices = ", ".join(["DEFAULT", *(member for member in enum.__members__ if member != "DEFAULT")])
         raise WeightsError(
-            f"unknown weights {weights!r} for {name}; choose one of {choices}, none, or a checkpoint path"
+            f"unknown weights {weights!r} for {name}; choose one of {choices}, none, "
+            f"or a checkpoint path (./{weights} for a file of that name here)"
         ) from None
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._system import fix_malloc_mmap_threshold, signal_name
+from ._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
 from .decode import VideoClip, iter_video
 from .errors import DecoderCrashError, VideoError
 
@@ -251,7 +251,7 @@ def _worker_main(
 ) -> None:
     # Ctrl-C reaches the whole process group; the main process decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr(log_level)
     # Workers only decode; torch threads there would compete with FFmpeg's.
     torch.set_num_threads(1)
     fix_malloc_mmap_threshold()
@@ -335,7 +335,7 @@ class DecodePool:
             ours, theirs = self._context.Pipe()
             process = self._context.Process(
                 target=_worker_main,
-                args=(theirs, self.options, self.decode, self.identify, str(frames_dir), logging.getLogger().level),
+                args=(theirs, self.options, self.decode, self.identify, str(frames_dir), log.getEffectiveLevel()),
                 name="tdvideo-decoder",
                 daemon=True,
             )

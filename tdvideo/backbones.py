@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ._types import Interpolation, Pool, Size
 from . import _torchvision as tv
-from .errors import ModelError, WeightsError
+from .errors import ModelError, WeightsError, show_path
 from .timedistributed import TimeDistributed
 
 __all__ = [
@@ -399,9 +399,9 @@ def build_backbone(
     named: str | None = None
     if weights == "none":
         path = None
-    elif entry.named_weights is not None and not _looks_like_path(weights):
+    elif entry.named_weights is not None and not _is_path(weights):
         named, path = entry.named_weights(weights)
-    elif _looks_like_path(weights):
+    elif _is_path(weights) or Path(weights).exists():
         path = Path(weights)
     else:
         raise WeightsError(f"model {name!r} has no named weights; --weights takes none or a checkpoint path, got {weights!r}")
@@ -425,9 +425,15 @@ def build_backbone(
     )
 
 
-def _looks_like_path(weights: str) -> bool:
-    # Enum names are upper-case identifiers; anything with a separator or suffix is a file.
-    return os.sep in weights or "/" in weights or Path(weights).suffix != "" or Path(weights).exists()
+def _is_path(weights: str) -> bool:
+    """Whether ``weights`` names a file for certain: it has a folder or a suffix.
+
+    A bare word (``DEFAULT``, ``IMAGENET1K_V2``) is a weights name for models that have
+    named weights, even if a file of that name lies in the working directory: the
+    meaning of ``--weights DEFAULT`` must not depend on where the command runs
+    (``./DEFAULT`` names that file).
+    """
+    return os.sep in weights or "/" in weights or Path(weights).suffix != ""
 
 
 def _sha256(path: Path) -> str:
@@ -457,8 +463,11 @@ def load_state_dict_file(module: nn.Module, path: Path) -> str:
     without ``module.`` prefixes (DataParallel/DDP). Uses ``torch.load(weights_only=True)``,
     so a pickle that would run code is refused before anything in it runs.
     """
+    if path.is_dir():
+        raise WeightsError(f"weights {show_path(path)} is a folder, not a checkpoint file")
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise WeightsError(f"weights file {show_path(path)} {what}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others here

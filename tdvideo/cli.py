@@ -1,23 +1,32 @@
 """The ``tdvideo`` command: a thin Typer layer over the library API.
 
-Exit codes: 0 when every input succeeded, 1 when any input failed (the others are still
-processed), 2 for usage errors (bad option, missing path, no videos found).
+Exit codes: 0 when every input succeeded; 1 when any input failed (the others are still
+processed) or the run had to stop (a full disk, a read-only output folder); 2 for usage
+errors, found before any work (bad option, missing path, no videos found); 128 + the
+signal when interrupted (130 for Ctrl-C, 143 for SIGTERM).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
+import stat
 import sys
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from tqdm import tqdm
 
 from ._version import __version__
-from .errors import TdvideoError, UsageError
+from ._system import log_to_stderr
+from .errors import TdvideoError, UsageError, show_path
+
+if TYPE_CHECKING:
+    from .pipeline import RunSummary
 
 app = typer.Typer(
     name="tdvideo",
@@ -27,7 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # interrupted: 128 + the signal, as shells report it
 
 
 class FormatChoice(str, Enum):
@@ -142,6 +151,7 @@ def extract(
     from .pipeline import Extractor, RunSummary, read_list_file
 
     _configure_logging(log_level)
+    summary = RunSummary()
     try:
         flags = {
             "out": str(out) if out is not None else None,
@@ -192,7 +202,6 @@ def extract(
             dtype=settings["dtype"],
             **{k: settings[k] for k in ("fps", "stride", "num_frames", "start", "end", "clip_len", "clip_stride", "keyframes_only")},
         )
-        summary = RunSummary()
         for result in extractor.run(
             paths,
             out=settings["out"],
@@ -204,16 +213,31 @@ def extract(
             summary=summary,
         ):
             if result.status == "failed":
-                typer.echo(f"failed: {result.path}: {result.error}", err=True)
+                # Through tqdm, so the line lands above the progress bars instead of in them.
+                tqdm.write(result.line(), file=sys.stderr)
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except TdvideoError as exc:
+        if summary.total:
+            typer.echo(summary.line(), err=True)
         raise _fail(str(exc), EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        raise _interrupted(summary) from None
     if not quiet:
         typer.echo(summary.line(), err=True)
     if summary.failed:
-        typer.echo(f"{summary.failed} input(s) failed; see {summary.failures_log}", err=True)
+        typer.echo(f"{summary.failed} input(s) failed; see {show_path(summary.failures_log or '')}", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _interrupted(summary: RunSummary) -> typer.Exit:
+    """One line on what an interrupted run finished, and how to go on."""
+    if summary.total:
+        what = f"{summary.line()}; {summary.unfinished} not finished"
+    else:
+        what = "before any video was started"
+    typer.echo(f"interrupted: {what}. Run the same command again to go on (finished videos are skipped).", err=True)
+    return typer.Exit(128 + _stop_signal)
 
 
 def _value(choice: Optional[Enum]) -> Optional[str]:
@@ -226,11 +250,15 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a video's container, codec, size, frame rate, duration, frame count and rotation."""
-    from .decode import probe
+    from .decode import file_kind, probe
 
-    if not path.is_file():
-        what = "is a directory, not a video file" if path.is_dir() else "no such file"
-        raise _fail(f"{path}: {what}", EXIT_USAGE)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        what = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read ({exc.strerror or exc})"
+        raise _fail(f"{show_path(path)}: {what}", EXIT_USAGE) from None
+    if not stat.S_ISREG(mode):
+        raise _fail(f"{show_path(path)}: not a regular file (a {file_kind(mode)})", EXIT_USAGE)
     try:
         video = probe(path)
     except TdvideoError as exc:
@@ -265,18 +293,31 @@ def models(
 
 
 def _configure_logging(level: str) -> None:
-    numeric = getattr(logging, level.upper(), None)
-    if not isinstance(numeric, int):
-        raise _fail(f"--log-level must be one of debug, info, warning, error; got {level!r}", EXIT_USAGE)
-    logging.basicConfig(level=numeric, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    levels = ("debug", "info", "warning", "error")
+    if level.lower() not in levels:
+        raise _fail(f"--log-level must be one of {', '.join(levels)}; got {level!r}", EXIT_USAGE)
+    log_to_stderr(getattr(logging, level.upper()))
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-        # One plain line per warning (random weights, ignored rotation): no source location.
-        typer.echo(f"warning: {message}", err=True)
+        # One plain line per warning (random weights, ignored rotation): no source location,
+        # and above the progress bars rather than inside them.
+        tqdm.write(f"warning: {message}", file=sys.stderr)
 
     warnings.showwarning = show
 
 
+_stop_signal = signal.SIGINT
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (kill, a batch scheduler's preemption) stops a run the way Ctrl-C does:
+    # workers are killed, finished outputs stay, and the exit code tells which signal.
+    global _stop_signal
+    _stop_signal = signal.Signals(signum)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

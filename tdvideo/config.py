@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import UsageError, show_path
 
 __all__ = ["DEFAULTS", "load_config", "resolve", "to_toml"]
 
@@ -75,6 +75,16 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Settings that take one of a few words (validated here so a preset fails before any work).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "pool": ("avg", "none"),
+    "precision": ("fp32", "fp16", "bf16"),
+    "format": ("npy", "npz", "pt"),
+    "dtype": ("float32", "float16"),
+    "on_error": ("raise", "keep"),
+}
+
+
 def _check(key: str, value: Any, source: str) -> Any:
     if key not in _TYPES:
         raise UsageError(f"{source}: unknown setting {key!r}; settings are {', '.join(_TYPES)}")
@@ -83,10 +93,18 @@ def _check(key: str, value: Any, source: str) -> Any:
     if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
         names = " or ".join("array" if t is list else t.__name__ for t in allowed)
         raise UsageError(f"{source}: {key} must be {names}, got {value!r}")
-    if key in ("size", "crop") and isinstance(value, list):
-        if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise UsageError(f"{source}: {key} must be an integer or [height, width], got {value!r}")
-        return (value[0], value[1])
+    if key in ("size", "crop"):
+        numbers = value if isinstance(value, list) else [value]
+        positive = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in numbers)
+        if not positive or isinstance(value, list) and len(value) != 2:
+            raise UsageError(f"{source}: {key} must be a positive integer or [height, width] of positive integers, got {value!r}")
+        return (value[0], value[1]) if isinstance(value, list) else value
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise UsageError(f"{source}: {key} must be one of {', '.join(_CHOICES[key])}; got {value!r}")
+    if key in ("stride", "num_frames", "clip_len", "clip_stride", "batch_size") and value < 1:
+        raise UsageError(f"{source}: {key} must be a positive integer, got {value!r}")
+    if key == "workers" and value < 0:
+        raise UsageError(f"{source}: workers must be a non-negative integer, got {value!r}")
     if key == "ext" and not all(isinstance(v, str) for v in value):
         raise UsageError(f"{source}: ext must be an array of strings, got {value!r}")
     return value
@@ -95,13 +113,20 @@ def _check(key: str, value: Any, source: str) -> Any:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a TOML preset; unknown keys and wrongly typed values are a :class:`UsageError`."""
     path = Path(path)
+    shown = show_path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"{path}: config file not found") from None
+        raise UsageError(f"{shown}: config file not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{shown}: is a folder, not a TOML config file") from None
+    except OSError as exc:
+        raise UsageError(f"{shown}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{shown}: not a TOML config file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML ({exc})") from None
-    return {key: _check(key, value, str(path)) for key, value in data.items()}
+        raise UsageError(f"{shown}: not valid TOML ({exc})") from None
+    return {key: _check(key, value, shown) for key, value in data.items()}
 
 
 def resolve(config: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

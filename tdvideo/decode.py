@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import stat
 import sys
 import warnings
 from collections import deque
@@ -156,11 +157,18 @@ class VideoClip:
 
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
-    if not p.exists():
-        raise VideoOpenError(p, "no such file")
-    if p.is_dir():
+    try:
+        mode = p.stat()
+    except FileNotFoundError:
+        raise VideoOpenError(p, "no such file") from None
+    except OSError as exc:
+        raise VideoOpenError(p, f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode.st_mode):
         raise VideoOpenError(p, "is a directory, not a video file")
-    if p.stat().st_size == 0:
+    if not stat.S_ISREG(mode.st_mode):
+        # A FIFO would block FFmpeg until a writer comes; a device is no file to seek in.
+        raise VideoOpenError(p, f"not a regular file (a {file_kind(mode.st_mode)})")
+    if mode.st_size == 0:
         raise VideoOpenError(p, "empty file (0 bytes)")
     try:
         return av.open(str(p), mode="r")
@@ -168,6 +176,20 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise VideoOpenError(p, f"not a video FFmpeg can open ({_ffmpeg_reason(exc)})") from exc
     except OSError as exc:
         raise VideoOpenError(p, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def file_kind(mode: int) -> str:
+    """What kind of file system entry ``st_mode`` describes, in words."""
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "directory"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def _ffmpeg_reason(exc: Exception) -> str:

@@ -183,22 +183,16 @@ def discover_videos(
 def _walk(root: Path, exts: set[str], pattern: str | None) -> tuple[list[InputVideo], list[Unreadable]]:
     videos: list[InputVideo] = []
     problems: list[Unreadable] = []
-    seen: set[tuple[int, int]] = set()
+    real: dict[str, str] = {}  # each folder walked, resolved
 
     def unlistable(error: OSError) -> None:
         problems.append(Unreadable(Path(error.filename or root), f"cannot list folder ({error.strerror or error})"))
 
     for folder, subfolders, files in os.walk(root, onerror=unlistable, followlinks=True):
-        try:
-            stat = os.stat(folder)
-        except OSError as exc:
-            unlistable(exc)
+        real[folder] = os.path.realpath(folder)
+        if _loops(folder, real, str(root)):  # a link back up the tree: once is enough
             subfolders.clear()
             continue
-        if (stat.st_dev, stat.st_ino) in seen:  # a link back up the tree
-            subfolders.clear()
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
         subfolders.sort()
         for name in files:
             path = Path(folder, name)
@@ -215,6 +209,19 @@ def _walk(root: Path, exts: set[str], pattern: str | None) -> tuple[list[InputVi
                 problems.append(Unreadable(path, "not a regular file"))
     videos.sort(key=lambda v: v.path.relative_to(root).as_posix())
     return videos, problems
+
+
+def _loops(folder: str, real: dict[str, str], root: str) -> bool:
+    """Whether ``folder`` resolves to the same folder as one of its ancestors in the walk."""
+    ancestor = folder
+    while ancestor != root:
+        parent = os.path.dirname(ancestor)
+        if parent == ancestor:
+            break
+        ancestor = parent
+        if real.get(ancestor) == real[folder]:
+            return True
+    return False
 
 
 def read_list_file(path: str | Path) -> list[str]:
@@ -803,7 +810,10 @@ class Extractor:
         summary.total = len(videos) + len(found.unreadable)
         started = time.perf_counter()
         failures_log = out / failures_log_name(shard)
-        failures_log.unlink(missing_ok=True)
+        try:
+            failures_log.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot replace the failures log {show_path(failures_log)}: {exc.strerror or exc}") from None
         summary.failures_log = failures_log
 
         def record(result: VideoResult) -> VideoResult:

@@ -131,8 +131,31 @@ def test_named_weights_load_from_the_torch_home_cache(tmp_path: Path, monkeypatc
     backbone = build_backbone("resnet18")  # DEFAULT when unset
     assert backbone.weights == "IMAGENET1K_V1" and not backbone.random_weights
     assert backbone.preprocessing.size == 256 and backbone.preprocessing.crop == 224
-    with pytest.raises(WeightsError, match="unknown weights 'IMAGENET9K' for resnet18; choose one of DEFAULT, IMAGENET1K_V1"):
+    with pytest.raises(WeightsError, match="unknown weights 'IMAGENET9K' for resnet18; choose one of DEFAULT, IMAGENET1K_V1") as info:
         build_backbone("resnet18", weights="IMAGENET9K")
+    assert str(info.value).count("DEFAULT") == 1
+
+
+def test_a_file_named_default_does_not_replace_the_default_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--weights DEFAULT`` means the same wherever the command runs; ``./DEFAULT`` is the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tv.cached_weights_file(tv.resolve_weights("resnet18", "DEFAULT"))
+    cached.parent.mkdir(parents=True)
+    _save_random_classifier("resnet18", cached)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DEFAULT").write_bytes(b"not a checkpoint")
+    assert build_backbone("resnet18", weights="DEFAULT").weights == "IMAGENET1K_V1"
+    with pytest.raises(WeightsError, match="refused to load"):
+        build_backbone("resnet18", weights="./DEFAULT")
+
+
+def test_weights_that_are_no_file(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="is a folder, not a checkpoint file"):
+        build_backbone("conv2d", weights=tmp_path)
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_backbone("conv2d", weights=tmp_path / "missing.pt")
 
 
 def test_offline_default_weights_give_one_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

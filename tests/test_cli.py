@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -205,3 +206,195 @@ def test_info_json_is_strict_json_for_a_single_gop_file(clips: dict[str, Clip]) 
     assert result.exit_code == 0
     data = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert data["keyframe_interval"] is None and data["frames"] == 6
+
+
+# -- when things go wrong ------------------------------------------------------------------
+
+
+def test_values_that_can_be_checked_are_usage_errors_before_any_work(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """Each used to fail every video one by one, or fail after decoding and delete the failures log."""
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = out / "failures.jsonl"
+    earlier.write_text('{"path": "from an earlier run"}\n')
+    cases = [
+        (["--fps", "1e-300"], "fps must be a number in"),
+        (["--start", "1e300"], "start must be a number of seconds in"),
+        (["--size", "10000x10000"], "size 10000x10000 is over the frame limits"),
+        (["--size", "64", "--crop", "100"], "crop 100x100 does not fit in frames resized to short side 64"),
+        (["--model", "resnet18", "--weights", "none", "--size", "100"], "crop 224x224 (the model's) does not fit in frames resized to short side 100"),
+        (["--batch-size", "0"], "batch_size must be a positive integer"),
+    ]
+    for options, message in cases:
+        result = run("extract", clips["h264"].path, "-o", out, *options)
+        assert result.exit_code == 2, (options, result.output)
+        lines = [line for line in error_lines(result) if not line.startswith("warning:")]
+        assert len(lines) == 1 and message in lines[0], (options, lines)
+        assert earlier.read_text() == '{"path": "from an earlier run"}\n', options
+        assert sorted(p.name for p in out.iterdir()) == ["failures.jsonl"], options
+
+
+def test_a_full_disk_stops_the_run_with_one_line(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(fh, array, allow_pickle=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    result = run("extract", clips["h264"].path, clips["one"].path, "-o", tmp_path)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = error_lines(result)[-1]
+    assert last.startswith(f"error: cannot write to {tmp_path}: No space left on device; stopped")
+    assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_hostile_frame_sizes_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """8 x 4096 pixels, 8 frames, a few KB: the default model's short-side resize would make
+    112 x 57344 frames, and the run used to peak at 2.2 GiB."""
+    from tdvideo.synthetic import write_clip
+
+    tall = write_clip(tmp_path / "tall.mp4", 8, make_frame=lambda i: np.full((4096, 8, 3), 16 * i, np.uint8))
+    assert tall.stat().st_size < 20_000
+    # Peak RSS from VmHWM: ru_maxrss would count the test process itself, since it
+    # survives the exec of a forked child.
+    script = (
+        "import re\n"
+        "from tdvideo.cli import app\n"
+        "try:\n"
+        f"    app(['extract', {str(tall)!r}, '-o', {str(tmp_path / 'out')!r}, '-q'])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+        "print(code, peak // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    code, peak_mib = done.stdout.split()
+    assert code == "1", done.stderr
+    assert "frames resized to 57344x112 would be over the frame limits" in done.stderr
+    # torch alone is about 0.6 GiB of it; the frames must add little.
+    assert int(peak_mib) < 1200, f"peak RSS {peak_mib} MiB"
+
+
+def test_oversized_requests_are_capped_with_a_warning(clips: dict[str, Clip], tmp_path: Path) -> None:
+    result = run("extract", clips["h264"].path, clips["one"].path, "-o", tmp_path, "-q", "--workers", "1000", "--batch-size", "100000")
+    assert result.exit_code == 0, result.output
+    warnings_ = [line for line in error_lines(result) if line.startswith("warning:")]
+    assert any("workers 1000 capped at" in w and "CPU cores" in w for w in warnings_), warnings_
+    assert any("batch_size 100000 would hold" in w for w in warnings_), warnings_
+
+
+def test_failed_lines_land_above_the_progress_bars(broken: dict[str, Path], clips: dict[str, Clip], tmp_path: Path) -> None:
+    """With bars on a terminal, a plain print of the failure was glued into a bar's line."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    exe = shutil.which("tdvideo") or str(Path(sys.executable).with_name("tdvideo"))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new pty is 0 x 0
+    process = subprocess.Popen(
+        [exe, "extract", str(broken["text"]), str(clips["h264"].path), str(clips["one"].path), "-o", str(tmp_path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the terminal closes when the process ends
+            break
+        if not data:
+            break
+        output += data
+    assert process.wait(timeout=120) == 1
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", output.decode(errors="replace"))  # cursor moves
+    assert "videos:" in text  # the bars were drawn
+    # A line's visible text is what follows its last carriage return (the terminal ends lines with \r\n).
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n")]
+    assert any(line.startswith(f"failed: {broken['text']}: not a video FFmpeg can open") for line in lines), lines
+
+
+def test_names_with_newlines_cannot_forge_lines(broken: dict[str, Path], tmp_path: Path) -> None:
+    forged = tmp_path / "x\nfailed: somebody else.mp4"
+    shutil.copy(broken["text"], forged)
+    result = run("extract", forged, "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    failed = [line for line in error_lines(result) if line.startswith("failed:")]
+    assert failed == [f"failed: {str(forged)!r}: not a video FFmpeg can open (Invalid data found when processing input)"]
+
+
+def test_log_levels_show_what_happens(clips: dict[str, Clip], tmp_path: Path) -> None:
+    info = run("extract", clips["h264"].path, "-o", tmp_path / "a", "-q", "--log-level", "info")
+    assert info.exit_code == 0, info.output
+    assert "INFO tdvideo.pipeline: 1 video(s): 1 to extract, 0 finished earlier; model colorhist on cpu" in info.stderr
+    assert "INFO tdvideo.pipeline: " in info.stderr and "60 rows ->" in info.stderr
+    debug = run("extract", clips["h264"].path, "-o", tmp_path / "a", "-q", "--log-level", "debug")
+    assert "DEBUG tdvideo.pipeline: " in debug.stderr and "finished earlier, skipped" in debug.stderr
+    quiet = run("extract", clips["h264"].path, "-o", tmp_path / "b", "-q")
+    assert quiet.stderr == ""
+
+
+def test_info_on_things_that_are_no_file(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    result = run("info", fifo)
+    assert result.exit_code == 2 and error_lines(result) == [f"error: {fifo}: not a regular file (a FIFO)"]
+    result = run("extract", fifo, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "not a regular file or folder" in result.stderr
+    assert tdvideo.read_video is not None
+    with pytest.raises(tdvideo.VideoOpenError, match="not a regular file \\(a FIFO\\)"):
+        tdvideo.read_video(fifo)  # returns at once instead of waiting for a writer
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupting_says_what_finished_and_leaves_no_workers(clips: dict[str, Clip], tmp_path: Path, signal_name: str, code: int) -> None:
+    import os
+    import signal
+    import time
+    import uuid
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        shutil.copy(clips["long_gop"].path, src / f"v{i}.mp4")
+    marker = f"TDVIDEO_TEST_{uuid.uuid4().hex}"
+    exe = shutil.which("tdvideo") or str(Path(sys.executable).with_name("tdvideo"))
+    process = subprocess.Popen(
+        [exe, "extract", str(src), "-o", str(tmp_path / "out"), "--workers", "2", "--batch-size", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, marker: "1"},
+    )
+    deadline = time.monotonic() + 120
+    while len(_processes_with(marker)) < 3 and time.monotonic() < deadline:  # the CLI and its workers
+        time.sleep(0.1)
+    assert len(_processes_with(marker)) >= 3
+    started = time.monotonic()
+    process.send_signal(getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert time.monotonic() - started < 15
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: ") and "not finished" in last and "Run the same command again" in last
+    time.sleep(0.5)
+    assert _processes_with(marker) == [], "worker processes outlived the run"
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose environment holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().split(") ")[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found

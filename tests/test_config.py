@@ -64,7 +64,11 @@ def test_print_config_round_trips(tmp_path: Path) -> None:
         ("modle = 'x'", "unknown setting 'modle'"),
         ("fps = 'fast'", "fps must be int or float, got 'fast'"),
         ("batch_size = true", "batch_size must be int, got True"),
-        ("size = [1, 2, 3]", r"size must be an integer or \[height, width\]"),
+        ("size = [1, 2, 3]", r"size must be a positive integer or \[height, width\]"),
+        ("size = [0, 0]", r"size must be a positive integer or \[height, width\] of positive integers, got \[0, 0\]"),
+        ('format = "xyz"', "format must be one of npy, npz, pt; got 'xyz'"),
+        ('precision = "fp8"', "precision must be one of fp32, fp16, bf16"),
+        ("batch_size = 0", "batch_size must be a positive integer, got 0"),
         ("fps = ", "not valid TOML"),
     ],
 )
@@ -75,6 +79,16 @@ def test_bad_config_files_are_usage_errors(tmp_path: Path, text: str, message: s
         load_config(preset)
     result = runner.invoke(app, ["extract", "x.mp4", "--config", str(preset)])
     assert result.exit_code == 2 and str(preset) in result.stderr
+
+
+def test_config_that_is_a_folder_or_not_text(tmp_path: Path) -> None:
+    binary = tmp_path / "latin1.toml"
+    binary.write_bytes('model = "caf\xe9"\n'.encode("latin-1"))
+    for preset, message in ((tmp_path, "is a folder, not a TOML config file"), (binary, "not UTF-8 text")):
+        with pytest.raises(UsageError, match=message):
+            load_config(preset)
+        result = runner.invoke(app, ["extract", "x.mp4", "--config", str(preset)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr
 
 
 def test_to_toml_leaves_unset_keys_out() -> None:

@@ -1,0 +1,186 @@
+"""Outputs: consistent pairs after kills, source identity, stale outputs, file modes, load checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tdvideo
+from tdvideo import Extractor
+from tdvideo.errors import DecodeError, OutputError
+from tdvideo.writers import Features, SourceIdentity, remove_temporaries, write_features
+
+from .conftest import Clip
+
+
+def _kill_at_rename(n: int, script: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter that SIGKILLs itself at its ``n``-th os.replace."""
+    prelude = textwrap.dedent(
+        f"""
+        import os, signal
+        _real, _calls = os.replace, [0]
+        def _replace(*args, **kwargs):
+            _calls[0] += 1
+            if _calls[0] == {n}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return _real(*args, **kwargs)
+        os.replace = _replace
+        """
+    )
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_a_kill_between_the_two_renames_never_pairs_new_features_with_old_metadata(
+    clips: dict[str, Clip], tmp_path: Path
+) -> None:
+    """The report's case: killed after the array's rename, before the metadata's, a rerun
+    skipped the video as finished and load gave 5 rows with 125 timestamps."""
+    video = clips["long_gop"].path  # 200 frames at 25 fps
+    out = tmp_path / "out"
+    [first] = list(Extractor(fps=1).run([video], out=out, progress=False))  # 8 rows
+    assert first.status == "done" and len(tdvideo.load(first.output)) == 8
+    script = f"""
+        import tdvideo
+        list(tdvideo.Extractor(fps=5).run([{str(video)!r}], out={str(out)!r}, progress=False))
+    """
+    for n in (1, 2):  # killed at the array's rename, then at the metadata's
+        killed = _kill_at_rename(n, script, tmp_path)
+        assert killed.returncode == -9, killed.stderr
+        with pytest.raises(OutputError, match="no finished tdvideo output"):
+            tdvideo.load(out / "long.npy")
+        assert list(out.glob(".long.*.tmp")), "the kill should leave a temporary file behind"
+        [again] = list(Extractor(fps=5).run([video], out=out, progress=False))
+        assert again.status == "done"  # not skipped as finished
+        loaded = tdvideo.load(out / "long.npy")
+        assert len(loaded) == len(loaded.timestamps) == 40
+        assert not list(out.glob(".*.tmp")), "temporaries of the kill were not removed"
+        list(Extractor(fps=1).run([video], out=out, progress=False))  # back to the 8-row output
+
+
+def test_load_checks_that_the_pair_belongs_together(clips: dict[str, Clip], tmp_path: Path) -> None:
+    [result] = list(Extractor(fps=5).run([clips["h264"].path], out=tmp_path, progress=False))
+    good = result.output.read_bytes()
+    array = np.load(result.output)
+    # Same shape and size, other values: the sha256 in the metadata tells.
+    np.save(result.output, array + 1)
+    assert result.output.stat().st_size == len(good)
+    with pytest.raises(OutputError, match="sha256 differs"):
+        tdvideo.load(result.output)
+    # Rows that do not match the timestamps, with a metadata that was edited to fit the file.
+    np.save(result.output, array[:5])
+    meta_path = tmp_path / "idx.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(file_bytes=result.output.stat().st_size, file_sha256=_sha256(result.output))
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(OutputError, match=r"\(5, 48\) features do not match \(12,\) timestamps"):
+        tdvideo.load(result.output)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_only_our_own_temporaries_are_removed(tmp_path: Path) -> None:
+    base = tmp_path / "clip"
+    ours = [tmp_path / ".clip.npy.a1b2c3.tmp", tmp_path / ".clip.json.zz99.tmp"]
+    theirs = [tmp_path / ".clip.notes.tmp", tmp_path / ".clip.v2.npy.x.tmp", tmp_path / "clip.npy"]
+    for path in ours + theirs:
+        path.write_text("x")
+    assert sorted(remove_temporaries(base)) == sorted(ours)
+    assert all(p.exists() for p in theirs)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_follow_the_umask(clips: dict[str, Clip], tmp_path: Path, umask: int) -> None:
+    before = os.umask(umask)
+    try:
+        [result] = list(Extractor(fps=5).run([clips["h264"].path], out=tmp_path, progress=False))
+    finally:
+        os.umask(before)
+    expected = 0o666 & ~umask
+    for path in (result.output, tmp_path / "idx.json"):
+        assert path.stat().st_mode & 0o777 == expected, oct(path.stat().st_mode)
+
+
+def test_another_file_with_the_same_name_size_and_mtime_is_extracted(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """Two folders, one output folder: a same-sized file with the same mtime must not pass as finished."""
+    original = clips["h264"].path.read_bytes()
+    other = bytearray(original)
+    other[len(other) // 2] ^= 0xFF  # another file of the same size (decodes a little differently)
+    for folder, data in (("a", original), ("b", bytes(other))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.mp4").write_bytes(data)
+        os.utime(tmp_path / folder / "x.mp4", ns=(1_600_000_000_000_000_000,) * 2)
+    out = tmp_path / "out"
+    assert [r.status for r in Extractor().run([tmp_path / "a" / "x.mp4"], out=out, progress=False)] == ["done"]
+    second = list(Extractor(on_error="keep").run([tmp_path / "b" / "x.mp4"], out=out, progress=False))
+    assert [r.status for r in second] == ["done"]
+    assert tdvideo.load(out / "x.npy").metadata["source"]["path"] == str(tmp_path / "b" / "x.mp4")
+    # The very same file again (even copied elsewhere, with its time) is finished.
+    shutil.copy2(tmp_path / "b" / "x.mp4", tmp_path / "c.mp4")
+    os.rename(tmp_path / "c.mp4", tmp_path / "x.mp4")
+    assert [r.status for r in Extractor(on_error="keep").run([tmp_path / "x.mp4"], out=out, progress=False)] == ["skipped"]
+
+
+def test_a_failed_reextraction_does_not_leave_old_features_looking_current(
+    clips: dict[str, Clip], broken: dict[str, Path], tmp_path: Path
+) -> None:
+    video = tmp_path / "x.mkv"
+    shutil.copy(clips["h264"].path, video)
+    out = tmp_path / "out"
+    assert [r.status for r in Extractor().run([video], out=out, progress=False)] == ["done"]
+    shutil.copy(broken["truncated"], video)  # the source changes, and now fails
+    [failed] = list(Extractor().run([video], out=out, progress=False))
+    assert failed.status == "failed" and "earlier output" in failed.error
+    assert sorted(p.name for p in out.iterdir()) == ["failures.jsonl"]
+    with pytest.raises(OutputError):
+        tdvideo.load(out / "x.npy")
+
+
+def failing_decode(path: Path, **options):
+    raise DecodeError(path, "decode error after 0 frames (simulated: out of memory)")
+    yield  # a generator, as iter_video is
+
+
+def test_a_failure_keeps_an_output_that_is_still_current(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """--overwrite of a finished output whose source and settings are unchanged, which then
+    fails (a passing lack of memory, say): the old output is still this video's, so it stays."""
+    out = tmp_path / "out"
+    assert [r.status for r in Extractor().run([clips["h264"].path], out=out, progress=False)] == ["done"]
+    extractor = Extractor()
+    extractor._decode = failing_decode
+    [result] = list(extractor.run([clips["h264"].path], out=out, progress=False, overwrite=True))
+    assert result.status == "failed" and "earlier output" not in result.error
+    assert len(tdvideo.load(out / "idx.npy")) == 60
+
+
+def test_source_identity_tells_files_apart(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"\0" * 300_000)
+    b.write_bytes(b"\0" * 299_999 + b"\1")  # differs in its last bytes only
+    os.utime(a, ns=(1, 1))
+    os.utime(b, ns=(1, 1))
+    ia, ib = SourceIdentity.of(a), SourceIdentity.of(b)
+    assert ia.size == ib.size and ia.mtime_ns == ib.mtime_ns and ia.fingerprint != ib.fingerprint
+    assert not ib.same_file(ia.to_dict()) and ia.same_file(ia.to_dict())
+    assert ia.unchanged()
+    a.write_bytes(b"changed")
+    assert not ia.unchanged()
+
+
+def test_writing_again_in_another_format_removes_the_stale_array(tmp_path: Path) -> None:
+    features = Features(np.zeros((3, 4), np.float32), np.arange(3.0), {})
+    write_features(tmp_path / "clip", features, fmt="npz")
+    write_features(tmp_path / "clip", features, fmt="npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.npy"]
+    assert tdvideo.load(tmp_path / "clip.json").array.shape == (3, 4)
