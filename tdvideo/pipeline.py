@@ -450,9 +450,10 @@ class _Rows:
 
 
 _SPILL_BYTES = 512 * 2**20
-# uint8 frames in one forward pass, whatever the batch size asks: with float conversion
-# and a model's activations the pass takes several times this.
-_BATCH_BYTES = 256 * 2**20
+# uint8 frames in one forward pass (and one decoded chunk), whatever the batch size asks:
+# with chunks in flight, float conversion and a model's activations a run holds several
+# times this. 64 MiB is 440 frames at 224 x 224, more than a GPU needs to be busy.
+_BATCH_BYTES = 64 * 2**20
 # Memory a decoding worker may take: the interpreter with torch (about 0.6 GiB here) and
 # FFmpeg's frame buffers. Workers beyond what the available memory holds are not started.
 _WORKER_BYTES = 2**30
@@ -488,7 +489,7 @@ class Extractor:
         pool: ``"avg"`` or ``"none"`` (spatial maps); ``None`` for the model's default.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: frames per forward pass (and per decoded chunk). Chunks of different
-            videos share a forward pass. A pass also holds at most 256 MiB of frames,
+            videos share a forward pass. A pass also holds at most 64 MiB of frames,
             so large frames make smaller passes.
         workers: decoding processes; ``None`` picks: none for small jobs (starting them
             costs more than it saves), else one per CPU core up to 8 and the number of
@@ -587,9 +588,10 @@ class Extractor:
         h, w = (box, box) if isinstance(box, int) else box
         frame = h * w * 3
         if self.batch_size * frame > _BATCH_BYTES:
+            size = f"at least {h}x{w}" if isinstance(box, int) and self.crop is None else f"{h}x{w}"
             warnings.warn(
-                f"batch_size {self.batch_size} would hold {self.batch_size * frame / 2**30:.1f} GiB of {h}x{w} frames; "
-                f"a forward pass holds at most {_BATCH_BYTES // 2**20} MiB of frames ({_BATCH_BYTES // frame} of that size)"
+                f"batch_size {self.batch_size} would hold {self.batch_size * frame / 2**30:.1f} GiB of frames of {size}; "
+                f"a forward pass holds at most {_BATCH_BYTES // 2**20} MiB of frames (up to {_BATCH_BYTES // frame} frames)"
             )
 
     # -- the engine ---------------------------------------------------------------------

@@ -139,6 +139,24 @@ def test_iter_video_streams_chunks_equal_to_read_video(clips: dict[str, Clip]) -
     assert torch.equal(torch.cat([c.timestamps for c in chunks]), whole.timestamps)
 
 
+def test_chunks_are_bounded_in_bytes_too(clips: dict[str, Clip]) -> None:
+    frame = 32 * 48 * 3
+    chunks = list(tdvideo.iter_video(clips["h264"].path, chunk_frames=1000, chunk_bytes=7 * frame, size=32))
+    assert [len(c) for c in chunks] == [7] * 8 + [4]
+    windows = list(tdvideo.iter_video(clips["h264"].path, chunk_frames=1000, chunk_bytes=7 * frame, size=32, clip_len=4))
+    assert {c.frames.shape[:2] for c in windows} == {(1, 4)}  # whole windows, at least one
+
+
+def test_frames_over_the_limits_are_refused(clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match=r"size 64x24576 is over the frame limits \(at most 16384 px a side"):
+        tdvideo.read_video(clips["h264"].path, size=(64, 24576))
+    with pytest.raises(UnsupportedVideoError, match=r"frames resized to 12000x18000 would be over the frame limits"):
+        tdvideo.read_video(clips["h264"].path, size=12000)  # the short side: 216 Mpx
+    monkeypatch.setattr(decode, "MAX_FRAME_PIXELS", 64 * 64)
+    with pytest.raises(UnsupportedVideoError, match="coded frames of 96x64 are over the frame limits"):
+        tdvideo.read_video(clips["h264"].path)
+
+
 def test_dropped_frames_are_never_converted(clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     original = decode._Geometry.apply

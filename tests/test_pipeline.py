@@ -256,3 +256,24 @@ def test_large_features_spill_to_an_anonymous_file(clips: dict[str, Clip], tmp_p
     [result] = list(extractor.run([clips["h264"].path], out=tmp_path / "out", progress=False))
     np.testing.assert_array_equal(tdvideo.load(result.output).array, in_memory.array)
     assert list(spill_dir.iterdir()) == []  # anonymous: nothing left behind
+
+
+def test_forward_passes_hold_a_bounded_number_of_bytes(clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A huge batch_size cannot make a huge pass: frames per pass are capped in bytes too."""
+    from tdvideo import pipeline
+
+    frame = 112 * 168 * 3  # the default model's frames of a 64 x 96 clip
+    monkeypatch.setattr(pipeline, "_BATCH_BYTES", 10 * frame)
+    with pytest.warns(UserWarning, match="batch_size 100000 would hold"):
+        extractor = Extractor(batch_size=100_000, workers=0)
+    passes: list[int] = []
+    forward = extractor._forward
+
+    def spy(frames):
+        passes.append(frames[0].numel())
+        return forward(frames)
+
+    monkeypatch.setattr(extractor, "_forward", spy)
+    feats = extractor.extract(clips["h264"].path)
+    assert sum(passes) == 60 * frame and max(passes) <= 10 * frame
+    np.testing.assert_allclose(feats.array, Extractor().extract(clips["h264"].path).array, rtol=1e-6, atol=1e-7)
