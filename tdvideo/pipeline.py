@@ -7,10 +7,10 @@
     for result in extractor.run(["videos/"], out="features"):
         print(result.status, result.output)
 
-Decoding runs in DataLoader worker processes (``spawn``), one video per worker at a
-time, streamed in chunks. The main process batches chunks from different videos into
-forward passes of up to ``batch_size`` frames, and writes each video as soon as its last
-chunk has gone through the model.
+Decoding runs in worker processes (``spawn``, see :mod:`tdvideo._workers`), one video
+per worker at a time, streamed in chunks. The main process batches chunks from different
+videos into forward passes of up to ``batch_size`` frames, and writes each video as soon
+as its last chunk has gone through the model (see :mod:`tdvideo.writers` for how).
 """
 
 from __future__ import annotations
