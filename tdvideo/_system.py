@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ __all__ = [
     "file_mode",
     "fix_malloc_mmap_threshold",
     "log_to_stderr",
+    "sha256_file",
     "signal_name",
 ]
 
@@ -94,6 +96,15 @@ def fix_malloc_mmap_threshold() -> None:
     except OSError:  # not glibc (musl, ...): nothing to tune
         return
     libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def signal_name(exitcode: int | None) -> str:

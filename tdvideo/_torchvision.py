@@ -22,7 +22,6 @@ from torchvision.models import WeightsEnum
 from ._types import Interpolation, Pool
 from .errors import ModelError, WeightsError
 
-
 _INTERPOLATION: dict[str, Interpolation] = {
     "bilinear": "bilinear",
     "bicubic": "bicubic",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import hashlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -21,8 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._types import Interpolation, Pool, Size
 from . import _torchvision as tv
+from ._system import sha256_file
+from ._types import Interpolation, Pool, Size
 from .errors import ModelError, WeightsError, show_path
 from .timedistributed import TimeDistributed
 
@@ -436,14 +436,6 @@ def _is_path(weights: str) -> bool:
     return os.sep in weights or "/" in weights or Path(weights).suffix != ""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, Tensor]:
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
@@ -488,4 +480,4 @@ def load_state_dict_file(module: nn.Module, path: Path) -> str:
     if problems:
         raise WeightsError(f"{path} does not fit the model: {'; '.join(problems)}")
     module.load_state_dict(state)
-    return _sha256(path)
+    return sha256_file(path)

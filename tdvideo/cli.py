@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from tqdm import tqdm
 
-from ._version import __version__
 from ._system import log_to_stderr
+from ._version import __version__
 from .errors import TdvideoError, UsageError, show_path
 
 if TYPE_CHECKING:

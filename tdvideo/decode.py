@@ -26,6 +26,7 @@ import av
 import numpy as np
 import torch
 
+from ._integrity import shortfall
 from ._types import Interpolation, Size
 from .errors import (
     DecodeError,
@@ -35,7 +36,6 @@ from .errors import (
     UsageError,
     VideoOpenError,
 )
-from ._integrity import shortfall
 from .sampling import _EPS, FrameSelector, Sampling, windows
 
 __all__ = [

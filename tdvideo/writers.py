@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ._system import file_mode
+from ._system import file_mode, sha256_file
 from .errors import OutputError, UsageError
 
 __all__ = [
@@ -155,14 +155,6 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Path:
     """Commit ``features`` under ``base`` (a path without extension); return the array's path.
 
@@ -185,7 +177,7 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
         "format": fmt,
         "file": target.name,
         "file_bytes": target.stat().st_size,
-        "file_sha256": _sha256(target),
+        "file_sha256": sha256_file(target),
         "shape": list(array.shape),
         "dtype": str(array.dtype),
         "timestamps": times.tolist(),
@@ -268,7 +260,7 @@ def load(path: str | Path) -> Features:
             f"or its array file is missing or of another size)"
         )
     target = base.parent / meta["file"]
-    if _sha256(target) != meta.get("file_sha256"):
+    if sha256_file(target) != meta.get("file_sha256"):
         raise OutputError(f"{target}: not the array {metadata_path(base).name} was written with (sha256 differs)")
     fmt = meta.get("format")
     if fmt == "npy":
