@@ -36,7 +36,7 @@ from .errors import (
     UsageError,
     VideoOpenError,
 )
-from .sampling import _EPS, FrameSelector, Sampling, windows
+from .sampling import _EPS, FrameSelector, Sampling, resolve_sampling, windows
 
 __all__ = [
     "INTERPOLATIONS",
@@ -772,7 +772,7 @@ def iter_video(
     Raises:
         VideoOpenError, NoVideoStreamError, DecodeError, EmptyVideoError, UsageError.
     """
-    sampling = _resolve_sampling(sampling, sampling_options)
+    sampling = resolve_sampling(sampling, sampling_options)
     check_size("size", size)
     check_size("crop", crop)
     if interpolation not in _SWS_INTERPOLATION:
@@ -914,15 +914,3 @@ def read_video(path: str | Path, **options: Any) -> VideoClip:
         frames_decoded=last.frames_decoded,
         seeks=last.seeks,
     )
-
-
-def _resolve_sampling(sampling: Sampling | None, options: dict[str, Any]) -> Sampling:
-    if sampling is not None and options:
-        raise UsageError(f"pass sampling= or sampling keywords, not both (got {', '.join(options)})")
-    if sampling is not None:
-        return sampling
-    try:
-        return Sampling(**options)
-    except TypeError as exc:
-        allowed = ", ".join(Sampling.__dataclass_fields__)
-        raise UsageError(f"unknown option(s) {', '.join(options)}; sampling options are {allowed}") from exc

@@ -52,7 +52,7 @@ from .errors import (
     VideoOpenError,
     show_path,
 )
-from .sampling import Sampling
+from .sampling import Sampling, resolve_sampling
 from .timedistributed import TimeDistributed
 from .writers import (
     FORMATS,
@@ -543,9 +543,7 @@ class Extractor:
             raise UsageError(f"dtype must be float32 or float16; got {dtype!r}")
         if on_error not in ("raise", "keep"):
             raise UsageError(f"on_error must be 'raise' or 'keep'; got {on_error!r}")
-        if sampling is not None and sampling_options:
-            raise UsageError("pass sampling= or sampling keywords, not both")
-        self.sampling = _resolve_sampling(sampling, sampling_options)
+        self.sampling = resolve_sampling(sampling, sampling_options)
         self.device = resolve_device(device)
         self.backbone: Backbone = build_backbone(model, weights=weights, pool=pool)
         pre = self.backbone.preprocessing
@@ -878,17 +876,6 @@ class Extractor:
         except OSError:
             pass  # the source is gone: whatever is at base no longer describes it
         return remove_output(base)
-
-
-def _resolve_sampling(sampling: Sampling | None, options: dict[str, Any]) -> Sampling:
-    if sampling is not None:
-        return sampling
-    try:
-        return Sampling(**options)
-    except TypeError:
-        allowed = ", ".join(Sampling.__dataclass_fields__)
-        unknown = [k for k in options if k not in Sampling.__dataclass_fields__]
-        raise UsageError(f"unknown option(s) {', '.join(unknown)}; sampling options are {allowed}") from None
 
 
 def _check_geometry(size: Size | None, crop: Size | None, interpolation: str, *, size_given: bool, crop_given: bool) -> None:

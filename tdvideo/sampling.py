@@ -8,14 +8,15 @@ the selection a video gets.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from .errors import UsageError
 
-__all__ = ["MAX_FPS", "MAX_SECONDS", "FrameSelector", "Sampling", "select_indices"]
+__all__ = ["MAX_FPS", "MAX_SECONDS", "FrameSelector", "Sampling", "resolve_sampling", "select_indices"]
 
 P = TypeVar("P")
 
@@ -85,6 +86,24 @@ class Sampling:
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that were set, for metadata and cache keys."""
         return {k: v for k, v in asdict(self).items() if v not in (None, False)}
+
+
+def resolve_sampling(sampling: Sampling | None, options: Mapping[str, Any]) -> Sampling:
+    """``sampling``, or a :class:`Sampling` made of its fields given as keywords (not both).
+
+    An unknown keyword is a :class:`UsageError` naming it and the sampling options.
+    """
+    if sampling is not None and options:
+        raise UsageError(f"pass sampling= or sampling keywords, not both (got {', '.join(options)})")
+    if sampling is not None:
+        return sampling
+    fields = list(Sampling.__dataclass_fields__)
+    unknown = [key for key in options if key not in fields]
+    if unknown:
+        close = sorted({m for key in unknown for m in difflib.get_close_matches(key, fields, n=2)})
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UsageError(f"unknown option(s) {', '.join(unknown)}{hint}; sampling options are {', '.join(fields)}")
+    return Sampling(**options)
 
 
 @dataclass
