@@ -34,7 +34,7 @@ import torch
 
 from ._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
 from .decode import VideoClip, iter_video
-from .errors import DecoderCrashError, VideoError
+from .errors import DecoderCrashError, VideoError, show_path
 
 __all__ = ["Chunk", "Decode", "DecodePool", "Identify", "decode_chunks", "prefetch"]
 
@@ -384,16 +384,22 @@ class DecodePool:
                     if worker is None:
                         continue  # retired earlier in this round
                     died = isinstance(ready, int)
-                    try:
-                        # A dead worker's last messages may still be in the pipe: take them first.
-                        while worker.conn.poll(0 if died else None):
-                            yield from handle(worker, worker.conn.recv())
-                            if not died:
+                    # One message from a live worker; every message left in a dead one's pipe.
+                    while True:
+                        try:
+                            if not worker.conn.poll(0 if died else None):
                                 break
-                    except (EOFError, OSError):
-                        died = True
+                            message = worker.conn.recv()
+                        except (EOFError, OSError):  # its end of the pipe closed: it is gone
+                            died = True
+                            break
+                        yield from handle(worker, message)
+                        if not died:
+                            break
                     if died:
-                        worker.process.join()
+                        worker.process.join(timeout=10)
+                        if worker.process.is_alive():  # a closed pipe but a live process: not ours to wait for
+                            worker.process.kill()
                         index = worker.current
                         retire(worker)
                         if index is not None:
@@ -404,7 +410,9 @@ class DecodePool:
                                 yield Chunk(index, None, last=True, error=DecoderCrashError(self.videos[index], reason))
                             else:
                                 deaths[index] = how
-                                log.warning("%s: its decoding process died (%s); it will be retried alone", self.videos[index], how)
+                                log.warning(
+                                    "%s: its decoding process died (%s); it will be retried alone", show_path(self.videos[index]), how
+                                )
                                 again.append(index)
                     elif worker.current is None and not assign(worker):
                         worker.conn.send(None)
