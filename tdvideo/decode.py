@@ -171,7 +171,8 @@ def _open(path: str | Path) -> av.container.InputContainer:
     if mode.st_size == 0:
         raise VideoOpenError(p, "empty file (0 bytes)")
     try:
-        return av.open(str(p), mode="r")
+        # Metadata that is not UTF-8 (damaged, or written by a broken muxer) must not stop the video.
+        return av.open(str(p), mode="r", metadata_errors="replace")
     except av.FFmpegError as exc:
         raise VideoOpenError(p, f"not a video FFmpeg can open ({_ffmpeg_reason(exc)})") from exc
     except OSError as exc:
@@ -200,7 +201,10 @@ def _video_stream(container: av.container.InputContainer, path: str | Path) -> a
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         raise NoVideoStreamError(path, f"no video stream (has: {', '.join(kinds)})")
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise NoVideoStreamError(path, "no decodable video stream (its codec is unknown to FFmpeg, or its header is damaged)")
+    return stream
 
 
 def _keyframe_times(stream: av.video.stream.VideoStream) -> list[float]:
@@ -510,9 +514,15 @@ def _kept_frames(
         landing_check: float | None = None
         if seek_to is not None:
             # Land on the keyframe at or before the wanted time, then decode forward.
-            container.seek(max(0, round(seek_to / tb)), stream=stream, backward=True)
             report.seeks += 1
-            landing_check = seek_to if seek_to > 0 else None
+            try:
+                container.seek(max(0, round(seek_to / tb)), stream=stream, backward=True)
+                landing_check = seek_to if seek_to > 0 else None
+            except av.FFmpegError as exc:
+                # A damaged index can make the demuxer refuse to seek: decode on from here
+                # (earlier frames are dropped by time), and seek no more in this file.
+                report.notes.append(f"seek refused ({_ffmpeg_reason(exc)}); decoding without seeking")
+                keyint, keyframes, learn_keyint = None, [], False
             last_seek, seek_to, last_key_t = seek_to, None, None
         try:
             for frame in _decode_counting(container, stream, report, skip_ahead):
