@@ -495,3 +495,48 @@ def test_a_short_matroska_cut_at_90_percent(tmp_path: Path) -> None:
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.9)])
     kept = tdvideo.read_video(cut, on_error="keep")
     assert len(kept) < 100 and kept.truncated and "cut short" in kept.error
+
+
+# -- what the fuzz test found (tests/test_fuzz.py), pinned ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fuzz test's seeds: 64 x 48, 40 frames, a keyframe every 20."""
+    d = tmp_path_factory.mktemp("fuzzseeds")
+    make = lambda i: index_frame(i, 48, 64)  # noqa: E731
+    return {
+        "mp4": write_clip(d / "h264.mp4", 40, make_frame=make, gop=20),
+        "avi": write_clip(d / "mpeg4.avi", 40, make_frame=make, gop=20, codec="mpeg4"),
+    }
+
+
+def test_metadata_that_is_not_utf8(fuzz_seeds: dict[str, Path], tmp_path: Path) -> None:
+    data = fuzz_seeds["mp4"].read_bytes()
+    at = data.index(b"VideoHandler")
+    damaged = tmp_path / "meta.mp4"
+    damaged.write_bytes(data[:at] + b"\x80" + data[at + 1 :])
+    with pytest.raises(UnicodeDecodeError):
+        av.open(str(damaged))  # what tdvideo opened it with before
+    assert tdvideo.probe(damaged).codec == "h264"
+    assert len(tdvideo.read_video(damaged)) == 40
+
+
+def test_a_seek_the_demuxer_refuses(fuzz_seeds: dict[str, Path], tmp_path: Path) -> None:
+    data = fuzz_seeds["mp4"].read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 91 // 100])
+    with av.open(str(cut)) as container, pytest.raises(av.FFmpegError):
+        container.seek(0, stream=container.streams.video[0], backward=True)
+    with pytest.raises(tdvideo.TdvideoError):  # it is cut off: typed, not av.PermissionError
+        tdvideo.read_video(cut, start=0.3)
+
+
+def test_a_video_stream_without_a_decoder(fuzz_seeds: dict[str, Path], tmp_path: Path) -> None:
+    data = fuzz_seeds["avi"].read_bytes()
+    damaged = tmp_path / "nocodec.avi"
+    damaged.write_bytes(data[:169] + b"\x00" + data[169:])
+    with av.open(str(damaged)) as container:
+        assert container.streams.video[0].codec_context is None
+    with pytest.raises(NoVideoStreamError, match="no decodable video stream"):
+        tdvideo.read_video(damaged)
