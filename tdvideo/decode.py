@@ -448,19 +448,24 @@ class _Geometry:
         )
 
     def apply(self, frame: av.VideoFrame, interpolation: str, threads: int) -> np.ndarray:
-        arr = frame.to_ndarray(
-            width=self.sws_width,
-            height=self.sws_height,
-            format="rgb24",
-            interpolation=interpolation,
-            threads=threads,
-        )
+        """The output frame (H, W, 3), uint8. Raises ``av.FFmpegError`` if swscale cannot convert it."""
+        options = {"width": self.sws_width, "height": self.sws_height, "format": "rgb24", "interpolation": interpolation}
+        try:
+            arr = frame.to_ndarray(**options, threads=threads)
+        except av.FFmpegError:
+            # Damaged colour tags (a colour space of 243) make swscale refuse the frame:
+            # convert it as untagged, as FFmpeg treats unknown tags elsewhere.
+            frame.colorspace = frame.color_primaries = frame.color_trc = _UNSPECIFIED
+            arr = frame.to_ndarray(**options, threads=threads)
         if self.rot90:
             arr = np.rot90(arr, self.rot90, axes=(0, 1))
         if self.crop is not None:
             top, left, h, w = self.crop
             arr = arr[top : top + h, left : left + w]
         return arr
+
+
+_UNSPECIFIED = 2  # AVCOL_SPC_UNSPECIFIED, AVCOL_PRI_UNSPECIFIED and AVCOL_TRC_UNSPECIFIED alike
 
 
 # -- decoding --------------------------------------------------------------------------
@@ -828,7 +833,15 @@ def iter_video(
                     # Rotation is only known once a frame is decoded.
                     info = header.rotated(report.rotation or 0)
                     geometry = _Geometry.plan(info, size, crop)
-                yield t, geometry.apply(frame, sws_interp, 1)
+                try:
+                    array = geometry.apply(frame, sws_interp, 1)
+                except av.FFmpegError as exc:
+                    reason = f"cannot convert frame at {t:.3f} s to RGB ({_ffmpeg_reason(exc)})"
+                    if on_error == "raise":
+                        raise DecodeError(path, reason, frames_decoded=report.frames_decoded) from exc
+                    report.truncated, report.error = True, reason
+                    return
+                yield t, array
 
         def per_chunk() -> int:
             frames = chunk_frames

@@ -540,3 +540,16 @@ def test_a_video_stream_without_a_decoder(fuzz_seeds: dict[str, Path], tmp_path:
         assert container.streams.video[0].codec_context is None
     with pytest.raises(NoVideoStreamError, match="no decodable video stream"):
         tdvideo.read_video(damaged)
+
+
+def test_frames_with_damaged_colour_tags_still_convert(clips: dict[str, Clip]) -> None:
+    """A colour space of 243 (a damaged stream) made swscale refuse the frame (ENOTSUP)."""
+    with av.open(str(clips["h264"].path)) as container:
+        frame = next(container.decode(video=0))
+        info = decode._header_info(container, container.streams.video[0], clips["h264"].path, [])
+    frame.colorspace = 243
+    with pytest.raises(av.FFmpegError):
+        frame.to_ndarray(format="rgb24", width=48, height=32)
+    geometry = decode._Geometry.plan(info, (32, 48), None)
+    converted = geometry.apply(frame, "BILINEAR", 1)
+    assert converted.shape == (32, 48, 3) and read_index(converted.transpose(2, 0, 1)) == 0
