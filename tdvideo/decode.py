@@ -620,7 +620,10 @@ def _planned_seeks(sampling: Sampling, header: VideoInfo, keyframes: list[float]
     frame = 1.0 / (header.fps or header.guessed_fps or 25.0)
     if step <= _SEEK_MIN_FRAMES * frame:
         return 0  # a seek can never skip enough between grid points this close
-    points = [start + k * step for k in range(math.ceil((end - start) / step - _EPS))]
+    # Past the last keyframe no seek can pay; stopping there also bounds the walk when a
+    # damaged header claims a duration of years.
+    end = min(end, keyframes[-1] + step)
+    points = [start + k * step for k in range(max(0, math.ceil((end - start) / step - _EPS)))]
     return sum(_seek_pays(a, b, keyframes, None, frame) for a, b in zip(points, points[1:]))
 
 
