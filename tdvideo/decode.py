@@ -35,6 +35,7 @@ from .errors import (
     UnsupportedVideoError,
     UsageError,
     VideoOpenError,
+    show_path,
 )
 from .sampling import _EPS, FrameSelector, Sampling, resolve_sampling, windows
 
@@ -253,7 +254,7 @@ def _normalize_rotation(path: str | Path, rotation: float | int | None) -> int:
     if rotation is None or rotation == 0:
         return 0
     if rotation % 90 != 0:
-        warnings.warn(f"{path}: ignoring display rotation of {rotation} degrees (not a multiple of 90)")
+        warnings.warn(f"{show_path(path)}: ignoring display rotation of {rotation} degrees (not a multiple of 90)")
         return 0
     return int(rotation) % 360
 
@@ -271,6 +272,11 @@ def _header_info(
     duration, source = _stream_duration(container, stream, start)
     sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
     sar_f = float(sar) if sar else 1.0
+    if not 1 / _MAX_SAR <= sar_f <= _MAX_SAR:
+        # Real anamorphic video stays within 4:1 or so; 1:129 is a damaged header, and
+        # honouring it would squeeze a 64-pixel-wide frame to nothing.
+        warnings.warn(f"{show_path(path)}: ignoring sample aspect ratio {sar} (outside 1:{_MAX_SAR:g} to {_MAX_SAR:g}:1)")
+        sar_f = 1.0
     return VideoInfo(
         path=str(path),
         container=container.format.name,
@@ -333,6 +339,9 @@ def _duration_tag(stream: av.video.stream.VideoStream) -> float | None:
                 return None
             return total if math.isfinite(total) and total >= 0 else None
     return None
+
+
+_MAX_SAR = 16.0
 
 
 def _to_float(value: Fraction | None) -> float | None:
@@ -424,7 +433,7 @@ class _Geometry:
         if size is None:
             out_h, out_w = info.height, info.width
         else:
-            out_h, out_w = resolve_size(size, height=round(disp_h), width=round(disp_w))
+            out_h, out_w = resolve_size(size, height=max(1, round(disp_h)), width=max(1, round(disp_w)))
         if _over_limits(out_h, out_w):
             raise UnsupportedVideoError(
                 info.path,
@@ -833,8 +842,9 @@ def iter_video(
             nonlocal geometry, info
             for t, frame in kept:
                 if geometry is None:
-                    # Rotation is only known once a frame is decoded.
-                    info = header.rotated(report.rotation or 0)
+                    # Rotation is only known once a frame is decoded, and the frame's own
+                    # size is the one to trust (a damaged header may say 0 x 0).
+                    info = replace(header, raw_width=frame.width, raw_height=frame.height).rotated(report.rotation or 0)
                     geometry = _Geometry.plan(info, size, crop)
                 try:
                     array = geometry.apply(frame, sws_interp, 1)

@@ -557,3 +557,26 @@ def test_frames_with_damaged_colour_tags_still_convert(clips: dict[str, Clip]) -
     geometry = decode._Geometry.plan(info, (32, 48), None)
     converted = geometry.apply(frame, "BILINEAR", 1)
     assert converted.shape == (32, 48, 3) and read_index(converted.transpose(2, 0, 1)) == 0
+
+
+def test_an_absurd_sample_aspect_ratio_is_ignored(tmp_path: Path) -> None:
+    """A header claiming 1:129 pixels squeezed a 64-pixel-wide frame to 0 (ZeroDivisionError, found by fuzzing)."""
+    path = tmp_path / "sar.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"qp": "23", "threads": "1"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)  # written into a 'pasp' box too
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(index_frame(i, 48, 64), format="rgb24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"pasp") + 4
+    data[at : at + 8] = (1).to_bytes(4, "big") + (129).to_bytes(4, "big")  # hSpacing 1, vSpacing 129
+    path.write_bytes(bytes(data))
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].sample_aspect_ratio == Fraction(1, 129)
+    with pytest.warns(UserWarning, match="ignoring sample aspect ratio 1/129"):
+        video = tdvideo.read_video(path, size=32)
+    assert video.frames.shape == (5, 3, 32, 43) and frame_indices(video.frames) == list(range(5))
