@@ -233,20 +233,25 @@ def _keyframe_interval(keyframes: list[float]) -> float | None:
 _SEEK_MIN_FRAMES = 16
 
 
-def _seek_pays(t: float, wanted: float, keyframes: list[float], keyint: float | None, frame: float) -> bool:
+# Demuxers (FFmpeg names) whose keyframe index comes from the file's own index: sample
+# tables, cues, idx1, keyframe metadata. MPEG-PS and -TS indexes are only what probing saw.
+_INDEXED_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "flv"})
+
+
+def _has_seek_index(format_name: str) -> bool:
+    return bool(_INDEXED_FORMATS & set(format_name.split(",")))
+
+
+def _seek_pays(t: float, wanted: float, keyframes: list[float], frame: float) -> bool:
     """Whether seeking to the keyframe before ``wanted`` skips decoding work from time ``t``.
 
-    With the container's keyframe index the answer is exact: a keyframe lies ahead of
-    ``t`` and at or before ``wanted``, with enough frames in between to pay for the
-    seek: with frame-threaded decoding a seek cost about as much as decoding 15 frames
-    here (benchmarks/bench_decode.py), so it must skip more than that. Without an index,
-    fall back to the keyframe interval seen so far: a gap longer than it must contain a
-    keyframe. A wrong guess costs time, never frames: the reader checks where it lands.
+    From the container's keyframe index: a keyframe lies ahead of ``t`` and at or before
+    ``wanted``, with enough frames in between to pay for the seek (with frame-threaded
+    decoding a seek cost about as much as decoding 15 frames when this was measured,
+    benchmarks/bench_decode.py).
     """
-    if keyframes:
-        i = bisect.bisect_right(keyframes, t + _EPS)
-        return i < len(keyframes) and keyframes[i] <= wanted + _EPS and keyframes[i] - t > _SEEK_MIN_FRAMES * frame
-    return keyint is not None and wanted - t > keyint + _EPS
+    i = bisect.bisect_right(keyframes, t + _EPS)
+    return i < len(keyframes) and keyframes[i] <= wanted + _EPS and keyframes[i] - t > _SEEK_MIN_FRAMES * frame
 
 
 def _normalize_rotation(path: str | Path, rotation: float | int | None) -> int:
@@ -305,10 +310,11 @@ def _stream_duration(
 ) -> tuple[float | None, DurationSource | None]:
     """The video stream's duration from its start, and where it was read.
 
-    Matroska declares one duration for the whole segment, counted from time 0: a file cut
-    with stream copy that starts at 2 s and ends at 6 s says 6 s, and FFmpeg reports it
-    as is. So for Matroska a declared duration longer than the start time is taken as the
-    end time (a lower bound of the end, whichever way the writer meant it).
+    Matroska and FLV declare one duration for the whole file, counted from time 0: a
+    Matroska file cut with stream copy that starts at 2 s and ends at 6 s says 6 s (an
+    FLV whose B-frames start it at 0.08 s likewise), and FFmpeg reports it as is. So for
+    them a declared duration longer than the start time is taken as the end time (a
+    lower bound of the end, whichever way the writer meant it).
     """
     tb = stream.time_base
     declared: float | None = None
@@ -321,8 +327,8 @@ def _stream_duration(
         declared, source = container.duration / av.time_base, "container"
     if declared is None:
         return None, None
-    is_matroska = "matroska" in container.format.name.split(",")
-    if is_matroska and source != "stream" and declared > start:
+    counts_from_zero = bool({"matroska", "webm", "flv"} & set(container.format.name.split(",")))
+    if counts_from_zero and source != "stream" and declared > start:
         return declared - start, source
     return declared, source
 
@@ -507,25 +513,28 @@ def _kept_frames(
 ) -> Iterator[tuple[float, av.VideoFrame]]:
     """Decode ``stream`` and yield the (time, frame) pairs the selector keeps, unconverted.
 
-    Seeking needs pts to know where it landed, and the ``keyframes`` (or their interval)
-    to know that it pays.
+    The reader seeks only with the keyframe index of a container that has one (MP4/MOV,
+    Matroska/WebM, AVI, FLV): it knows where every seek lands. Others (MPEG-TS, MPEG-PS,
+    raw streams) are decoded straight through: FFmpeg seeks in them by timestamp search,
+    which can land past the last keyframe (no frames at all) or give other timestamps
+    than a straight decode does. Each seek is checked: landing after the wanted time, or
+    finding no frame at all, rewinds and decodes straight through.
     """
     tb = stream.time_base
     tb_seconds = float(tb) if tb is not None else 0.0
     rate = header.fps or header.guessed_fps or 25.0
-    keyint = header.keyframe_interval if tb is not None else None
-    learn_keyint = keyint is None and tb is not None
+    seeking = bool(keyframes) and tb is not None and _has_seek_index(header.container)
     last_t: float | None = None
     last_duration = 1.0 / rate
-    last_key_t: float | None = None
     start = selector.sampling.start
-    seek_to: float | None = start if start is not None and tb is not None and start > header.start_time else None
+    seek_to: float | None = start if seeking and start is not None and start > header.start_time else None
     last_seek = -math.inf
     reached_eof = False
     # Skipping frames needs their times; keyframes_only already skips everything else.
     skip_ahead = selector.next_wanted if tb is not None and not selector.sampling.keyframes_only else None
     while True:
         landing_check: float | None = None
+        seeked = seek_to is not None
         if seek_to is not None:
             # Land on the keyframe at or before the wanted time, then decode forward.
             report.seeks += 1
@@ -536,18 +545,20 @@ def _kept_frames(
                 # A damaged index can make the demuxer refuse to seek: decode on from here
                 # (earlier frames are dropped by time), and seek no more in this file.
                 report.notes.append(f"seek refused ({_ffmpeg_reason(exc)}); decoding without seeking")
-                keyint, keyframes, learn_keyint = None, [], False
-            last_seek, seek_to, last_key_t = seek_to, None, None
+                seeking = seeked = False
+            last_seek, seek_to = seek_to, None
+        frames_since_seek = 0
         try:
             for frame in _decode_counting(container, stream, report, skip_ahead):
                 report.frames_decoded += 1
+                frames_since_seek += 1
                 if frame.is_corrupt:
                     raise DecodeError(path, f"corrupt frame after {report.frames_decoded - 1} frames")
                 if report.rotation is None:
                     report.rotation = _normalize_rotation(path, frame.rotation)
                 if frame.pts is None or tb is None:
                     report.pts_synthesized = True
-                    keyint, keyframes = None, []
+                    seeking = False
                     t = header.start_time if last_t is None else last_t + 1.0 / rate
                 else:
                     t = frame.time
@@ -557,17 +568,13 @@ def _kept_frames(
                         # The demuxer landed after the wanted time: seeking is inexact in
                         # this file, so rewind and decode straight through instead.
                         report.notes.append("inexact seek; decoding without seeking")
-                        keyint, keyframes, learn_keyint, seek_to = None, [], False, 0.0
+                        seeking, seek_to = False, 0.0
                         break
                     landing_check = None
                 if last_t is not None and t <= last_t + _EPS:
                     # Re-decoded after a seek, or a repeated pts: time never goes backwards.
                     report.dropped_timestamps += 1
                     continue
-                if frame.key_frame:
-                    if last_key_t is not None and learn_keyint and not report.pts_synthesized:
-                        keyint = max(keyint or 0.0, t - last_key_t)
-                    last_key_t = t
                 if frame.duration and tb is not None:
                     last_duration = frame.duration * tb_seconds
                 last_t = t
@@ -577,11 +584,17 @@ def _kept_frames(
                 if selector.done:
                     break
                 wanted = selector.next_wanted()
-                if wanted is not None and wanted > last_seek and _seek_pays(t, wanted, keyframes, keyint, last_duration):
+                if seeking and wanted is not None and wanted > last_seek and _seek_pays(t, wanted, keyframes, last_duration):
                     seek_to = wanted
                     break
             else:
-                reached_eof = True
+                if seeked and seeking and frames_since_seek == 0:
+                    # The seek landed where nothing decodes (past the last keyframe, say):
+                    # rewind and decode straight through instead.
+                    report.notes.append("no frame after a seek; decoding without seeking")
+                    seeking, seek_to = False, 0.0
+                else:
+                    reached_eof = True
         except (av.FFmpegError, DecodeError) as exc:
             if isinstance(exc, DecodeError):
                 reason = exc.reason
@@ -616,7 +629,7 @@ def _planned_seeks(sampling: Sampling, header: VideoInfo, keyframes: list[float]
     Walks the grid and applies :func:`_seek_pays` from each grid point to the next, as
     the reader will (approximately: it decides from the frame it is on).
     """
-    if not keyframes or (sampling.fps is None and sampling.num_frames is None):
+    if not keyframes or not _has_seek_index(header.container) or (sampling.fps is None and sampling.num_frames is None):
         return 0
     start = max(sampling.start or 0.0, header.start_time)
     ends = [e for e in (sampling.end, header.end_time) if e is not None]
@@ -633,7 +646,7 @@ def _planned_seeks(sampling: Sampling, header: VideoInfo, keyframes: list[float]
     # damaged header claims a duration of years.
     end = min(end, keyframes[-1] + step)
     points = [start + k * step for k in range(max(0, math.ceil((end - start) / step - _EPS)))]
-    return sum(_seek_pays(a, b, keyframes, None, frame) for a, b in zip(points, points[1:]))
+    return sum(_seek_pays(a, b, keyframes, frame) for a, b in zip(points, points[1:]))
 
 
 class _PacketLedger:
@@ -700,6 +713,8 @@ def _decode_counting(
     sent: deque[float] = deque(maxlen=_LOOKAHEAD)
     ledger = _PacketLedger()
     mode = "DEFAULT"
+    if wanted is not None:
+        ctx.skip_frame = mode  # whatever an abandoned earlier pass left set
 
     def decode(packet: av.Packet, t: float | None) -> list[av.VideoFrame]:
         nonlocal mode
@@ -721,14 +736,18 @@ def _decode_counting(
         report.packets = ledger.packets
         return frames
 
-    for packet in container.demux(stream):
-        pending.append((packet, packet.pts * tb if packet.pts is not None and tb is not None else None))
-        if len(pending) > _LOOKAHEAD:
+    try:
+        for packet in container.demux(stream):
+            pending.append((packet, packet.pts * tb if packet.pts is not None and tb is not None else None))
+            if len(pending) > _LOOKAHEAD:
+                yield from decode(*pending.popleft())
+        while pending:
             yield from decode(*pending.popleft())
-    while pending:
-        yield from decode(*pending.popleft())
-    if mode != "DEFAULT":
-        ctx.skip_frame = "DEFAULT"
+    finally:
+        # Also when the caller leaves early to seek: the next pass must start decoding
+        # every frame, or it silently loses the non-reference frames after the seek.
+        if mode != "DEFAULT":
+            ctx.skip_frame = "DEFAULT"
 
 
 def _frame_interval(header: VideoInfo, last_duration: float) -> float:
@@ -755,7 +774,7 @@ def _silent_loss(header: VideoInfo, report: _Report, shown_until: float, frame: 
         return f"{lost} of {report.packets} packets decoded to no frame (damaged data)"
     expected = header.end_time
     own = header.duration_source in ("stream", "tag") or not header.other_streams
-    if expected is not None and own and shown_until < expected - max(2 * frame, 0.05):
+    if expected is not None and own and shown_until < expected - max(2 * frame, 0.05) - _EPS:
         return f"frames end at {shown_until:.3f} s but the stream's header says {expected:.3f} s (truncated file?)"
     return None
 

@@ -580,3 +580,36 @@ def test_an_absurd_sample_aspect_ratio_is_ignored(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="ignoring sample aspect ratio 1/129"):
         video = tdvideo.read_video(path, size=32)
     assert video.frames.shape == (5, 3, 32, 43) and frame_indices(video.frames) == list(range(5))
+
+
+@pytest.fixture(scope="module")
+def container_zoo(source_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same 8 s of H.264 (B-frames, a keyframe every second) in several containers, and MPEG-2 in MPEG-PS."""
+    d = tmp_path_factory.mktemp("zoo")
+    return {
+        "mp4 with an edit list": remux(source_clip, d / "cut.mp4", shift=0.52),
+        "mpeg-ts": remux(source_clip, d / "h264.ts"),
+        "flv": remux(source_clip, d / "h264.flv"),
+        "late matroska": remux(source_clip, d / "late.mkv", keep=lambda t: t >= 2.0),
+        "mpeg-ps": write_clip(d / "mpeg2.mpg", 200, gop=25, codec="mpeg2video"),
+    }
+
+
+@pytest.mark.parametrize("name", ["mp4 with an edit list", "mpeg-ts", "flv", "late matroska", "mpeg-ps"])
+def test_sparse_sampling_gives_what_a_straight_decode_gives(container_zoo: dict[str, Path], name: str) -> None:
+    """Seeks must never change which frames are kept, nor their times. Found by an adversarial
+    sweep: TS seeks landing past the last keyframe (nothing decoded: a false "truncated"),
+    MPEG-PS times 20 ms off after a seek, and B-frames dropped after a seek because the
+    decoder was left skipping non-reference frames."""
+    path = container_zoo[name]
+    times, indices = plain_decode(path)
+    last = times[-1]
+    cases = [{"fps": 0.2}, {"fps": 0.5}, {"fps": 0.7}, {"num_frames": 4}, {"start": last - 0.5}, {"start": 1.11, "fps": 0.5}]
+    # num_frames spreads over the header's duration, an estimate in MPEG-PS: the same for both.
+    stop = last + (times[-1] - times[-2]) if name != "mpeg-ps" else tdvideo.probe(path).end_time
+    for options in cases:
+        expected = select_indices(times, Sampling(**options), stop=stop)
+        video = tdvideo.read_video(path, **options)
+        assert frame_indices(video.frames) == [indices[i] for i in expected], (name, options)
+        np.testing.assert_allclose(video.timestamps.numpy(), [times[i] for i in expected], err_msg=f"{name} {options}")
+        assert not video.truncated
