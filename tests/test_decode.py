@@ -586,8 +586,10 @@ def test_an_absurd_sample_aspect_ratio_is_ignored(tmp_path: Path) -> None:
 def container_zoo(source_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same 8 s of H.264 (B-frames, a keyframe every second) in several containers, and MPEG-2 in MPEG-PS."""
     d = tmp_path_factory.mktemp("zoo")
+    gop30 = write_clip(d / "gop30.mp4", 150, make_frame=lambda i: index_frame(i, 96, 160), gop=30, options={"bf": "3"})
     return {
         "mp4 with an edit list": remux(source_clip, d / "cut.mp4", shift=0.52),
+        "mp4 with an edit list, GOP 30": remux(gop30, d / "cut30.mp4", shift=0.52),
         "mpeg-ts": remux(source_clip, d / "h264.ts"),
         "flv": remux(source_clip, d / "h264.flv"),
         "late matroska": remux(source_clip, d / "late.mkv", keep=lambda t: t >= 2.0),
@@ -595,7 +597,9 @@ def container_zoo(source_clip: Path, tmp_path_factory: pytest.TempPathFactory) -
     }
 
 
-@pytest.mark.parametrize("name", ["mp4 with an edit list", "mpeg-ts", "flv", "late matroska", "mpeg-ps"])
+@pytest.mark.parametrize(
+    "name", ["mp4 with an edit list", "mp4 with an edit list, GOP 30", "mpeg-ts", "flv", "late matroska", "mpeg-ps"]
+)
 def test_sparse_sampling_gives_what_a_straight_decode_gives(container_zoo: dict[str, Path], name: str) -> None:
     """Seeks must never change which frames are kept, nor their times. Found by an adversarial
     sweep: TS seeks landing past the last keyframe (nothing decoded: a false "truncated"),
