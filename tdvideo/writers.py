@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -141,18 +142,64 @@ def array_path(base: Path, fmt: Format) -> Path:
     return base.with_name(f"{base.name}.{fmt}")
 
 
+class _Sink(io.RawIOBase):
+    """An open file that numpy, zipfile and torch write through with plain ``write`` calls.
+
+    Given a real file, numpy writes with ``ndarray.tofile``, whose error on a full disk
+    carries no errno ("28800 requested and 19424 written"), and torch's zip writer turns a
+    short write into a ``RuntimeError``. Through this object every failure is the
+    ``OSError`` the system call gave, so a full disk is told apart from a bad video.
+    """
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(self._fd, view[done:])
+        return done
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self._fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self._fd, 0, os.SEEK_CUR)
+
+
+# Most file systems allow 255 bytes a name; a temporary name adds 14 to the final one.
+_NAME_MAX = 255
+
+
+def _temp_prefix(name: str) -> str:
+    """The prefix of ``name``'s temporary files: ``.NAME.``, or a digest of it for long names."""
+    if len(os.fsencode(name)) + len(".") + len(".XXXXXXXX.tmp") + 1 <= _NAME_MAX:
+        return f".{name}."
+    return f".{hashlib.sha1(os.fsencode(name)).hexdigest()[:16]}."
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes 0600 files; a rename keeps the mode, so give the umask's mode now.
         os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
+        with _Sink(fd) as sink:
+            write(sink)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Path:
@@ -171,7 +218,7 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
         _atomic_write(target, lambda fh: np.savez(fh, features=array, timestamps=times))
     else:
         payload = {"features": torch.from_numpy(np.asarray(array)), "timestamps": torch.from_numpy(times)}
-        _atomic_write(target, lambda fh: torch.save(payload, fh))
+        _atomic_write(target, lambda fh: _torch_save(payload, fh))
     meta = {
         **features.metadata,
         "format": fmt,
@@ -191,6 +238,20 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     return target
 
 
+def _torch_save(payload: Any, fh: Any) -> None:
+    try:
+        torch.save(payload, fh)
+    except RuntimeError as exc:
+        # torch's zip writer, closing after a failed write, raises its own error on top
+        # of the OSError that says why (a full disk): raise that one.
+        cause = exc.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from exc
+
+
 def remove_output(base: Path) -> bool:
     """Remove the output at ``base`` (metadata first, so it never names a missing array); True if there was one."""
     found = False
@@ -205,14 +266,13 @@ def remove_output(base: Path) -> bool:
 
 def remove_temporaries(base: Path) -> list[Path]:
     """Remove temporary files that an interrupted commit of ``base`` left behind; return them."""
-    pattern = glob.escape(str(base.parent / f".{base.name}.")) + "*.tmp"
     removed = []
-    for leftover in glob.glob(pattern):
-        path = Path(leftover)
-        # Only our own names: .<base>.<json|npy|npz|pt>.<random>.tmp
-        if path.name[len(base.name) + 2 :].split(".", 1)[0] in ("json", *FORMATS):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    for target in (metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)):
+        prefix = _temp_prefix(target.name)
+        # Only our own names: the prefix, mkstemp's 8 random characters, ".tmp".
+        for leftover in glob.glob(glob.escape(str(base.parent / prefix)) + "????????.tmp"):
+            Path(leftover).unlink(missing_ok=True)
+            removed.append(Path(leftover))
     return removed
 
 

@@ -16,7 +16,7 @@ import pytest
 import tdvideo
 from tdvideo import Extractor
 from tdvideo.errors import DecodeError, OutputError
-from tdvideo.writers import Features, SourceIdentity, remove_temporaries, write_features
+from tdvideo.writers import Features, SourceIdentity, _temp_prefix, remove_temporaries, write_features
 
 from .conftest import Clip
 
@@ -92,8 +92,8 @@ def _sha256(path: Path) -> str:
 
 def test_only_our_own_temporaries_are_removed(tmp_path: Path) -> None:
     base = tmp_path / "clip"
-    ours = [tmp_path / ".clip.npy.a1b2c3.tmp", tmp_path / ".clip.json.zz99.tmp"]
-    theirs = [tmp_path / ".clip.notes.tmp", tmp_path / ".clip.v2.npy.x.tmp", tmp_path / "clip.npy"]
+    ours = [tmp_path / ".clip.npy.a1b2c3d4.tmp", tmp_path / ".clip.json.zz99_x_y.tmp"]
+    theirs = [tmp_path / ".clip.notes.tmp", tmp_path / ".clip.v2.npy.x1234567.tmp", tmp_path / ".clip.npy.tmp", tmp_path / "clip.npy"]
     for path in ours + theirs:
         path.write_text("x")
     assert sorted(remove_temporaries(base)) == sorted(ours)
@@ -184,3 +184,39 @@ def test_writing_again_in_another_format_removes_the_stale_array(tmp_path: Path)
     write_features(tmp_path / "clip", features, fmt="npy")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.json", "clip.npy"]
     assert tdvideo.load(tmp_path / "clip.json").array.shape == (3, 4)
+
+
+def test_names_near_the_file_system_limit(tmp_path: Path) -> None:
+    """A 240-byte name fits, with its extension, but its temporary name did not (ENAMETOOLONG)."""
+    base = tmp_path / ("L" * 240)
+    features = Features(np.zeros((2, 3), np.float32), np.arange(2.0), {})
+    write_features(base, features)
+    assert tdvideo.load(base.with_name(base.name + ".npy")).array.shape == (2, 3)
+    leftover = tmp_path / (_temp_prefix(base.name + ".npy") + "abcd1234.tmp")
+    leftover.write_text("x")
+    assert remove_temporaries(base) == [leftover]
+
+
+def test_a_full_disk_is_an_oserror_with_its_errno(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's own writer reported a full disk as "N requested and M written" without errno, and
+    torch's as a RuntimeError: the run could not tell a full disk from a bad video."""
+    import errno
+
+    real_write = os.write
+    room = [10_000]
+
+    def small_disk(fd: int, data: bytes) -> int:
+        if len(data) > room[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room[0] -= len(data)
+        return real_write(fd, data)
+
+    features = Features(np.zeros((100, 100), np.float32), np.arange(100.0), {})
+    for fmt in ("npy", "npz", "pt"):
+        room[0] = 10_000
+        monkeypatch.setattr(os, "write", small_disk)
+        with pytest.raises(OSError) as info:
+            write_features(tmp_path / fmt, features, fmt=fmt)
+        monkeypatch.undo()
+        assert info.value.errno == errno.ENOSPC, fmt
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], fmt  # nothing half-written
