@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ._system import file_mode, sha256_file
-from .errors import OutputError, UsageError
+from .errors import OutputError, UsageError, show_path
 
 __all__ = [
     "FORMATS",
@@ -219,11 +219,13 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     else:
         payload = {"features": torch.from_numpy(np.asarray(array)), "timestamps": torch.from_numpy(times)}
         _atomic_write(target, lambda fh: _torch_save(payload, fh))
+    written = target.stat()
     meta = {
         **features.metadata,
         "format": fmt,
         "file": target.name,
-        "file_bytes": target.stat().st_size,
+        "file_bytes": written.st_size,
+        "file_mtime_ns": written.st_mtime_ns,
         "file_sha256": sha256_file(target),
         "shape": list(array.shape),
         "dtype": str(array.dtype),
@@ -283,25 +285,38 @@ def read_metadata(base: Path) -> dict[str, Any] | None:
     """The metadata of a finished output at ``base``, or None if there is none.
 
     Finished means: the metadata parses, and the array file it names is there with the
-    size it records. (The sha256 is checked by :func:`load`, which reads the array.)
+    size it records, and either the modification time it records too (cheap: the file was
+    not touched since), or, if the time differs (a copy, or damage), the sha256 it records.
+    """
+    meta, _ = _finished(base, full=False)
+    return meta
+
+
+def _finished(base: Path, *, full: bool) -> tuple[dict[str, Any] | None, str]:
+    """(metadata, "") for a finished output at ``base``, else (None, why it is not).
+
+    ``full`` checks the array's sha256 even when its modification time is as recorded.
     """
     path = metadata_path(base)
     try:
         meta = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("file"), str):
-        return None
+    except OSError as exc:
+        return None, f"no finished tdvideo output here ({path.name}: {exc.strerror or exc})"
+    except ValueError:
+        return None, f"no finished tdvideo output here ({path.name} is not JSON)"
+    if not isinstance(meta, dict) or not isinstance(meta.get("file"), str) or Path(meta["file"]).name != meta["file"]:
+        return None, f"no finished tdvideo output here ({path.name} names no array file)"
     target = base.parent / meta["file"]
-    if target.name != meta["file"]:  # a name with a path in it is no name we wrote
-        return None
     try:
-        size = target.stat().st_size
-    except OSError:
-        return None
-    if meta.get("file_bytes") != size:
-        return None
-    return meta
+        stat = target.stat()
+    except OSError as exc:
+        return None, f"the array file {target.name} that {path.name} names is missing ({exc.strerror or exc})"
+    if meta.get("file_bytes") != stat.st_size:
+        return None, f"{target.name} is {stat.st_size} bytes, not the {meta.get('file_bytes')} {path.name} was written with"
+    touched = meta.get("file_mtime_ns") != stat.st_mtime_ns
+    if (full or touched) and sha256_file(target) != meta.get("file_sha256"):
+        return None, f"{target.name} is not the array {path.name} was written with (sha256 differs)"
+    return meta, ""
 
 
 def load(path: str | Path) -> Features:
@@ -313,15 +328,10 @@ def load(path: str | Path) -> Features:
     """
     p = Path(path)
     base = p.with_suffix("") if p.suffix in (".json", ".npy", ".npz", ".pt") else p
-    meta = read_metadata(base)
+    meta, why = _finished(base, full=True)
     if meta is None:
-        raise OutputError(
-            f"{path}: no finished tdvideo output here (missing or unreadable {metadata_path(base).name}, "
-            f"or its array file is missing or of another size)"
-        )
+        raise OutputError(f"{show_path(path)}: {why}")
     target = base.parent / meta["file"]
-    if sha256_file(target) != meta.get("file_sha256"):
-        raise OutputError(f"{target}: not the array {metadata_path(base).name} was written with (sha256 differs)")
     fmt = meta.get("format")
     if fmt == "npy":
         array = np.load(target, allow_pickle=False)

@@ -220,3 +220,19 @@ def test_a_full_disk_is_an_oserror_with_its_errno(tmp_path: Path, monkeypatch: p
         monkeypatch.undo()
         assert info.value.errno == errno.ENOSPC, fmt
         assert sorted(p.name for p in tmp_path.iterdir()) == [], fmt  # nothing half-written
+
+
+def test_a_damaged_array_of_the_same_size_is_extracted_again(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """Damage that keeps the size (bytes overwritten, a power loss) used to pass the resume check for good."""
+    [done] = list(Extractor().run([clips["h264"].path], out=tmp_path, progress=False))
+    data = bytearray(done.output.read_bytes())
+    data[-100:] = bytes(100)
+    done.output.write_bytes(bytes(data))
+    with pytest.raises(OutputError, match="sha256 differs"):
+        tdvideo.load(done.output)
+    assert [r.status for r in Extractor().run([clips["h264"].path], out=tmp_path, progress=False)] == ["done"]
+    assert len(tdvideo.load(done.output)) == 60
+    # A copy with a new modification time but the same bytes is still finished.
+    shutil.copy(done.output, tmp_path / "copy")
+    os.replace(tmp_path / "copy", done.output)
+    assert [r.status for r in Extractor().run([clips["h264"].path], out=tmp_path, progress=False)] == ["skipped"]
