@@ -103,7 +103,7 @@ def _root(
 @app.command()
 def extract(
     inputs: Annotated[
-        Optional[list[Path]], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)
+        Optional[list[str]], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)
     ] = None,
     from_list: Annotated[
         Optional[str], typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).")

@@ -110,12 +110,19 @@ def _check(key: str, value: Any, source: str) -> Any:
     return value
 
 
+_MAX_CONFIG_BYTES = 1 << 20  # /dev/zero is no config, and must not be read to the end
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a TOML preset; unknown keys and wrongly typed values are a :class:`UsageError`."""
     path = Path(path)
     shown = show_path(path)
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        with path.open("rb") as fh:
+            raw = fh.read(_MAX_CONFIG_BYTES + 1)
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise UsageError(f"{shown}: too large for a TOML config file (over {_MAX_CONFIG_BYTES // 2**20} MiB)")
+        data = tomllib.loads(raw.decode("utf-8-sig"))  # a byte-order mark some editors write is fine
     except FileNotFoundError:
         raise UsageError(f"{shown}: config file not found") from None
     except IsADirectoryError:

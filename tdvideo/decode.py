@@ -41,8 +41,10 @@ from .sampling import _EPS, FrameSelector, Sampling, resolve_sampling, windows
 
 __all__ = [
     "INTERPOLATIONS",
-    "MAX_FRAME_PIXELS",
-    "MAX_FRAME_SIDE",
+    "CODED_LIMIT",
+    "MAX_WINDOW_BYTES",
+    "OUTPUT_LIMIT",
+    "FrameLimit",
     "Interpolation",
     "OnError",
     "VideoClip",
@@ -59,12 +61,28 @@ log = logging.getLogger(__name__)
 OnError = Literal["raise", "keep"]
 DurationSource = Literal["stream", "tag", "container"]
 
-# Frame size limits, decoded and output alike: 8192 x 8192 (67 Mpx; 8K UHD and 8192 x 4096
-# panoramas fit) and 16384 px a side. A few bytes of header can claim any size, and a
-# short-side resize of a 2 x 4096 video would be 112 x 229376: without limits a tiny
-# file takes gigabytes.
-MAX_FRAME_PIXELS = 8192 * 8192
-MAX_FRAME_SIDE = 16384
+@dataclass(frozen=True)
+class FrameLimit:
+    """The largest frame allowed: at most ``pixels`` in all and ``side`` pixels a side."""
+
+    pixels: int
+    side: int
+
+    def allows(self, height: int, width: int) -> bool:
+        return max(height, width) <= self.side and height * width <= self.pixels
+
+    def __str__(self) -> str:
+        return f"at most {self.side} px a side and {self.pixels / 1e6:.1f} Mpx"
+
+
+# A few bytes of header can claim any frame size, and a short-side resize of a 2 x 4096
+# video would be 112 x 229376: without limits a tiny file takes gigabytes. Decoded frames
+# may be 8192 x 8192 (8K UHD and 8192 x 4096 panoramas fit); frames for the model, RGB,
+# 4096 x 4096 (48 MiB each; models take far less).
+CODED_LIMIT = FrameLimit(pixels=8192 * 8192, side=16384)
+OUTPUT_LIMIT = FrameLimit(pixels=4096 * 4096, side=8192)
+# A clip window is one piece of memory; more than this is refused.
+MAX_WINDOW_BYTES = 2**30
 
 _SWS_INTERPOLATION: dict[str, str] = {
     "bilinear": "BILINEAR",
@@ -401,15 +419,8 @@ def check_size(name: str, value: Size | None) -> None:
     if not ok:
         raise UsageError(f"{name} must be a positive int or an (H, W) pair of positive ints, got {value!r}")
     h, w = (value, value) if isinstance(value, int) else value
-    if _over_limits(h, w):
-        raise UsageError(f"{name} {h}x{w} is over the frame limits ({_LIMITS_TEXT})")
-
-
-_LIMITS_TEXT = f"at most {MAX_FRAME_SIDE} px a side and {MAX_FRAME_PIXELS / 1e6:.1f} Mpx"
-
-
-def _over_limits(height: int, width: int) -> bool:
-    return max(height, width) > MAX_FRAME_SIDE or height * width > MAX_FRAME_PIXELS
+    if not OUTPUT_LIMIT.allows(h, w):
+        raise UsageError(f"{name} {h}x{w} is over the frame limits ({OUTPUT_LIMIT})")
 
 
 @dataclass(frozen=True)
@@ -422,11 +433,18 @@ class _Geometry:
     crop: tuple[int, int, int, int] | None  # top, left, height, width in the rotated frame
 
     @property
+    def out_shape(self) -> tuple[int, int]:
+        """(H, W) of the output frames."""
+        if self.crop is not None:
+            return self.crop[2], self.crop[3]
+        turned = self.rot90 % 2 == 1
+        return (self.sws_width, self.sws_height) if turned else (self.sws_height, self.sws_width)
+
+    @property
     def frame_bytes(self) -> int:
         """Bytes of one output RGB frame."""
-        if self.crop is not None:
-            return self.crop[2] * self.crop[3] * 3
-        return self.sws_width * self.sws_height * 3
+        h, w = self.out_shape
+        return h * w * 3
 
     @classmethod
     def plan(cls, info: VideoInfo, size: Size | None, crop: Size | None) -> _Geometry:
@@ -440,10 +458,10 @@ class _Geometry:
             out_h, out_w = info.height, info.width
         else:
             out_h, out_w = resolve_size(size, height=max(1, round(disp_h)), width=max(1, round(disp_w)))
-        if _over_limits(out_h, out_w):
+        if not OUTPUT_LIMIT.allows(out_h, out_w):
             raise UnsupportedVideoError(
                 info.path,
-                f"frames resized to {out_h}x{out_w} would be over the frame limits ({_LIMITS_TEXT}); "
+                f"frames resized to {out_h}x{out_w} would be over the frame limits ({OUTPUT_LIMIT}); "
                 f"the video is {info.width}x{info.height}: give --size HxW or a smaller size",
             )
         # Always an explicit output size: a stream whose frame size changes part-way
@@ -840,12 +858,12 @@ def iter_video(
         seeky = _planned_seeks(sampling, header, keyframes) >= 2
         stream.thread_type = "SLICE" if seeky else "AUTO"
         stream.codec_context.thread_count = threads
-        if _over_limits(header.raw_height, header.raw_width):
+        if not CODED_LIMIT.allows(header.raw_height, header.raw_width):
             raise UnsupportedVideoError(
-                path, f"coded frames of {header.raw_width}x{header.raw_height} are over the frame limits ({_LIMITS_TEXT})"
+                path, f"coded frames of {header.raw_width}x{header.raw_height} are over the frame limits ({CODED_LIMIT})"
             )
         # The decoder refuses frames over the limit too, should the size change part-way.
-        stream.codec_context.options = {"max_pixels": str(MAX_FRAME_PIXELS)}
+        stream.codec_context.options = {"max_pixels": str(CODED_LIMIT.pixels)}
         if sampling.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"
         if sampling.num_frames is not None and sampling.end is None and header.end_time is None:
@@ -865,6 +883,14 @@ def iter_video(
                     # size is the one to trust (a damaged header may say 0 x 0).
                     info = replace(header, raw_width=frame.width, raw_height=frame.height).rotated(report.rotation or 0)
                     geometry = _Geometry.plan(info, size, crop)
+                    window = (sampling.clip_len or 1) * geometry.frame_bytes
+                    if window > MAX_WINDOW_BYTES:
+                        raise UnsupportedVideoError(
+                            path,
+                            f"a window of {sampling.clip_len} frames of {'x'.join(map(str, geometry.out_shape))} "
+                            f"would take {window / 2**30:.1f} GiB "
+                            f"(at most {MAX_WINDOW_BYTES / 2**30:.0f} GiB); give a smaller size or clip_len",
+                        )
                 try:
                     array = geometry.apply(frame, sws_interp, 1)
                 except av.FFmpegError as exc:

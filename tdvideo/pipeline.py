@@ -41,7 +41,14 @@ from ._types import Interpolation, Pool, Size
 from ._version import __version__
 from ._workers import Chunk, Decode, DecodePool, decode_chunks, prefetch
 from .backbones import DEFAULT_MODEL, Backbone, build_backbone
-from .decode import INTERPOLATIONS, OnError, VideoClip, check_size, iter_video
+from .decode import (
+    INTERPOLATIONS,
+    MAX_WINDOW_BYTES,
+    OnError,
+    VideoClip,
+    check_size,
+    iter_video,
+)
 from .errors import (
     NoVideosError,
     OutputCollisionError,
@@ -161,6 +168,8 @@ def discover_videos(
     found: list[InputVideo] = []
     unreadable: list[Unreadable] = []
     for item in inputs:
+        if str(item) == "":
+            raise UsageError("an empty path was given as an input (a shell variable that was not set?)")
         root = Path(item)
         if root.is_dir():
             videos, problems = _walk(root, exts, glob)
@@ -196,13 +205,16 @@ def _walk(root: Path, exts: set[str], pattern: str | None) -> tuple[list[InputVi
         subfolders.sort()
         for name in files:
             path = Path(folder, name)
-            if path.suffix.lower() not in exts:
+            # The extension is the name's last dot on: a file named ".mp4" has one too
+            # (pathlib would call it a hidden file without a suffix).
+            suffix = name[name.rfind(".") :] if "." in name else ""
+            if suffix.lower() not in exts:
                 continue
             relative = path.relative_to(root)
             if pattern is not None and not fnmatch.fnmatch(relative.as_posix(), pattern):
                 continue
             if path.is_file():
-                videos.append(InputVideo(path, _output_name(relative.with_suffix(""))))
+                videos.append(InputVideo(path, _output_name(relative.parent / name[: -len(suffix)])))
             elif path.is_symlink() and not path.exists():
                 problems.append(Unreadable(path, "broken symbolic link"))
             else:
@@ -230,19 +242,29 @@ def read_list_file(path: str | Path) -> list[str]:
     Lines are decoded as file names are (UTF-8, other bytes kept as they are), so any
     path the file system holds can be listed.
     """
-    if str(path) == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            data = Path(path).read_bytes()
-        except IsADirectoryError:
-            raise UsageError(f"{show_path(path)}: is a folder, not a list file") from None
-        except OSError as exc:
-            raise UsageError(f"{show_path(path)}: cannot read list file ({exc.strerror or exc})") from None
-    if b"\0" in data:
-        raise UsageError(f"{show_path(path)}: not a text list of paths (it holds NUL bytes)")
+    try:
+        if str(path) == "-":
+            data = _read_text_bytes(sys.stdin.buffer, path)
+        else:
+            with open(path, "rb") as fh:
+                data = _read_text_bytes(fh, path)
+    except IsADirectoryError:
+        raise UsageError(f"{show_path(path)}: is a folder, not a list file") from None
+    except OSError as exc:
+        raise UsageError(f"{show_path(path)}: cannot read list file ({exc.strerror or exc})") from None
     lines = (os.fsdecode(line).strip() for line in data.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def _read_text_bytes(fh: Any, path: str | Path) -> bytes:
+    """All of ``fh``, read a block at a time: binary data (``/dev/zero``, a video given by
+    mistake) is refused at its first NUL byte instead of being read to the end of memory."""
+    blocks = []
+    while block := fh.read(1 << 20):
+        if b"\0" in block:
+            raise UsageError(f"{show_path(path)}: not a text list of paths (it holds NUL bytes)")
+        blocks.append(block)
+    return b"".join(blocks)
 
 
 def failures_log_name(shard: Shard | None) -> str:
@@ -279,6 +301,9 @@ def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
     return bases
 
 
+_WRITE_TEST = ".tdvideo-write-test."
+
+
 def prepare_output(out: str | Path) -> Path:
     """Create the output folder if needed and check that files can be written in it.
 
@@ -290,7 +315,9 @@ def prepare_output(out: str | Path) -> Path:
         raise UsageError(f"--out {show_path(out)} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".tdvideo-write-test.", dir=out)
+        for leftover in out.glob(f"{_WRITE_TEST}*"):  # of a run killed right here
+            leftover.unlink(missing_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=_WRITE_TEST, dir=out)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
@@ -550,7 +577,14 @@ class Extractor:
         self.size = size if size is not None else pre.size
         self.crop = crop if crop is not None else pre.crop
         self.interpolation: Interpolation = interpolation or pre.interpolation
-        _check_geometry(self.size, self.crop, self.interpolation, size_given=size is not None, crop_given=crop is not None)
+        _check_geometry(
+            self.size,
+            self.crop,
+            self.interpolation,
+            clip_len=self.sampling.clip_len,
+            size_given=size is not None,
+            crop_given=crop is not None,
+        )
         self.batch_size = batch_size
         self._warn_if_batch_is_capped()
         self.workers = workers
@@ -589,7 +623,8 @@ class Extractor:
             size = f"at least {h}x{w}" if isinstance(box, int) and self.crop is None else f"{h}x{w}"
             warnings.warn(
                 f"batch_size {self.batch_size} would hold {self.batch_size * frame / 2**30:.1f} GiB of frames of {size}; "
-                f"a forward pass holds at most {_BATCH_BYTES // 2**20} MiB of frames (up to {_BATCH_BYTES // frame} frames)"
+                f"a forward pass holds at most {_BATCH_BYTES // 2**20} MiB of frames, and at least one "
+                f"({max(1, _BATCH_BYTES // frame)} of that size)"
             )
 
     # -- the engine ---------------------------------------------------------------------
@@ -878,12 +913,30 @@ class Extractor:
         return remove_output(base)
 
 
-def _check_geometry(size: Size | None, crop: Size | None, interpolation: str, *, size_given: bool, crop_given: bool) -> None:
-    """Size and crop within the frame limits, and a crop that fits the resized frame (when that is known)."""
+def _check_geometry(
+    size: Size | None,
+    crop: Size | None,
+    interpolation: str,
+    *,
+    clip_len: int | None,
+    size_given: bool,
+    crop_given: bool,
+) -> None:
+    """Size and crop within the frame limits, a crop that fits the resized frame and clip
+    windows within their memory limit (where the frame size is known before decoding)."""
     check_size("size", size)
     check_size("crop", crop)
     if interpolation not in INTERPOLATIONS:
         raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+    if clip_len is not None:
+        box = crop if crop is not None else size if isinstance(size, tuple) else None
+        if box is not None:
+            bh, bw = (box, box) if isinstance(box, int) else box
+            if clip_len * bh * bw * 3 > MAX_WINDOW_BYTES:
+                raise UsageError(
+                    f"clip_len {clip_len} windows of {bh}x{bw} frames would take "
+                    f"{clip_len * bh * bw * 3 / 2**30:.1f} GiB each (at most {MAX_WINDOW_BYTES / 2**30:.0f} GiB)"
+                )
     if crop is None or size is None:
         return
     ch, cw = (crop, crop) if isinstance(crop, int) else crop

@@ -152,11 +152,13 @@ def test_chunks_are_bounded_in_bytes_too(clips: dict[str, Clip]) -> None:
 
 
 def test_frames_over_the_limits_are_refused(clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UsageError, match=r"size 64x24576 is over the frame limits \(at most 16384 px a side"):
-        tdvideo.read_video(clips["h264"].path, size=(64, 24576))
-    with pytest.raises(UnsupportedVideoError, match=r"frames resized to 8000x12000 would be over the frame limits"):
-        tdvideo.read_video(clips["h264"].path, size=8000)  # the short side: 96 Mpx
-    monkeypatch.setattr(decode, "MAX_FRAME_PIXELS", 64 * 64)
+    with pytest.raises(UsageError, match=r"size 64x12288 is over the frame limits \(at most 8192 px a side"):
+        tdvideo.read_video(clips["h264"].path, size=(64, 12288))
+    with pytest.raises(UnsupportedVideoError, match=r"frames resized to 4000x6000 would be over the frame limits"):
+        tdvideo.read_video(clips["h264"].path, size=4000)  # the short side: 24 Mpx
+    with pytest.raises(UnsupportedVideoError, match=r"a window of 64 frames of 2048x3072 would take 1.1 GiB"):
+        tdvideo.read_video(clips["h264"].path, size=(2048, 3072), clip_len=64)
+    monkeypatch.setattr(decode, "CODED_LIMIT", decode.FrameLimit(pixels=64 * 64, side=100))
     with pytest.raises(UnsupportedVideoError, match="coded frames of 96x64 are over the frame limits"):
         tdvideo.read_video(clips["h264"].path)
 
@@ -323,7 +325,7 @@ def _manifest() -> list[dict[str, str]]:
 
 def _over_frame_limits(width_x_height: str) -> bool:
     w, h = (int(v) for v in width_x_height.split("x"))
-    return w * h > decode.MAX_FRAME_PIXELS
+    return not decode.CODED_LIMIT.allows(h, w)
 
 
 @pytest.mark.skipif(not _manifest(), reason="../shared/videos is not beside this checkout")

@@ -162,3 +162,48 @@ def deleting_decode(path: Path, **options):
         if i == 0 and path.name == "victim.mp4":
             path.unlink()
         yield clip
+
+
+def test_endless_or_binary_list_and_config_files_are_refused_at_once(tmp_path: Path) -> None:
+    """``/dev/zero`` as a list or config file was read until the machine ran out of memory."""
+    for option in ("--from-list", "--config"):
+        result = runner.invoke(app, ["extract", "x.mp4", option, "/dev/zero", "-o", str(tmp_path / "out")])
+        assert result.exit_code == 2 and len(error_lines(result)) == 1, (option, result.output)
+    with pytest.raises(UsageError, match="holds NUL bytes"):
+        read_list_file("/dev/zero")
+
+
+def test_an_empty_input_argument_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clips: dict[str, Clip]) -> None:
+    """``tdvideo extract "$UNSET"`` used to extract the whole working directory."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(clips["one"].path, tmp_path / "here.mp4")
+    result = runner.invoke(app, ["extract", "", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "an empty path" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_named_only_by_its_extension(clips: dict[str, Clip], tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(clips["one"].path, src / ".mp4")
+    shutil.copy(clips["one"].path, src / "x.MP4")
+    found = discover_videos([src])
+    assert sorted(v.relative.as_posix() for v in found.videos) == ["_", "x"]
+
+
+def test_a_config_with_a_byte_order_mark(tmp_path: Path) -> None:
+    from tdvideo.config import load_config
+
+    preset = tmp_path / "bom.toml"
+    preset.write_bytes(b"\xef\xbb\xbf" + b'model = "thumbnail"\n')
+    assert load_config(preset) == {"model": "thumbnail"}
+
+
+def test_write_checks_left_by_a_kill_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".tdvideo-write-test.abcd1234").write_text("")
+    prepare_output(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
