@@ -296,6 +296,10 @@ class DecodePool:
     ``options`` are :func:`tdvideo.iter_video` keywords; ``decode`` replaces
     :func:`~tdvideo.iter_video`, and ``identify`` is :func:`decode_chunks`'s (both
     cross to the workers by reference: module-level functions).
+
+    Call :meth:`start` from the main thread, then iterate :meth:`chunks` anywhere (a
+    prefetch thread): started from the main thread, workers ignore Ctrl-C from their
+    first instruction on (see :meth:`start`). :meth:`chunks` starts them itself if needed.
     """
 
     def __init__(
@@ -316,68 +320,105 @@ class DecodePool:
         self.identify = identify
         self._context = multiprocessing.get_context("spawn")
         self._stop = threading.Event()
+        self._frames_dir: Path | None = None
+        self._pool: dict[int, _Worker] = {}  # by process sentinel
+        self._todo: deque[int] = deque(range(len(self.videos)))
+        self._again: deque[int] = deque()  # videos whose worker died, decoded alone at the end
+        self._deaths: dict[int, str] = {}
 
     def stop(self) -> None:
         """Make :meth:`chunks` end soon, from another thread; its workers are killed."""
         self._stop.set()
 
-    def chunks(self) -> Iterator[Chunk]:
-        """Every video's chunks, interleaved across videos; each video ends with a ``last`` chunk."""
+    def start(self) -> None:
+        """Create the frames folder and start the first workers, each with its first video.
+
+        In the main thread, Ctrl-C is ignored while the processes are created: an ignored
+        signal stays ignored across exec, and Python then installs no KeyboardInterrupt
+        handler, so a worker interrupted while it imports prints nothing. (The main
+        process is what stops the run.)
+        """
+        if self._frames_dir is not None:
+            return
         root = _frames_root()
         _remove_stale_frame_dirs(root)
-        frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{os.getpid()}-", dir=root))
-        pool: dict[int, _Worker] = {}
-        todo: deque[int] = deque(range(len(self.videos)))
-        again: deque[int] = deque()  # videos whose worker died, decoded alone at the end
-        deaths: dict[int, str] = {}
-
-        def start() -> _Worker:
-            ours, theirs = self._context.Pipe()
-            process = self._context.Process(
-                target=_worker_main,
-                args=(theirs, self.options, self.decode, self.identify, str(frames_dir), log.getEffectiveLevel()),
-                name="tdvideo-decoder",
-                daemon=True,
-            )
-            process.start()
-            theirs.close()
-            worker = _Worker(process, ours)
-            pool[process.sentinel] = worker
-            return worker
-
-        def assign(worker: _Worker) -> bool:
-            """Give ``worker`` its next video; False when there is none for it now."""
-            if todo:
-                index = todo.popleft()
-            elif again and len(pool) == 1:
-                index = again.popleft()  # alone: no other worker is left
-            else:
-                return False
-            worker.current = index
-            try:
-                worker.conn.send((index, self.videos[index]))
-            except OSError:
-                pass  # it has just died: its sentinel tells, and the video is retried
-            return True
-
-        def handle(worker: _Worker, message: tuple[Any, ...]) -> Iterator[Chunk]:
-            kind, index = message[0], message[1]
-            if kind == "chunk":
-                yield Chunk(index, _unpack(message[2]), last=message[3], source=message[4])
-                if message[3]:
-                    worker.current = None
-            else:
-                yield Chunk(index, None, last=True, error=message[2])
-                worker.current = None
-
-        def retire(worker: _Worker) -> None:
-            del pool[worker.process.sentinel]
-            worker.conn.close()
-            worker.process.join()
-
+        self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{os.getpid()}-", dir=root))
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
-            for _ in range(min(self.workers, len(todo))):
-                assign(start())
+            for _ in range(min(self.workers, len(self._todo))):
+                self._assign(self._spawn())
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _spawn(self) -> _Worker:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main,
+            args=(theirs, self.options, self.decode, self.identify, str(self._frames_dir), log.getEffectiveLevel()),
+            name="tdvideo-decoder",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        worker = _Worker(process, ours)
+        self._pool[process.sentinel] = worker
+        return worker
+
+    def _assign(self, worker: _Worker) -> bool:
+        """Give ``worker`` its next video; False when there is none for it now."""
+        if self._todo:
+            index = self._todo.popleft()
+        elif self._again and len(self._pool) == 1:
+            index = self._again.popleft()  # alone: no other worker is left
+        else:
+            return False
+        worker.current = index
+        try:
+            worker.conn.send((index, self.videos[index]))
+        except OSError:
+            pass  # it has just died: its sentinel tells, and the video is retried
+        return True
+
+    def _retire(self, worker: _Worker) -> None:
+        del self._pool[worker.process.sentinel]
+        worker.conn.close()
+        worker.process.join()
+
+    def _receive(self, worker: _Worker, message: tuple[Any, ...]) -> Chunk:
+        kind, index = message[0], message[1]
+        if kind == "chunk":
+            if message[3]:
+                worker.current = None
+            return Chunk(index, _unpack(message[2]), last=message[3], source=message[4])
+        worker.current = None
+        return Chunk(index, None, last=True, error=message[2])
+
+    def _buried(self, worker: _Worker) -> Iterator[Chunk]:
+        """A worker has died: void its video's chunks, and retry it alone or fail it."""
+        worker.process.join(timeout=10)
+        if worker.process.is_alive():  # a closed pipe but a live process: not ours to wait for
+            worker.process.kill()
+        index = worker.current
+        self._retire(worker)
+        if index is None:
+            return
+        how = signal_name(worker.process.exitcode)
+        yield Chunk(index, None, last=False, restart=True)
+        if index in self._deaths:
+            reason = f"its decoding process died twice ({self._deaths[index]}, then {how})"
+            yield Chunk(index, None, last=True, error=DecoderCrashError(self.videos[index], reason))
+        else:
+            self._deaths[index] = how
+            log.warning("%s: its decoding process died (%s); it will be retried alone", show_path(self.videos[index]), how)
+            self._again.append(index)
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Every video's chunks, interleaved across videos; each video ends with a ``last`` chunk."""
+        self.start()
+        pool = self._pool
+        try:
             while pool and not self._stop.is_set():
                 for ready in wait([*(w.conn for w in pool.values()), *pool], timeout=0.2):
                     worker = pool.get(ready) if isinstance(ready, int) else _owner(pool, ready)
@@ -393,42 +434,27 @@ class DecodePool:
                         except (EOFError, OSError):  # its end of the pipe closed: it is gone
                             died = True
                             break
-                        yield from handle(worker, message)
+                        yield self._receive(worker, message)
                         if not died:
                             break
                     if died:
-                        worker.process.join(timeout=10)
-                        if worker.process.is_alive():  # a closed pipe but a live process: not ours to wait for
-                            worker.process.kill()
-                        index = worker.current
-                        retire(worker)
-                        if index is not None:
-                            how = signal_name(worker.process.exitcode)
-                            yield Chunk(index, None, last=False, restart=True)
-                            if index in deaths:
-                                reason = f"its decoding process died twice ({deaths[index]}, then {how})"
-                                yield Chunk(index, None, last=True, error=DecoderCrashError(self.videos[index], reason))
-                            else:
-                                deaths[index] = how
-                                log.warning(
-                                    "%s: its decoding process died (%s); it will be retried alone", show_path(self.videos[index]), how
-                                )
-                                again.append(index)
-                    elif worker.current is None and not assign(worker):
+                        yield from self._buried(worker)
+                    elif worker.current is None and not self._assign(worker):
                         worker.conn.send(None)
-                        retire(worker)
-                    if (todo or again) and not pool:
-                        assign(start())
-                    elif todo and len(pool) < self.workers:
-                        assign(start())
+                        self._retire(worker)
+                    if (self._todo or self._again) and not pool:
+                        self._assign(self._spawn())
+                    elif self._todo and len(pool) < self.workers:
+                        self._assign(self._spawn())
         finally:
             # Left early (an error, Ctrl-C, a consumer that stopped): workers still busy
             # hold nothing worth waiting for.
             for worker in list(pool.values()):
                 worker.process.kill()
             for worker in list(pool.values()):
-                retire(worker)
-            shutil.rmtree(frames_dir, onerror=_log_rmtree_error)
+                self._retire(worker)
+            if self._frames_dir is not None:
+                shutil.rmtree(self._frames_dir, onerror=_log_rmtree_error)
 
 
 def _owner(pool: dict[int, _Worker], conn: Any) -> _Worker | None:

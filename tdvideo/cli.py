@@ -147,12 +147,14 @@ def extract(
     log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning, error.")] = "warning",
 ) -> None:
     """Extract per-timestep features from videos into OUT (one array + one JSON per video)."""
-    from .config import load_config, resolve, to_toml
-    from .pipeline import Extractor, RunSummary, read_list_file
-
     _configure_logging(log_level)
-    summary = RunSummary()
+    summary: RunSummary | None = None
     try:
+        # Imported here, inside the try: Ctrl-C while torch loads is an interrupt like any other.
+        from .config import load_config, resolve, to_toml
+        from .pipeline import Extractor, RunSummary, read_list_file
+
+        summary = RunSummary()
         flags = {
             "out": str(out) if out is not None else None,
             "model": model,
@@ -218,11 +220,12 @@ def extract(
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except TdvideoError as exc:
-        if summary.total:
+        if summary is not None and summary.total:
             typer.echo(summary.line(), err=True)
         raise _fail(str(exc), EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise _interrupted(summary) from None
+    assert summary is not None
     if not quiet:
         typer.echo(summary.line(), err=True)
     if summary.failed:
@@ -230,9 +233,9 @@ def extract(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _interrupted(summary: RunSummary) -> typer.Exit:
+def _interrupted(summary: RunSummary | None) -> typer.Exit:
     """One line on what an interrupted run finished, and how to go on."""
-    if summary.total:
+    if summary is not None and summary.total:
         what = f"{summary.line()}; {summary.unfinished} not finished"
     else:
         what = "before any video was started"

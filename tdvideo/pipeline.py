@@ -681,6 +681,7 @@ class Extractor:
         pool = DecodePool(
             videos, self._decode_options(threads), workers=workers, decode=self._decode, identify=SourceIdentity.of
         )
+        pool.start()  # from this (the main) thread, so that workers ignore Ctrl-C from the start
         yield from prefetch((chunk.pin_memory() if pin else chunk for chunk in pool.chunks()), on_stop=pool.stop)
 
     def _forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -862,6 +863,7 @@ class Extractor:
         with (
             tqdm(total=summary.total, unit="video", disable=not show, position=0, desc="videos") as vbar,
             tqdm(unit="frame", disable=not show, position=1, desc="frames", leave=False) as fbar,
+            _timed(summary, started),
         ):
             for problem in found.unreadable:
                 yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
@@ -950,6 +952,15 @@ def _check_geometry(
             f"crop {ch}x{cw}{whose_crop} does not fit in frames resized to {size_text}{whose_size}; "
             f"give a larger size or a smaller crop"
         )
+
+
+@contextmanager
+def _timed(summary: RunSummary, started: float) -> Iterator[None]:
+    """Keep ``summary.wall`` current however the run ends (an interrupt included)."""
+    try:
+        yield
+    finally:
+        summary.wall = time.perf_counter() - started
 
 
 @contextmanager
