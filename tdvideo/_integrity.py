@@ -8,7 +8,10 @@ their own length, so a cut is visible without decoding anything:
 - Matroska / WebM: the Segment element declares its size (unless written as "unknown");
 - RIFF (AVI): each ``RIFF`` chunk declares its size;
 - MPEG-TS: a stream of fixed-size packets (188, 192 or 204 bytes); a file that ends
-  part-way into one was cut.
+  part-way into one was cut;
+- FLV: FFmpeg's muxer writes the file size into the onMetaData script tag.
+
+MPEG-PS and raw streams declare nothing; a cut there shows only in the decoding.
 
 :func:`shortfall` reads a few bytes per box or chunk (never the media data) and says
 how a file falls short of its declared length, or None when it does not, or when the
@@ -45,6 +48,8 @@ def shortfall(path: str | Path, format_name: str) -> str | None:
                 declared = _riff_end(fh, size)
             elif "mpegts" in names:
                 return _mpegts_shortfall(fh, size)
+            elif "flv" in names:
+                declared = _flv_filesize(fh)
             else:
                 return None
     except OSError:
@@ -76,6 +81,24 @@ def _isobmff_end(fh: BinaryIO, size: int) -> int | None:
         if offset >= size:
             return offset
     return None
+
+
+# In FLV's onMetaData (AMF0): the key "filesize" (length-prefixed), then a number (type
+# 0, a big-endian double). FFmpeg's muxer fills it in when it finishes the file.
+_FLV_FILESIZE = b"\x00\x08filesize\x00"
+
+
+def _flv_filesize(fh: BinaryIO) -> int | None:
+    """The file size an FLV's metadata declares, if it declares one."""
+    fh.seek(0)
+    head = fh.read(64 * 1024)
+    if not head.startswith(b"FLV"):
+        return None
+    at = head.find(_FLV_FILESIZE)
+    if at < 0 or at + len(_FLV_FILESIZE) + 8 > len(head):
+        return None
+    (value,) = struct.unpack(">d", head[at + len(_FLV_FILESIZE) : at + len(_FLV_FILESIZE) + 8])
+    return int(value) if value > 0 and value.is_integer() else None
 
 
 def _read_vint(fh: BinaryIO, *, keep_marker: bool) -> tuple[int, int] | None:
