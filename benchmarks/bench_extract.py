@@ -1,16 +1,19 @@
-"""End-to-end extraction benchmark: the pipeline against decoding alone and the model alone.
+"""End-to-end extraction benchmark: whole processes first, then where the time goes.
 
-    python benchmarks/bench_extract.py [--quick]
+    python benchmarks/bench_extract.py [--quick] [--pairs N]
 
-In one run, on generated 720p H.264 clips (see bench_decode.py; cached under --cache):
-  1. default model: extraction frames/s against a bare PyAV decode+resize loop over the
-     same files, for one 10 s clip and a folder of 8 clips;
+On generated 720p H.264 clips (see bench_decode.py; cached under --cache):
+  0. whole process, as users feel it: ``tdvideo extract`` (start-up, imports and worker
+     start included) against a bare PyAV decode+resize loop in its own process, over the
+     same files, run in alternating pairs; for one 10 s clip and a folder of 8 clips,
+     with the default worker choice and with --workers 0;
+  1. in process (imports excluded): the default model against the bare loop;
   2. resnet18 at 224: extraction frames/s against the slower of decoding alone and the
      model alone on pre-decoded frames;
   3. peak RSS of a whole extraction of a 10 min clip against a 10 s clip, and of its
      spatial maps (conv2d) with and without spilling features to a temporary file;
   4. a rerun over a folder of 1,000 finished videos (seconds per 1,000 videos).
-Extraction is timed in-process (imports excluded), median of --repeats runs.
+Section 0 is the figure to quote; the in-process ones find where time goes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,17 +38,58 @@ from bench_decode import decode_loop, make_clip, make_folder  # noqa: E402
 
 import tdvideo  # noqa: E402
 from tdvideo import Extractor  # noqa: E402
-from tdvideo.decode import _Geometry  # noqa: E402
+from tdvideo.extract._batcher import Batch  # noqa: E402
 from tdvideo.synthetic import index_frame, write_clip  # noqa: E402
+from tdvideo.video._geometry import Geometry  # noqa: E402
+
+
+def output_size(path: Path, size: int | tuple[int, int], crop: int | None = None) -> tuple[int, int]:
+    """(width, height) swscale makes for ``path`` at the extractor's size (as tdvideo plans it)."""
+    info = tdvideo.probe(path)
+    plan = Geometry.plan(
+        info.path, coded_width=info.raw_width, coded_height=info.raw_height,
+        sample_aspect_ratio=info.sample_aspect_ratio, rotation=info.rotation, size=size, crop=crop,
+    )
+    return plan.sws_width, plan.sws_height
 
 
 def bare_loop(paths: list[Path], size: int | tuple[int, int], crop: int | None = None) -> int:
     """Decode + resize with PyAV alone, to the size the extractor uses."""
-    geometry = _Geometry.plan(tdvideo.probe(paths[0]), size, crop)  # all clips share one size here
-    return decode_loop(
-        paths,
-        lambda frame: frame.to_ndarray(width=geometry.sws_width, height=geometry.sws_height, format="rgb24", threads=1),
-    )
+    width, height = output_size(paths[0], size, crop)  # all clips share one size here
+    return decode_loop(paths, lambda frame: frame.to_ndarray(width=width, height=height, format="rgb24", threads=1))
+
+
+_BARE_PROCESS = """
+import sys, av
+width, height = int(sys.argv[1]), int(sys.argv[2])
+n = 0
+for path in sys.argv[3:]:
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            frame.to_ndarray(width=width, height=height, format="rgb24", threads=1)
+            n += 1
+print(n)
+"""
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def whole_process(paths: list[Path], inputs: list[Path], out: Path, pairs: int, extra: list[str]) -> tuple[list[float], list[float]]:
+    """Seconds of ``tdvideo extract`` and of the bare loop, each a fresh process, in alternating pairs."""
+    width, height = output_size(paths[0], Extractor().size)
+    exe = shutil.which("tdvideo") or str(Path(sys.executable).with_name("tdvideo"))
+    ours, bare = [], []
+    for _ in range(pairs):
+        shutil.rmtree(out, ignore_errors=True)
+        ours.append(timed([exe, "extract", *map(str, inputs), "-o", str(out), "-q", *extra]))
+        bare.append(timed([sys.executable, "-c", _BARE_PROCESS, str(width), str(height), *map(str, paths)]))
+    return ours, bare
 
 
 def rate(fn: Callable[[], int], repeats: int) -> float:
@@ -64,12 +109,13 @@ def run_folder(extractor: Extractor, inputs: list[Path], out: Path) -> int:
 
 
 _RSS_CHILD = """
-import sys, warnings, tdvideo, tdvideo.pipeline
+import sys, warnings, tdvideo
+from tdvideo.extract import _collect
 def kib(field):
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) for line in fh if line.startswith(field))
 if len(sys.argv) > 4:
-    tdvideo.pipeline._SPILL_BYTES = int(sys.argv[4])
+    _collect.SPILL_BYTES = int(sys.argv[4])
 extractor = tdvideo.Extractor(model=sys.argv[3], weights="none", workers=0, dtype="float16")
 with open("/proc/self/clear_refs", "w") as fh:
     fh.write("5")
@@ -84,6 +130,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tdvideo-bench")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the 10 min clip and the 1,000-video rerun")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating whole-process pairs per case")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # random-weights warnings: speed does not depend on the weights
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -93,7 +140,17 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tdvideo-bench-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, PyAV {av.__version__}; {clip.name}")
 
-    print("\n== 1. default model (colorhist, 112 px short side) against bare decode+resize ==")
+    print(f"\n== 0. whole process against the bare loop in its own process ({args.pairs} alternating pairs) ==")
+    for label, inputs, paths in [("one 10 s clip", [clip], [clip]), ("folder of 8 clips", [folder], folder_clips)]:
+        for mode, extra in (("default workers", []), ("--workers 0", ["--workers", "0"])):
+            ours, bare = whole_process(paths, inputs, tmp / "whole", args.pairs, extra)
+            ratios = sorted(b / o for o, b in zip(ours, bare))
+            print(
+                f"{label:<18} {mode:<16} tdvideo {statistics.median(ours):5.2f} s   bare {statistics.median(bare):5.2f} s   "
+                f"speed ratio {statistics.median(ratios):.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f})"
+            )
+
+    print("\n== 1. in process: default model (colorhist, 112 px short side) against bare decode+resize ==")
     default = Extractor()
     size = default.size
     for label, inputs, paths in [("one 10 s clip", [clip], [clip]), ("folder of 8 clips", [folder], folder_clips)]:
@@ -105,8 +162,9 @@ def main() -> None:
     print("\n== 2. resnet18 at 224 against the slower of decoding and the model ==")
     resnet = Extractor(model="resnet18", weights="none", batch_size=32)
     decode = rate(lambda: bare_loop([clip], resnet.size, resnet.crop), args.repeats)
-    frames = torch.randint(0, 256, (1, 32, 3, 224, 224), dtype=torch.uint8)
-    model_rate = rate(lambda: (resnet._forward(frames), 32)[1], args.repeats + 2)
+    frames = np.random.default_rng(0).integers(0, 256, (1, 32, 224, 224, 3), dtype=np.uint8)
+    runner = resnet._runner_now()
+    model_rate = rate(lambda: (runner(Batch(frames, None, [])), 32)[1], args.repeats + 2)
     ours = rate(lambda: run_folder(resnet, [clip], tmp / "out"), args.repeats)
     bound = min(decode, model_rate)
     print(f"decode alone {decode:.1f} fps, model alone {model_rate:.1f} fps, tdvideo {ours:.1f} fps: {ours / bound:.2f} of the slower")

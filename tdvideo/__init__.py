@@ -13,9 +13,9 @@ line start without importing torch until they need it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
 from ._version import __version__
 from .errors import (
     DecodeError,
@@ -35,45 +35,32 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .backbones import Backbone, Preprocessing, build_backbone, list_models
-    from .decode import VideoClip, VideoInfo, iter_video, probe, read_video
-    from .pipeline import Extractor, VideoResult
+    from .extract import Extractor, VideoResult
+    from .models import Backbone, Preprocessing, build_backbone, list_models
     from .sampling import Sampling
     from .timedistributed import TimeDistributed
+    from .video import VideoClip, VideoInfo, iter_video, probe, read_video
     from .writers import Features, load
 
 # Public name -> the module that defines it.
-_LAZY: dict[str, str] = {
-    "Backbone": "backbones",
-    "Preprocessing": "backbones",
-    "build_backbone": "backbones",
-    "list_models": "backbones",
-    "VideoClip": "decode",
-    "VideoInfo": "decode",
-    "iter_video": "decode",
-    "probe": "decode",
-    "read_video": "decode",
-    "Extractor": "pipeline",
-    "VideoResult": "pipeline",
+_NAMES: dict[str, str] = {
+    "Backbone": "models",
+    "Preprocessing": "models",
+    "build_backbone": "models",
+    "list_models": "models",
+    "VideoClip": "video",
+    "VideoInfo": "video",
+    "iter_video": "video",
+    "probe": "video",
+    "read_video": "video",
+    "Extractor": "extract",
+    "VideoResult": "extract",
     "Sampling": "sampling",
     "TimeDistributed": "timedistributed",
     "Features": "writers",
     "load": "writers",
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tdvideo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())
 
 __all__ = [
     "Backbone",

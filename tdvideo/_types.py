@@ -11,3 +11,11 @@ Interpolation = Literal["bilinear", "bicubic", "area", "nearest", "lanczos", "fa
 
 Pool = Literal["avg", "none"]
 """``avg``: one vector per frame; ``none``: the last spatial feature map."""
+
+Format = Literal["npy", "npz", "pt"]
+"""The array file format of an output."""
+
+OutputDType = Literal["float32", "float16"]
+Precision = Literal["fp32", "fp16", "bf16"]
+OnError = Literal["raise", "keep"]
+"""A video damaged part-way: ``raise`` (it fails) or ``keep`` the frames decoded before."""

@@ -1,32 +1,40 @@
 """The ``tdvideo`` command: a thin Typer layer over the library API.
 
+``extract``'s options are made from :class:`~tdvideo.settings.Settings`, the one record
+of every setting; the command only adds what belongs to a command line (inputs, a list
+file, a preset, quiet, the log level) and turns errors into messages and exit codes.
+
 Exit codes: 0 when every input succeeded; 1 when any input failed (the others are still
 processed) or the run had to stop (a full disk, a read-only output folder); 2 for usage
 errors, found before any work (bad option, missing path, no videos found); 128 + the
 signal when interrupted (130 for Ctrl-C, 143 for SIGTERM).
+
+Nothing here imports torch until a command needs it: ``tdvideo --help`` answers at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import signal
 import stat
 import sys
 import warnings
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 from tqdm import tqdm
 
-from ._system import log_to_stderr
+from ._system import fix_malloc_mmap_threshold, log_to_stderr
 from ._version import __version__
 from .errors import TdvideoError, UsageError, show_path
+from .settings import Settings
 
 if TYPE_CHECKING:
-    from .pipeline import RunSummary
+    from .extract._report import RunSummary
 
 app = typer.Typer(
     name="tdvideo",
@@ -39,50 +47,9 @@ app = typer.Typer(
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # interrupted: 128 + the signal, as shells report it
 
 
-class FormatChoice(str, Enum):
-    npy = "npy"
-    npz = "npz"
-    pt = "pt"
-
-
-class PrecisionChoice(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class DTypeChoice(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-
-
-class PoolChoice(str, Enum):
-    avg = "avg"
-    none = "none"
-
-
-class OnErrorChoice(str, Enum):
-    fail = "raise"
-    keep = "keep"
-
-
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
-
-
-def _parse_size(value: Optional[str], name: str) -> int | tuple[int, int] | None:
-    """``224`` (short side) or ``224x160`` (H x W)."""
-    if value is None:
-        return None
-    parts = value.lower().split("x")
-    try:
-        numbers = [int(p) for p in parts]
-    except ValueError:
-        numbers = []
-    if len(numbers) not in (1, 2) or any(n <= 0 for n in numbers):
-        raise UsageError(f"{name} must be S or HxW with positive integers, got {value!r}")
-    return numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
 
 
 def _version_callback(value: bool) -> None:
@@ -100,120 +67,54 @@ def _root(
     """Per-timestep video features."""
 
 
-@app.command()
-def extract(
-    inputs: Annotated[
-        Optional[list[str]], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)
-    ] = None,
-    from_list: Annotated[
-        Optional[str], typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).")
-    ] = None,
-    config: Annotated[
-        Optional[Path], typer.Option("--config", help="TOML preset (see configs/); flags given here override it.")
-    ] = None,
-    print_config: Annotated[
-        bool, typer.Option("--print-config", help="Print the resolved settings as TOML and exit.")
-    ] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder; input folder trees are mirrored. [default: features]")] = None,
-    ext: Annotated[Optional[list[str]], typer.Option(help="Only these extensions inside folders (repeatable), e.g. --ext mp4.")] = None,
-    glob: Annotated[Optional[str], typer.Option(help="Only files whose path below the input folder matches this glob.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name (see `tdvideo models`). [default: colorhist]")] = None,
-    weights: Annotated[
-        Optional[str], typer.Option(help="DEFAULT, a torchvision weights name, none, or a checkpoint PATH.")
-    ] = None,
-    pool: Annotated[Optional[PoolChoice], typer.Option(help="avg: a vector per frame; none: spatial maps.")] = None,
-    fps: Annotated[Optional[float], typer.Option(help="Sample this many frames per second.")] = None,
-    stride: Annotated[Optional[int], typer.Option(help="Keep every N-th frame.")] = None,
-    num_frames: Annotated[Optional[int], typer.Option(help="Keep N frames spread uniformly.")] = None,
-    start: Annotated[Optional[float], typer.Option(help="Start time in seconds.")] = None,
-    end: Annotated[Optional[float], typer.Option(help="End time in seconds (exclusive).")] = None,
-    clip_len: Annotated[Optional[int], typer.Option(help="Group kept frames into windows of N frames.")] = None,
-    clip_stride: Annotated[Optional[int], typer.Option(help="A new window every N kept frames (default: clip-len).")] = None,
-    keyframes_only: Annotated[Optional[bool], typer.Option("--keyframes-only/--all-frames", help="Decode keyframes only.", show_default=False)] = None,
-    size: Annotated[Optional[str], typer.Option(help="Resize: S (short side) or HxW. Default: the model's.")] = None,
-    crop: Annotated[Optional[str], typer.Option(help="Center crop after resizing: S or HxW.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. [default: auto]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Frames per forward pass. [default: 64]")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (0: decode here). [default: by job size]")] = None,
-    precision: Annotated[Optional[PrecisionChoice], typer.Option(help="Autocast precision on the device. [default: fp32]")] = None,
-    compile_model: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model.", show_default=False)] = None,
-    fmt: Annotated[Optional[FormatChoice], typer.Option("--format", help="Array file format. [default: npy]")] = None,
-    dtype: Annotated[Optional[DTypeChoice], typer.Option(help="dtype of the written features. [default: float32]")] = None,
-    on_error: Annotated[
-        Optional[OnErrorChoice], typer.Option(help="A video failing part-way: raise (it fails) or keep the frames so far. [default: raise]")
-    ] = None,
-    overwrite: Annotated[Optional[bool], typer.Option("--overwrite/--skip-finished", help="Recompute finished outputs (default: skip them).", show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
-    log_level: Annotated[str, typer.Option(help="Logging level: debug, info, warning, error.")] = "warning",
-) -> None:
+# -- extract: options made from the settings record -------------------------------------------
+
+
+def _setting_option(f: dataclasses.Field[Any]) -> tuple[Any, typer.models.OptionInfo]:
+    """The Typer type and option of one setting: every default shown, every choice listed."""
+    spec = f.metadata["spec"]
+    flags = spec.flag or (f"--{f.name.replace('_', '-')}",)
+    if f.default is None:
+        shown: str | bool = spec.unset or False
+    elif isinstance(f.default, bool):
+        shown = flags[0].split("/")[1 if not f.default else 0].lstrip("-") if "/" in flags[0] else str(f.default)
+    else:
+        shown = str(f.default)
+    common: dict[str, Any] = {"help": spec.help, "show_default": shown, "rich_help_panel": spec.group}
+    if spec.choices is not None:
+        return Optional[Literal[spec.choices]], typer.Option(*flags, **common)
+    if spec.repeat:
+        return Optional[list[str]], typer.Option(*flags, metavar=spec.metavar, **common)
+    if bool in spec.toml:
+        return Optional[bool], typer.Option(*flags, **common)
+    kind = str if spec.parse is not None else float if float in spec.toml else int if int in spec.toml else str
+    return Optional[kind], typer.Option(*flags, metavar=spec.metavar, **common)
+
+
+def _extract(**params: Any) -> None:
     """Extract per-timestep features from videos into OUT (one array + one JSON per video)."""
+    inputs, from_list, config = params.pop("inputs"), params.pop("from_list"), params.pop("config")
+    print_config, quiet, log_level = params.pop("print_config"), params.pop("quiet"), params.pop("log_level")
     _configure_logging(log_level)
     summary: RunSummary | None = None
     try:
-        # Imported here, inside the try: Ctrl-C while torch loads is an interrupt like any other.
-        from .config import load_config, resolve, to_toml
-        from .pipeline import Extractor, RunSummary, read_list_file
+        flags = _parse_flags(params)
+        from .settings import load_toml
 
-        summary = RunSummary()
-        flags = {
-            "out": str(out) if out is not None else None,
-            "model": model,
-            "weights": weights,
-            "pool": _value(pool),
-            "fps": fps,
-            "stride": stride,
-            "num_frames": num_frames,
-            "start": start,
-            "end": end,
-            "clip_len": clip_len,
-            "clip_stride": clip_stride,
-            "keyframes_only": keyframes_only,
-            "size": _parse_size(size, "--size"),
-            "crop": _parse_size(crop, "--crop"),
-            "device": device,
-            "batch_size": batch_size,
-            "workers": workers,
-            "precision": _value(precision),
-            "compile": compile_model,
-            "format": _value(fmt),
-            "dtype": _value(dtype),
-            "on_error": _value(on_error),
-            "overwrite": overwrite,
-            "ext": ext,
-            "glob": glob,
-        }
-        settings = resolve(load_config(config) if config is not None else None, flags)
+        values = {**(load_toml(config) if config is not None else {}), **flags}
+        settings = Settings.from_mapping(values, source="options")
         if print_config:
-            typer.echo(to_toml(settings), nl=False)
+            typer.echo(settings.to_toml(), nl=False)
             return
+        # Imported here, inside the try: Ctrl-C while these load is an interrupt like any other.
+        from .extract import Extractor, RunSummary, read_list_file
+
         paths = [*(inputs or []), *(read_list_file(from_list) if from_list is not None else [])]
         if not paths:
             raise UsageError("no inputs: give video files or folders, or --from-list FILE")
-        extractor = Extractor(
-            settings["model"],
-            weights=settings["weights"],
-            pool=settings["pool"],
-            device=settings["device"],
-            batch_size=settings["batch_size"],
-            workers=settings["workers"],
-            precision=settings["precision"],
-            compile=settings["compile"],
-            size=settings["size"],
-            crop=settings["crop"],
-            on_error=settings["on_error"],
-            dtype=settings["dtype"],
-            **{k: settings[k] for k in ("fps", "stride", "num_frames", "start", "end", "clip_len", "clip_stride", "keyframes_only")},
-        )
-        for result in extractor.run(
-            paths,
-            out=settings["out"],
-            fmt=settings["format"],
-            overwrite=settings["overwrite"],
-            extensions=settings["ext"],
-            glob=settings["glob"],
-            progress=False if quiet else None,
-            summary=summary,
-        ):
+        summary = RunSummary()
+        extractor = Extractor(settings)
+        for result in extractor.run(paths, progress=False if quiet else None, summary=summary):
             if result.status == "failed":
                 # Through tqdm, so the line lands above the progress bars instead of in them.
                 tqdm.write(result.line(), file=sys.stderr)
@@ -233,6 +134,46 @@ def extract(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _parse_flags(params: dict[str, Any]) -> dict[str, Any]:
+    """The settings given as flags (unset ones left out), command-line strings parsed."""
+    specs = {f.name: f.metadata["spec"] for f in dataclasses.fields(Settings)}
+    flags = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        parse = specs[name].parse
+        flags[name] = parse(f"--{name.replace('_', '-')}", value) if parse is not None else value
+    return flags
+
+
+def _extract_signature() -> tuple[inspect.Signature, dict[str, Any]]:
+    """``extract``'s parameters: the command line's own, then one per setting."""
+    own: list[tuple[str, Any, Any]] = [
+        ("inputs", Optional[list[str]], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)),
+        ("from_list", Optional[str], typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).", metavar="FILE")),
+        ("config", Optional[Path], typer.Option("--config", help="TOML preset (see configs/); options given here override it.", metavar="FILE")),
+        ("print_config", bool, typer.Option("--print-config", help="Print every setting as TOML (a preset to edit) and exit.")),
+        ("quiet", bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")),
+        ("log_level", Literal["debug", "info", "warning", "error"], typer.Option(help="Logging level.")),
+    ]
+    defaults = {"inputs": None, "from_list": None, "config": None, "print_config": False, "quiet": False, "log_level": "warning"}
+    params = []
+    annotations: dict[str, Any] = {}
+    for name, kind, info in own:
+        annotations[name] = Annotated[kind, info]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=annotations[name]))
+    for f in dataclasses.fields(Settings):
+        kind, info = _setting_option(f)
+        annotations[f.name] = Annotated[kind, info]
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotations[f.name]))
+    annotations["return"] = None
+    return inspect.Signature(params, return_annotation=None), annotations
+
+
+_extract.__signature__, _extract.__annotations__ = _extract_signature()  # type: ignore[attr-defined]
+app.command("extract", context_settings={"max_content_width": 120})(_extract)
+
+
 def _interrupted(summary: RunSummary | None) -> typer.Exit:
     """One line on what an interrupted run finished, and how to go on."""
     if summary is not None and summary.total:
@@ -243,8 +184,7 @@ def _interrupted(summary: RunSummary | None) -> typer.Exit:
     return typer.Exit(128 + _stop_signal)
 
 
-def _value(choice: Optional[Enum]) -> Optional[str]:
-    return choice.value if choice is not None else None
+# -- info and models ---------------------------------------------------------------------------
 
 
 @app.command()
@@ -253,7 +193,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a video's container, codec, size, frame rate, duration, frame count and rotation."""
-    from .decode import file_kind, probe
+    from .video import file_kind, probe
 
     try:
         mode = path.stat().st_mode
@@ -281,7 +221,7 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List the available models with their feature shape and whether they need weights."""
-    from .backbones import describe_model, list_models
+    from .models import describe_model, list_models
 
     rows = [describe_model(name) for name in list_models(pattern)]
     if not rows:
@@ -295,10 +235,10 @@ def models(
         typer.echo(f"{row['name']:<20} {shape:<12} {weights:<14} {row['description']}")
 
 
+# -- the process -------------------------------------------------------------------------------
+
+
 def _configure_logging(level: str) -> None:
-    levels = ("debug", "info", "warning", "error")
-    if level.lower() not in levels:
-        raise _fail(f"--log-level must be one of {', '.join(levels)}; got {level!r}", EXIT_USAGE)
     log_to_stderr(getattr(logging, level.upper()))
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
@@ -321,6 +261,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: process-wide settings belong here, not in the library."""
     signal.signal(signal.SIGTERM, _terminate)
+    fix_malloc_mmap_threshold()
     app()

@@ -16,13 +16,13 @@ from typing import Any, Generic, TypeVar
 
 from .errors import UsageError
 
-__all__ = ["MAX_FPS", "MAX_SECONDS", "FrameSelector", "Sampling", "resolve_sampling", "select_indices"]
+__all__ = ["EPS", "MAX_FPS", "MAX_SECONDS", "FrameSelector", "Sampling", "resolve_sampling", "select_indices", "windows"]
 
 P = TypeVar("P")
 
 # Timestamps are floats from pts * time_base; a grid point within this distance of a
 # frame's time counts as that frame's time.
-_EPS = 1e-6
+EPS = 1e-6
 # Times past about 31 years are no video's; bounding them keeps every seek target and
 # grid index a representable integer (a start of 1e300 s would overflow the seek).
 MAX_SECONDS = 1e9
@@ -82,6 +82,36 @@ class Sampling:
     @property
     def windowed(self) -> bool:
         return self.clip_len is not None
+
+    @property
+    def gridded(self) -> bool:
+        """Whether frames are kept on a time grid (``fps`` or ``num_frames``)."""
+        return self.fps is not None or self.num_frames is not None
+
+    def grid_step(self, first: float, end: float | None) -> float | None:
+        """Seconds between grid points for a range starting at ``first`` and ending at ``end``.
+
+        None without a grid. ``num_frames`` needs ``end``.
+        """
+        if self.fps is not None:
+            return 1.0 / self.fps
+        if self.num_frames is not None:
+            if end is None:
+                raise UsageError("num_frames needs the video's duration or an explicit end time")
+            return max(end - first, EPS) / self.num_frames
+        return None
+
+    def grid(self, first: float, end: float) -> Iterator[float]:
+        """The grid points in ``[first, end)``: where :class:`FrameSelector` keeps frames,
+        given a first frame at ``first`` (the reader plans its seeks from these)."""
+        step = self.grid_step(first, end)
+        if step is None:
+            return
+        count = max(0, math.ceil((end - first) / step - EPS))
+        if self.num_frames is not None:
+            count = min(count, self.num_frames)
+        for k in range(count):
+            yield first + k * step
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that were set, for metadata and cache keys."""
@@ -162,20 +192,18 @@ class FrameSelector(Generic[P]):
 
     def past_end(self, t: float) -> bool:
         end = self.sampling.end
-        return end is not None and t >= end - _EPS
+        return end is not None and t >= end - EPS
 
     def push(self, t: float, payload: P) -> list[tuple[float, P]]:
         s = self.sampling
-        if (s.start is not None and t < s.start - _EPS) or self.past_end(t):
+        if (s.start is not None and t < s.start - EPS) or self.past_end(t):
             return []
         index = self._in_range
         self._in_range += 1
         if self._grid_origin is None:
             self._grid_origin = t
             if s.num_frames is not None:
-                end = self._range_end
-                assert end is not None
-                self._step = max(end - t, _EPS) / s.num_frames
+                self._step = s.grid_step(t, self._range_end)
         if self._step is None:
             stride = s.stride or 1
             return [(t, payload)] if index % stride == 0 else []
@@ -188,13 +216,13 @@ class FrameSelector(Generic[P]):
         if self._pending is None:
             return []
         grid = self._grid_point()
-        if grid is None or grid >= next_t - _EPS:
+        if grid is None or grid >= next_t - EPS:
             return []
         # Skip every grid point that this frame covers: one row per frame at most.
         assert self._step is not None and self._grid_origin is not None
         self._grid_index = max(
             self._grid_index + 1,
-            math.ceil((next_t - _EPS - self._grid_origin) / self._step),
+            math.ceil((next_t - EPS - self._grid_origin) / self._step),
         )
         return [self._pending]
 
@@ -205,8 +233,8 @@ class FrameSelector(Generic[P]):
         ends = [e for e in (stop, self._range_end) if e is not None]
         last_t = self._pending[0]
         # Unknown end of display: the last frame covers the grid point at its own time only.
-        stop_t = min(ends) if ends else last_t + _EPS * 2
-        out = self._resolve_pending(max(stop_t, last_t + _EPS * 2))
+        stop_t = min(ends) if ends else last_t + EPS * 2
+        out = self._resolve_pending(max(stop_t, last_t + EPS * 2))
         self._pending = None
         return out
 
@@ -222,7 +250,7 @@ def select_indices(
     times = list(timestamps)
     if stop is None and times:
         gaps = sorted(b - a for a, b in zip(times, times[1:]))
-        stop = times[-1] + (gaps[len(gaps) // 2] if gaps else _EPS * 2)
+        stop = times[-1] + (gaps[len(gaps) // 2] if gaps else EPS * 2)
     selector: FrameSelector[int] = FrameSelector(sampling, stream_end=stop)
     kept: list[int] = []
     for i, t in enumerate(times):

@@ -20,6 +20,7 @@ Files get the mode the umask gives (``0o666 & ~umask``), as any other new file w
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import io
@@ -29,21 +30,24 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
-import torch
 
 from ._system import file_mode, sha256_file
+from ._types import Format, OutputDType
 from .errors import OutputError, UsageError, show_path
 
 __all__ = [
+    "FATAL_WRITE_ERRORS",
     "FORMATS",
+    "FailuresLog",
     "Features",
     "Format",
     "OutputDType",
     "SourceIdentity",
     "array_path",
+    "is_finished",
     "load",
     "metadata_path",
     "read_metadata",
@@ -52,9 +56,9 @@ __all__ = [
     "write_features",
 ]
 
-Format = Literal["npy", "npz", "pt"]
-OutputDType = Literal["float32", "float16"]
-FORMATS: tuple[Format, ...] = ("npy", "npz", "pt")
+FORMATS: tuple[Format, ...] = get_args(Format)
+# Errors writing an output that every later output would hit too: a run stops on them.
+FATAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 @dataclass
@@ -217,8 +221,7 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     elif fmt == "npz":
         _atomic_write(target, lambda fh: np.savez(fh, features=array, timestamps=times))
     else:
-        payload = {"features": torch.from_numpy(np.asarray(array)), "timestamps": torch.from_numpy(times)}
-        _atomic_write(target, lambda fh: _torch_save(payload, fh))
+        _atomic_write(target, lambda fh: _torch_save(array, times, fh))
     written = target.stat()
     meta = {
         **features.metadata,
@@ -240,7 +243,10 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     return target
 
 
-def _torch_save(payload: Any, fh: Any) -> None:
+def _torch_save(array: np.ndarray, times: np.ndarray, fh: Any) -> None:
+    import torch  # only for this format: writing npy or npz needs no torch
+
+    payload = {"features": torch.from_numpy(np.asarray(array)), "timestamps": torch.from_numpy(times)}
     try:
         torch.save(payload, fh)
     except RuntimeError as exc:
@@ -340,6 +346,8 @@ def load(path: str | Path) -> Features:
         with np.load(target, allow_pickle=False) as data:
             array, times = data["features"], data["timestamps"]
     elif fmt == "pt":
+        import torch
+
         data = torch.load(target, map_location="cpu", weights_only=True)
         array, times = data["features"].numpy(), data["timestamps"].numpy()
     else:
@@ -350,3 +358,41 @@ def load(path: str | Path) -> Features:
             f"(metadata says {meta.get('shape')})"
         )
     return Features(array=array, timestamps=times, metadata=meta)
+
+
+def is_finished(base: Path, fmt: Format, *, source: Path, settings: Mapping[str, Any]) -> bool:
+    """True when ``base`` holds ``source``'s output in format ``fmt`` for these ``settings``.
+
+    The output must be a consistent pair of this very source file (size, modification
+    time, fingerprint) and equal ``settings`` (as stored in the metadata). Raises
+    ``OSError`` when the source cannot be read.
+    """
+    meta = read_metadata(base)
+    if meta is None or meta.get("file") != array_path(base, fmt).name:
+        return False
+    if not SourceIdentity.of(source).same_file(meta.get("source") or {}):
+        return False
+    return all(meta.get(k) == v for k, v in settings.items())
+
+
+class FailuresLog:
+    """A run's failures: one JSON line per input, ``{"path", "error_type", "message"}``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def reset(self) -> None:
+        """Remove an earlier run's log (a :class:`UsageError` when that is not possible)."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot replace the failures log {show_path(self.path)}: {exc.strerror or exc}") from None
+
+    def append(self, path: Path, error_type: str | None, message: str | None) -> None:
+        line = json.dumps({"path": str(path), "error_type": error_type, "message": message})
+        try:
+            with self.path.open("a") as fh:
+                fh.write(line + "\n")
+        except OSError as exc:
+            stopped = "; stopped" if exc.errno in FATAL_WRITE_ERRORS else ""
+            raise OutputError(f"cannot write {show_path(self.path)}: {exc.strerror or exc}{stopped}") from exc

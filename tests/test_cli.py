@@ -329,10 +329,10 @@ def test_names_with_newlines_cannot_forge_lines(broken: dict[str, Path], tmp_pat
 def test_log_levels_show_what_happens(clips: dict[str, Clip], tmp_path: Path) -> None:
     info = run("extract", clips["h264"].path, "-o", tmp_path / "a", "-q", "--log-level", "info")
     assert info.exit_code == 0, info.output
-    assert "INFO tdvideo.pipeline: 1 video(s): 1 to extract, 0 finished earlier; model colorhist on cpu" in info.stderr
-    assert "INFO tdvideo.pipeline: " in info.stderr and "60 rows ->" in info.stderr
+    assert "INFO tdvideo.extract: 1 video(s): 1 to extract, 0 finished earlier; model colorhist" in info.stderr
+    assert "INFO tdvideo.extract: " in info.stderr and "60 rows ->" in info.stderr
     debug = run("extract", clips["h264"].path, "-o", tmp_path / "a", "-q", "--log-level", "debug")
-    assert "DEBUG tdvideo.pipeline: " in debug.stderr and "finished earlier, skipped" in debug.stderr
+    assert "DEBUG tdvideo.extract: " in debug.stderr and "finished earlier, skipped" in debug.stderr
     quiet = run("extract", clips["h264"].path, "-o", tmp_path / "b", "-q")
     assert quiet.stderr == ""
 

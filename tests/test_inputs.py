@@ -13,7 +13,7 @@ import tdvideo
 from tdvideo import Extractor
 from tdvideo.cli import app
 from tdvideo.errors import OutputCollisionError, UsageError
-from tdvideo.pipeline import discover_videos, plan_outputs, prepare_output, read_list_file
+from tdvideo.extract._inputs import discover_videos, plan_outputs, prepare_output, read_list_file
 
 from .conftest import Clip
 
@@ -155,10 +155,10 @@ def test_a_source_deleted_while_it_is_read(clips: dict[str, Clip], tmp_path: Pat
 
 
 def deleting_decode(path: Path, **options):
-    """iter_video, deleting the file after its first chunk (as a cleanup job might)."""
-    from tdvideo.decode import iter_video
+    """read_chunks, deleting the file after its first chunk (as a cleanup job might)."""
+    from tdvideo.video import read_chunks
 
-    for i, clip in enumerate(iter_video(path, **options)):
+    for i, clip in enumerate(read_chunks(path, **options)):
         if i == 0 and path.name == "victim.mp4":
             path.unlink()
         yield clip
@@ -192,11 +192,11 @@ def test_a_file_named_only_by_its_extension(clips: dict[str, Clip], tmp_path: Pa
 
 
 def test_a_config_with_a_byte_order_mark(tmp_path: Path) -> None:
-    from tdvideo.config import load_config
+    from tdvideo.settings import load_toml
 
     preset = tmp_path / "bom.toml"
     preset.write_bytes(b"\xef\xbb\xbf" + b'model = "thumbnail"\n')
-    assert load_config(preset) == {"model": "thumbnail"}
+    assert load_toml(preset) == {"model": "thumbnail"}
 
 
 def test_write_checks_left_by_a_kill_are_removed(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tdvideo._integrity import shortfall
 from tdvideo.synthetic import remux, write_clip
+from tdvideo.video._integrity import shortfall
 
 
 @pytest.fixture(scope="module")

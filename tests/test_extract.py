@@ -1,4 +1,4 @@
-"""The extraction pipeline and writers: formats, resume, failures, the Python API."""
+"""The extraction pipeline: formats, resume, failures, (B, T) batches, workers, the Python API."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import tdvideo
 from tdvideo import Extractor
 from tdvideo.cli import app
 from tdvideo.errors import NoVideosError, OutputCollisionError, UsageError
-from tdvideo.pipeline import discover_videos, plan_outputs, resolve_device
+from tdvideo.extract import Shard, discover_videos, plan_outputs, resolve_device
 
 from .conftest import Clip
 
@@ -36,7 +37,7 @@ def folder(clips: dict[str, Clip], tmp_path: Path) -> Path:
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_load_round_trips_each_format(clips: dict[str, Clip], tmp_path: Path, fmt: str, dtype: str) -> None:
     extractor = Extractor(dtype=dtype, fps=10)
-    [result] = list(extractor.run([clips["h264"].path], out=tmp_path, fmt=fmt, progress=False))
+    [result] = list(extractor.run([clips["h264"].path], out=tmp_path, format=fmt, progress=False))
     assert result.status == "done" and result.output == tmp_path / f"idx.{fmt}"
     loaded = tdvideo.load(result.output)
     direct = extractor.extract(clips["h264"].path)
@@ -148,23 +149,51 @@ def test_extractor_validates_options() -> None:
         Extractor(precision="fp8")  # type: ignore[arg-type]
 
 
-def test_frames_of_different_videos_share_forward_passes(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class SpyRunner:
+    """Records the (B, T) shape and lengths of every batch the model gets."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+        self.seen: list[tuple[tuple[int, int], list[int] | None]] = []
+
+    def __call__(self, batch):
+        lengths = None if batch.lengths is None else batch.lengths.tolist()
+        self.seen.append((tuple(batch.frames.shape[:2]), lengths))
+        return self.runner(batch)
+
+
+def spy_on(extractor: Extractor) -> SpyRunner:
+    spy = SpyRunner(extractor._runner_now())
+    extractor._runner = spy  # type: ignore[assignment]
+    return spy
+
+
+def test_videos_are_stacked_along_b_with_lengths_never_along_time(folder: Path, tmp_path: Path) -> None:
+    """Real (B, T) batches: rows of different videos never mix in time; short ones are padded."""
     extractor = Extractor(batch_size=64, workers=0)
-    batches: list[tuple[int, ...]] = []
-    forward = extractor._forward
-
-    def spy(frames):
-        batches.append(tuple(frames.shape[:2]))
-        return forward(frames)
-
-    monkeypatch.setattr(extractor, "_forward", spy)
+    spy = spy_on(extractor)
     results = list(extractor.run([folder], out=tmp_path, progress=False))
-    # a/x.mp4 has 60 frames, b/x.webm 30, one.mp4 1: 60 fill one pass, 30 + 1 share the next.
-    assert batches == [(1, 60), (1, 31)]
+    # a/x.mp4 has 60 frames, b/x.webm 30, one.mp4 1: 60 fill a pass alone; 30 and 1
+    # share the next as two rows, the second padded to 30 and run on its 1 valid step.
+    assert spy.seen == [((1, 60), None), ((2, 30), [30, 1])]
     for result in results:
         alone = Extractor().extract(result.path)
-        # Another batch composition: equal up to float rounding, not bit for bit.
+        # Per frame, the same features as alone (up to float rounding in another batch shape).
         np.testing.assert_allclose(tdvideo.load(result.output).array, alone.array, rtol=1e-6, atol=1e-7)
+
+
+def test_padded_steps_never_reach_the_model(folder: Path, tmp_path: Path) -> None:
+    counted: list[int] = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            counted.append(x.shape[0])
+            return x.float().mean(dim=(1, 2, 3)).unsqueeze(1)
+
+    extractor = Extractor(model="thumbnail", batch_size=64, workers=0)
+    extractor.backbone._module = Counting()  # the frames the model sees, not the thumbnail
+    list(extractor.run([folder], out=tmp_path, progress=False))
+    assert counted == [60, 31]  # 30 + 1 valid steps of the padded (2, 30) batch
 
 
 def test_worker_processes_give_the_same_outputs(folder: Path, broken: dict[str, Path], tmp_path: Path) -> None:
@@ -188,8 +217,6 @@ def test_worker_processes_give_the_same_outputs(folder: Path, broken: dict[str, 
 
 
 def test_shards_split_the_videos_without_overlap(folder: Path, tmp_path: Path) -> None:
-    from tdvideo.pipeline import Shard
-
     env = {"RANK": "1", "WORLD_SIZE": "3"}
     assert Shard.from_env(env) == Shard(1, 3)
     assert Shard.from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"}) == Shard(0, 2)
@@ -242,10 +269,10 @@ def test_cuda_features_match_cpu(clips: dict[str, Clip], tmp_path: Path) -> None
 
 
 def test_large_features_spill_to_an_anonymous_file(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tdvideo import pipeline
+    from tdvideo.extract import _collect
 
     in_memory = Extractor(model="conv2d", batch_size=16, dtype="float16").extract(clips["h264"].path)
-    monkeypatch.setattr(pipeline, "_SPILL_BYTES", 200_000)  # < two frames of 16 x 62 x 62 float16
+    monkeypatch.setattr(_collect, "SPILL_BYTES", 200_000)  # < two frames of 16 x 62 x 62 float16
     spill_dir = tmp_path / "tmp"
     spill_dir.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
@@ -260,21 +287,15 @@ def test_large_features_spill_to_an_anonymous_file(clips: dict[str, Clip], tmp_p
 
 def test_forward_passes_hold_a_bounded_number_of_bytes(clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch) -> None:
     """A huge batch_size cannot make a huge pass: frames per pass are capped in bytes too."""
-    from tdvideo import pipeline
+    from tdvideo.extract import _extractor
 
     frame = 112 * 168 * 3  # the default model's frames of a 64 x 96 clip
     reference = Extractor().extract(clips["h264"].path)
-    monkeypatch.setattr(pipeline, "_BATCH_BYTES", 10 * frame)
+    monkeypatch.setattr(_extractor, "BATCH_BYTES", 10 * frame)
     with pytest.warns(UserWarning, match="batch_size 100000 would hold"):
         extractor = Extractor(batch_size=100_000, workers=0)
-    passes: list[int] = []
-    forward = extractor._forward
-
-    def spy(frames):
-        passes.append(frames[0].numel())
-        return forward(frames)
-
-    monkeypatch.setattr(extractor, "_forward", spy)
+    spy = spy_on(extractor)
     feats = extractor.extract(clips["h264"].path)
-    assert sum(passes) == 60 * frame and max(passes) <= 10 * frame
+    slots = [b * t for (b, t), _ in spy.seen]
+    assert sum(slots) == 60 and max(slots) * frame <= 10 * frame
     np.testing.assert_allclose(feats.array, reference.array, rtol=1e-6, atol=1e-7)

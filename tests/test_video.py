@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import tdvideo
-from tdvideo import decode
 from tdvideo.errors import (
     DecodeError,
     EmptyVideoError,
@@ -25,6 +24,12 @@ from tdvideo.errors import (
 )
 from tdvideo.sampling import Sampling, select_indices
 from tdvideo.synthetic import index_frame, read_index, remux, write_clip
+from tdvideo.video import VideoInfo
+from tdvideo.video import _geometry as geometry
+from tdvideo.video import _index as index
+from tdvideo.video import _integrity as integrity
+from tdvideo.video import _probe as probe
+from tdvideo.video import _reader as reader
 
 from .conftest import Clip, frame_indices
 
@@ -78,7 +83,7 @@ def test_each_sampling_mode_selects_exactly(clips: dict[str, Clip], options: dic
 def test_sparse_sampling_seeks_and_stays_exact(clips: dict[str, Clip]) -> None:
     clip = clips["long_gop"]  # 200 frames, a keyframe every 25 (1 s)
     expected = select_indices(clip.times, Sampling(fps=0.4), stop=8.0)
-    assert decode._keyframe_times(av.open(str(clip.path)).streams.video[0]) == pytest.approx([0, 1, 2, 3, 4, 5, 6, 7])
+    assert index.keyframe_times(av.open(str(clip.path)).streams.video[0]) == pytest.approx([0, 1, 2, 3, 4, 5, 6, 7])
     video = tdvideo.read_video(clip.path, fps=0.4)
     assert frame_indices(video.frames) == expected == [0, 62, 125, 187]
     assert video.seeks >= 3
@@ -99,17 +104,19 @@ def test_frames_that_cannot_matter_are_never_decoded(clips: dict[str, Clip], rat
 
 
 def test_seek_planning_from_the_keyframe_index() -> None:
-    info = decode.VideoInfo("x.mp4", "mp4", "h264", 8, 8, 8, 8, 0, 25.0, 25.0, 8.0, 200, 0.0, False, "yuv420p", 1.0)
-    keyframes = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
-    assert decode._planned_seeks(Sampling(fps=0.5), info, keyframes) == 3  # 0->2, 2->4, 4->6
-    assert decode._planned_seeks(Sampling(fps=5), info, keyframes) == 0  # grid closer than a seek pays
-    assert decode._planned_seeks(Sampling(num_frames=4), info, keyframes) == 3
-    assert decode._planned_seeks(Sampling(fps=0.5), info, []) == 0  # no index
-    assert decode._planned_seeks(Sampling(stride=50), info, keyframes) == 0  # not a time grid
+    keyframes = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # an 8 s video at 25 fps
+
+    def planned(sampling: Sampling, keyframes: list[float], end: float = 8.0) -> int:
+        return index.planned_seeks(sampling, start=0.0, end=end, keyframes=keyframes, frame=0.04)
+
+    assert planned(Sampling(fps=0.5), keyframes) == 3  # 0->2, 2->4, 4->6
+    assert planned(Sampling(fps=5), keyframes) == 0  # grid closer than a seek pays
+    assert planned(Sampling(num_frames=4), keyframes) == 3
+    assert planned(Sampling(fps=0.5), []) == 0  # no index
+    assert planned(Sampling(stride=50), keyframes) == 0  # not a time grid
     # A damaged header claiming 19 years: the walk stops at the last keyframe (the fuzz
     # test found it building a list of 300 million grid points).
-    years = dataclasses.replace(info, duration=6e8)
-    assert decode._planned_seeks(Sampling(fps=0.5), years, keyframes) == 4  # and 6 -> 8, past the 8 s
+    assert planned(Sampling(fps=0.5), keyframes, end=6e8) == 4  # and 6 -> 8, past the 8 s
 
 
 def test_start_seeks_instead_of_decoding_from_zero(clips: dict[str, Clip]) -> None:
@@ -158,20 +165,20 @@ def test_frames_over_the_limits_are_refused(clips: dict[str, Clip], monkeypatch:
         tdvideo.read_video(clips["h264"].path, size=4000)  # the short side: 24 Mpx
     with pytest.raises(UnsupportedVideoError, match=r"a window of 64 frames of 2048x3072 would take 1.1 GiB"):
         tdvideo.read_video(clips["h264"].path, size=(2048, 3072), clip_len=64)
-    monkeypatch.setattr(decode, "CODED_LIMIT", decode.FrameLimit(pixels=64 * 64, side=100))
+    monkeypatch.setattr(reader, "CODED_LIMIT", geometry.FrameLimit(pixels=64 * 64, side=100))
     with pytest.raises(UnsupportedVideoError, match="coded frames of 96x64 are over the frame limits"):
         tdvideo.read_video(clips["h264"].path)
 
 
 def test_dropped_frames_are_never_converted(clips: dict[str, Clip], monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    original = decode._Geometry.apply
+    original = geometry.Geometry.apply
 
-    def counting(self, frame, interpolation, threads):
+    def counting(self, frame, interpolation, threads=1):
         calls.append(frame.pts)
         return original(self, frame, interpolation, threads)
 
-    monkeypatch.setattr(decode._Geometry, "apply", counting)
+    monkeypatch.setattr(geometry.Geometry, "apply", counting)
     video = tdvideo.read_video(clips["h264"].path, stride=5)
     assert len(calls) == len(video) == 12
 
@@ -208,8 +215,8 @@ def test_rotation_is_applied(clips: dict[str, Clip]) -> None:
 
 def test_absurd_rotation_is_ignored_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="ignoring display rotation of 45"):
-        assert decode._normalize_rotation("x.mp4", 45) == 0
-    assert decode._normalize_rotation("x.mp4", -90) == 270
+        assert probe.normalize_rotation("x.mp4", 45) == 0
+    assert probe.normalize_rotation("x.mp4", -90) == 270
 
 
 def test_frame_size_change_part_way_gives_one_size(tmp_path: Path) -> None:
@@ -281,21 +288,21 @@ def test_keep_frames_of_a_file_that_fails_part_way(broken: dict[str, Path]) -> N
 
 
 def test_packets_that_decode_to_nothing_are_reported() -> None:
-    info = decode.VideoInfo("x.mp4", "mp4", "h264", 8, 8, 8, 8, 0, 25.0, 25.0, 4.0, 100, 0.0, False, "yuv420p", 1.0,
+    info = VideoInfo("x.mp4", "mp4", "h264", 8, 8, 8, 8, 0, 25.0, 25.0, 4.0, 100, 0.0, False, "yuv420p", 1.0,
                             duration_source="stream")
     frame = 0.04
-    assert decode._silent_loss(info, decode._Report(frames_decoded=100, packets=100), 4.0, frame) is None
-    lost = decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100), 4.0, frame)
+    assert reader.silent_loss(info, reader.Report(frames_decoded=100, packets=100), 4.0, frame) is None
+    lost = reader.silent_loss(info, reader.Report(frames_decoded=97, packets=100), 4.0, frame)
     assert lost == "3 of 100 packets decoded to no frame (damaged data)"
     # After a seek packets are decoded more than once: no packet count check then.
-    assert decode._silent_loss(info, decode._Report(frames_decoded=97, packets=100, seeks=1), 4.0, frame) is None
-    assert "header says 4.000 s" in decode._silent_loss(info, decode._Report(), 2.0, frame)
+    assert reader.silent_loss(info, reader.Report(frames_decoded=97, packets=100, seeks=1), 4.0, frame) is None
+    assert "header says 4.000 s" in reader.silent_loss(info, reader.Report(), 2.0, frame)
     # Three frames short of the stream's own duration is a loss; one frame short is rounding.
-    assert decode._silent_loss(info, decode._Report(), 4.0 - 3 * frame, frame) is not None
-    assert decode._silent_loss(info, decode._Report(), 4.0 - frame, frame) is None
+    assert reader.silent_loss(info, reader.Report(), 4.0 - 3 * frame, frame) is not None
+    assert reader.silent_loss(info, reader.Report(), 4.0 - frame, frame) is None
     # Only the container's duration, with other streams beside the video: it may be the audio's.
     with_audio = dataclasses.replace(info, duration_source="container", other_streams=1, has_audio=True)
-    assert decode._silent_loss(with_audio, decode._Report(), 2.0, frame) is None
+    assert reader.silent_loss(with_audio, reader.Report(), 2.0, frame) is None
 
 
 def test_sampling_that_keeps_nothing_is_an_error(clips: dict[str, Clip]) -> None:
@@ -311,7 +318,7 @@ def test_invalid_options_are_usage_errors(clips: dict[str, Clip]) -> None:
         tdvideo.read_video(path, size=(0, 3))
     with pytest.raises(UsageError, match="unknown option"):
         tdvideo.read_video(path, fsp=3)
-    with pytest.raises(DecodeError, match="crop 100x100 is larger than the frame 64x96"):
+    with pytest.raises(UnsupportedVideoError, match="crop 100x100 is larger than the frame 64x96"):
         tdvideo.read_video(path, crop=100)
 
 
@@ -325,7 +332,7 @@ def _manifest() -> list[dict[str, str]]:
 
 def _over_frame_limits(width_x_height: str) -> bool:
     w, h = (int(v) for v in width_x_height.split("x"))
-    return not decode.CODED_LIMIT.allows(h, w)
+    return not geometry.CODED_LIMIT.allows(h, w)
 
 
 @pytest.mark.skipif(not _manifest(), reason="../shared/videos is not beside this checkout")
@@ -554,12 +561,14 @@ def test_frames_with_damaged_colour_tags_still_convert(clips: dict[str, Clip]) -
     """A colour space of 243 (a damaged stream) made swscale refuse the frame (ENOTSUP)."""
     with av.open(str(clips["h264"].path)) as container:
         frame = next(container.decode(video=0))
-        info = decode._header_info(container, container.streams.video[0], clips["h264"].path, [])
+        info = probe.header_info(container, container.streams.video[0], clips["h264"].path, [])
     frame.colorspace = 243
     with pytest.raises(av.FFmpegError):
         frame.to_ndarray(format="rgb24", width=48, height=32)
-    geometry = decode._Geometry.plan(info, (32, 48), None)
-    converted = geometry.apply(frame, "BILINEAR", 1)
+    plan = geometry.Geometry.plan(
+        info.path, coded_width=info.raw_width, coded_height=info.raw_height, sample_aspect_ratio=1.0, rotation=0, size=(32, 48), crop=None
+    )
+    converted = plan.apply(frame, "bilinear")
     assert converted.shape == (32, 48, 3) and read_index(converted.transpose(2, 0, 1)) == 0
 
 
@@ -635,7 +644,7 @@ def test_a_transport_stream_cut_on_a_packet_boundary_is_flagged_every_time(tmp_p
     cut = tmp_path / "cut.ts"
     at = int(len(data) * fraction) // 188 * 188
     cut.write_bytes(data[:at])
-    assert decode.shortfall(cut, "mpegts") is None  # nothing declares the length
+    assert integrity.shortfall(cut, "mpegts") is None  # nothing declares the length
     for _ in range(6):
         with pytest.raises(DecodeError, match="corrupt frame"):
             tdvideo.read_video(cut, threads=2)

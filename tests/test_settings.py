@@ -1,4 +1,4 @@
-"""Config presets, precedence, --print-config, and the input options of the CLI."""
+"""The settings record: presets, precedence, --print-config, the CLI options made from it, validation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 import tdvideo
 from tdvideo.cli import app
-from tdvideo.config import DEFAULTS, load_config, resolve, to_toml
 from tdvideo.errors import UsageError
+from tdvideo.settings import Settings, load_toml
 
 from .conftest import Clip
 
@@ -27,13 +27,13 @@ def print_config(*args: str) -> str:
 
 @pytest.mark.parametrize("preset", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
 def test_presets_load_and_name_real_models(preset: Path) -> None:
-    settings = resolve(load_config(preset))
-    assert settings["model"] in tdvideo.list_models()
-    tdvideo.Sampling(**{k: settings[k] for k in ("fps", "stride", "num_frames", "start", "end", "clip_len", "clip_stride")})
+    settings = Settings.from_mapping(load_toml(preset))
+    assert settings.model in tdvideo.list_models()
+    assert isinstance(settings.sampling(), tdvideo.Sampling)
 
 
 def test_required_presets_exist() -> None:
-    presets = {p.stem: load_config(p) for p in CONFIGS.glob("*.toml")}
+    presets = {p.stem: load_toml(p) for p in CONFIGS.glob("*.toml")}
     assert "default" in presets
     assert any(c.get("weights") == "DEFAULT" and c.get("fps", 99) <= 2 for c in presets.values())
     assert any("clip_len" in c for c in presets.values())
@@ -42,9 +42,9 @@ def test_required_presets_exist() -> None:
 def test_flags_override_the_file_which_overrides_defaults(tmp_path: Path) -> None:
     preset = tmp_path / "p.toml"
     preset.write_text('model = "thumbnail"\nfps = 3.0\nbatch_size = 16\nsize = [32, 48]\n')
-    settings = resolve(load_config(preset), {"fps": 5.0, "model": None})
-    assert settings["model"] == "thumbnail" and settings["fps"] == 5.0 and settings["batch_size"] == 16
-    assert settings["size"] == (32, 48) and settings["format"] == DEFAULTS["format"]
+    settings = Settings.from_mapping({**load_toml(preset), "fps": 5.0})
+    assert settings.model == "thumbnail" and settings.fps == 5.0 and settings.batch_size == 16
+    assert settings.size == (32, 48) and settings.format == Settings().format
     text = print_config("--config", str(preset), "--fps", "5", "--format", "pt")
     assert 'model = "thumbnail"' in text and "fps = 5.0" in text and 'format = "pt"' in text and "batch_size = 16" in text
 
@@ -54,14 +54,14 @@ def test_print_config_round_trips(tmp_path: Path) -> None:
     saved = tmp_path / "saved.toml"
     saved.write_text(first)
     assert print_config("--config", str(saved)) == first
-    assert resolve(load_config(saved)) == resolve(load_config(saved), {})
-    assert load_config(saved)["size"] == (120, 160) and load_config(saved)["ext"] == ["mp4", "mkv"]
+    loaded = Settings.from_mapping(load_toml(saved))
+    assert loaded.size == (120, 160) and loaded.ext == ("mp4", "mkv") and loaded.overwrite is True
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("modle = 'x'", "unknown setting 'modle'"),
+        ("modle = 'x'", r"unknown setting\(s\) 'modle' \(did you mean model\?\)"),
         ("fps = 'fast'", "fps must be int or float, got 'fast'"),
         ("batch_size = true", "batch_size must be int, got True"),
         ("size = [1, 2, 3]", r"size must be a positive integer or \[height, width\]"),
@@ -76,7 +76,7 @@ def test_bad_config_files_are_usage_errors(tmp_path: Path, text: str, message: s
     preset = tmp_path / "bad.toml"
     preset.write_text(text)
     with pytest.raises(UsageError, match=message):
-        load_config(preset)
+        load_toml(preset)
     result = runner.invoke(app, ["extract", "x.mp4", "--config", str(preset)])
     assert result.exit_code == 2 and str(preset) in result.stderr
 
@@ -86,13 +86,45 @@ def test_config_that_is_a_folder_or_not_text(tmp_path: Path) -> None:
     binary.write_bytes('model = "caf\xe9"\n'.encode("latin-1"))
     for preset, message in ((tmp_path, "is a folder, not a TOML config file"), (binary, "not UTF-8 text")):
         with pytest.raises(UsageError, match=message):
-            load_config(preset)
+            load_toml(preset)
         result = runner.invoke(app, ["extract", "x.mp4", "--config", str(preset)])
         assert result.exit_code == 2 and result.stderr.count("\n") == 1 and message in result.stderr
 
 
-def test_to_toml_leaves_unset_keys_out() -> None:
-    assert "weights" not in to_toml(DEFAULTS) and 'model = "colorhist"' in to_toml(DEFAULTS)
+def test_print_config_lists_every_setting_and_documents_itself() -> None:
+    text = Settings().to_toml()
+    for name in Settings.__dataclass_fields__:
+        assert f"\n{name} = " in text or f"\n# {name} =" in text, name
+    assert "\n# fps =\n" in text and 'model = "colorhist"' in text  # unset ones commented out
+    assert "# Keep frames on a grid of this many per second. Unset: every frame." in text
+    assert Settings.from_mapping(load_toml_text(text)) == Settings()
+
+
+def load_toml_text(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def test_every_setting_reaches_the_command_line_and_toml(tmp_path: Path) -> None:
+    """One record: each field is an option of `tdvideo extract` and a key of a preset."""
+    help_text = runner.invoke(app, ["extract", "--help"], terminal_width=200).stdout
+    for name in Settings.__dataclass_fields__:
+        flag = "--out" if name == "out" else "--" + name.replace("_", "-")
+        assert flag in help_text, flag
+    preset = tmp_path / "all.toml"
+    preset.write_text('interpolation = "area"\nthreads = 2\nworkers = 0\n')
+    text = print_config("--config", str(preset), "--threads", "3")
+    assert 'interpolation = "area"' in text and "threads = 3" in text and "workers = 0" in text
+
+
+def test_unknown_settings_name_the_close_matches() -> None:
+    with pytest.raises(UsageError, match=r"unknown setting\(s\) 'fsp' \(did you mean fps\?\)"):
+        tdvideo.Extractor(fsp=2)
+    with pytest.raises(UsageError, match="must be a positive integer, got 0"):
+        tdvideo.Extractor(batch_size=0)
+    with pytest.raises(UsageError, match="shape the features: give them to Extractor"):
+        list(tdvideo.Extractor().run([], fps=3))
 
 
 def test_from_list_ext_and_glob(clips: dict[str, Clip], tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """Every torchvision classification model as a per-frame feature extractor.
 
+Imported only when a torchvision model is used: torchvision takes about as long to import
+as torch itself, and the built-in models need neither.
+
 The classifier is removed so a frame maps to its penultimate embedding (ResNet-50:
 2048, ViT-B/16: the class token, 768; ConvNeXt, EfficientNet, MobileNet, RegNet: the
 pooled features). ``pool="none"`` returns the last spatial feature map where the
@@ -12,15 +15,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
-from ._types import Interpolation, Pool
-from .errors import ModelError, WeightsError
+from .._types import Interpolation, Pool
+from ..errors import ModelError, WeightsError
+from ._preprocessing import Preprocessing
 
 _INTERPOLATION: dict[str, Interpolation] = {
     "bilinear": "bilinear",
@@ -110,10 +113,6 @@ def adapt(name: str, model: nn.Module, pool: Pool) -> nn.Module:
     return trunk
 
 
-def has_spatial_map(name: str) -> bool:
-    return not name.startswith("vit_")
-
-
 # -- weights ---------------------------------------------------------------------------
 
 
@@ -131,17 +130,28 @@ def resolve_weights(name: str, weights: str) -> WeightsEnum:
         ) from None
 
 
-def preprocessing(weights: WeightsEnum) -> dict[str, Any]:
-    """Resize, crop, mean/std and interpolation from the weights' own eval transforms,
-    as keyword arguments for :class:`tdvideo.backbones.Preprocessing`."""
-    t = weights.transforms()
-    return {
-        "size": int(t.resize_size[0]),
-        "crop": int(t.crop_size[0]),
-        "mean": tuple(float(v) for v in t.mean),
-        "std": tuple(float(v) for v in t.std),
-        "interpolation": _INTERPOLATION.get(t.interpolation.value, "bilinear"),
-    }
+def preprocessing(name: str, weights: str | None) -> Preprocessing:
+    """Resize, crop, mean/std and interpolation from the weights' own eval transforms
+    (``weights=None``: the default weights')."""
+    t = resolve_weights(name, weights or "DEFAULT").transforms()
+    return Preprocessing(
+        size=int(t.resize_size[0]),
+        crop=int(t.crop_size[0]),
+        mean=tuple(float(v) for v in t.mean),
+        std=tuple(float(v) for v in t.std),
+        interpolation=_INTERPOLATION.get(t.interpolation.value, "bilinear"),
+    )
+
+
+def build_named(name: str, weights: str | None) -> nn.Module:
+    """:func:`build` for weights given by name (``None``: the default ones)."""
+    return build(name, resolve_weights(name, weights or "DEFAULT"))
+
+
+def named_weights(name: str, weights: str) -> tuple[str, Path]:
+    """The canonical name of ``weights`` (``DEFAULT`` resolved) and its file, fetched if needed."""
+    resolved = resolve_weights(name, weights)
+    return resolved.name, fetch_weights(name, resolved)
 
 
 def cached_weights_file(weights: WeightsEnum) -> Path:

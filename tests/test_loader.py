@@ -15,25 +15,26 @@ import pytest
 import torch
 
 import tdvideo
-from tdvideo import _workers
-from tdvideo._workers import DecodePool, prefetch
-from tdvideo.decode import iter_video
 from tdvideo.errors import DecoderCrashError
+from tdvideo.extract import _loader
+from tdvideo.extract._loader import DecodePool, prefetch
+from tdvideo.sampling import Sampling
+from tdvideo.video import read_chunks
 
 from .conftest import Clip, frame_indices
 
 
 def crashing_decode(path: Path, **options):
-    """iter_video, but the process dies (SIGKILL, as from the OOM killer) on files named *crash*:
+    """read_chunks, but the process dies (SIGKILL, as from the OOM killer) on files named *crash*:
     on every try for *crash_always*, on the first try only for *crash_once*."""
     if "crash" in path.name:
         marker = path.with_name(path.name + ".tried")
         if "always" in path.name or not marker.exists():
             marker.touch()
-            chunks = iter_video(path, **options)
+            chunks = read_chunks(path, **options)
             yield next(chunks)  # die part-way, after a chunk was handed over
             os.kill(os.getpid(), signal.SIGKILL)
-    yield from iter_video(path, **options)
+    yield from read_chunks(path, **options)
 
 
 @pytest.fixture()
@@ -54,19 +55,21 @@ def _run(pool: DecodePool) -> dict[int, object]:
             got[chunk.index] = chunk.error
         else:
             got.setdefault(chunk.index, [])
-            got[chunk.index] += frame_indices(chunk.clip.frames)  # type: ignore[operator, union-attr]
+            frames = torch.from_numpy(chunk.clip.frames).permute(0, 3, 1, 2)  # type: ignore[union-attr]
+            got[chunk.index] += frame_indices(frames)  # type: ignore[operator]
     return got
 
 
 def test_a_dead_worker_costs_only_its_own_video(videos: list[Path]) -> None:
-    pool = DecodePool(videos, {"chunk_frames": 50, "size": (32, 48)}, workers=2, decode=crashing_decode)
+    options = {"chunk_frames": 50, "size": (32, 48), "sampling": Sampling()}
+    pool = DecodePool(videos, options, workers=2, decode=crashing_decode)
     got = _run(pool)
     for i in (0, 1, 2, 4):  # crash_once.mp4 died once and was decoded again, alone
         assert got[i] == list(range(200)), videos[i].name
     error = got[3]
     assert isinstance(error, DecoderCrashError) and error.path == str(videos[3])
     assert "died twice (killed by SIGKILL, then killed by SIGKILL)" in str(error)
-    assert not list(_workers._frames_root().glob(f"{_workers._FRAMES_PREFIX}{os.getpid()}-*"))
+    assert not list(_loader._frames_root().glob(f"{_loader._FRAMES_PREFIX}{os.getpid()}-*"))
 
 
 def test_extractor_records_the_crash_and_goes_on(videos: list[Path], tmp_path: Path) -> None:
@@ -88,7 +91,7 @@ def test_extractor_records_the_crash_and_goes_on(videos: list[Path], tmp_path: P
 
 def test_closing_early_kills_the_workers(videos: list[Path]) -> None:
     before = set(_children())  # other tests' helpers (the fuzz test's server) are not ours
-    pool = DecodePool(videos, {"chunk_frames": 10}, workers=2)
+    pool = DecodePool(videos, {"chunk_frames": 10, "sampling": Sampling()}, workers=2)
     chunks = prefetch(pool.chunks(), on_stop=pool.stop)
     next(chunks)
     children = [pid for pid in _children() if pid not in before]
@@ -123,21 +126,37 @@ def _alive(pid: int) -> bool:
 
 
 def test_frames_travel_inline_when_shared_memory_is_full(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clip = next(iter_video(clips["h264"].path, chunk_frames=8))
+    chunk = next(read_chunks(clips["h264"].path, chunk_frames=8, sampling=Sampling()))
 
     def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", full)
-    packed = _workers._pack(clip, tmp_path / "chunk")
+    packed = _loader._pack(chunk, tmp_path / "chunk")
     assert packed.file is None and not (tmp_path / "chunk").exists()
     monkeypatch.undo()
-    torch.testing.assert_close(_workers._unpack(packed).frames, clip.frames)
-    through_file = _workers._pack(clip, tmp_path / "chunk")
+    np.testing.assert_array_equal(_loader._unpack(packed).frames, chunk.frames)
+    through_file = _loader._pack(chunk, tmp_path / "chunk")
     assert through_file.file is not None
-    back = _workers._unpack(through_file)
-    assert torch.equal(back.frames, clip.frames) and not (tmp_path / "chunk").exists()
-    np.testing.assert_array_equal(back.timestamps.numpy(), clip.timestamps.numpy())
+    back = _loader._unpack(through_file)
+    np.testing.assert_array_equal(back.frames, chunk.frames)
+    assert not (tmp_path / "chunk").exists()
+    np.testing.assert_array_equal(back.timestamps, chunk.timestamps)
+
+
+def test_workers_import_no_torch() -> None:
+    """A decoding worker loads PyAV and NumPy only: it starts in a fraction of a second."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import tdvideo.extract._loader\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_prefetch_lets_go_when_the_consumer_leaves_early() -> None:

@@ -3,6 +3,8 @@
 Each worker process (``spawn``) decodes one video at a time and hands its frames to the
 main process through files in shared memory (``/dev/shm``): the worker writes a chunk
 once, the main process maps it without copying. Only small messages cross the pipe.
+Workers import PyAV and NumPy, never torch (this module does not import it), so one
+starts in a fraction of a second and decodes while the main process loads the model.
 
 A worker that dies - killed by the OOM killer, or a crash inside FFmpeg - takes only
 its current video down. That video is decoded again after the others, alone, in a
@@ -30,17 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from ._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
-from .decode import VideoClip, iter_video
-from .errors import DecoderCrashError, VideoError, show_path
+from .._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
+from ..errors import DecoderCrashError, VideoError, show_path
+from ..video._reader import RawChunk, read_chunks
 
 __all__ = ["Chunk", "Decode", "DecodePool", "Identify", "decode_chunks", "prefetch"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # the public package: its modules are private
 
-Decode = Callable[..., Iterator[VideoClip]]
+Decode = Callable[..., Iterator[RawChunk]]
 Identify = Callable[[Path], Any]
 
 
@@ -55,23 +56,18 @@ class Chunk:
     """
 
     index: int
-    clip: VideoClip | None
+    clip: RawChunk | None
     last: bool
     error: BaseException | None = None
     restart: bool = False
     source: Any = None
-
-    def pin_memory(self) -> Chunk:
-        if self.clip is not None:
-            self.clip.frames = self.clip.frames.pin_memory()
-        return self
 
 
 def decode_chunks(
     index: int,
     path: Path,
     options: dict[str, Any],
-    decode: Decode = iter_video,
+    decode: Decode = read_chunks,
     *,
     identify: Identify | None = None,
 ) -> Iterator[Chunk]:
@@ -80,7 +76,7 @@ def decode_chunks(
         source = identify(path) if identify is not None else None
     except OSError:
         source = None  # decoding fails to open it too, and says why
-    held: VideoClip | None = None
+    held: RawChunk | None = None
     try:
         for clip in decode(path, **options):
             if held is not None:
@@ -156,24 +152,19 @@ def prefetch(items: Iterator[Any], depth: int = 2, *, on_stop: Callable[[], None
 class _Packed:
     """A chunk on its way from a worker: frames in a file (or inline), the rest as is."""
 
-    clip: VideoClip  # with frames emptied
+    chunk: RawChunk  # with frames emptied
     shape: tuple[int, ...]  # of the (T, H, W, C) frames
-    clip_len: int | None
     file: str | None = None
     inline: np.ndarray | None = None
 
 
-def _pack(clip: VideoClip, file: Path) -> _Packed:
-    frames = clip.frames
-    clip_len = int(frames.shape[1]) if frames.dim() == 5 else None
-    if clip_len is not None:
-        frames = frames.flatten(0, 1)
-    nhwc = frames.permute(0, 2, 3, 1).contiguous().numpy()  # a view: decoded frames are channels_last
-    bare = replace(clip, frames=torch.empty(0, dtype=torch.uint8))
+def _pack(chunk: RawChunk, file: Path) -> _Packed:
+    frames = chunk.frames
+    bare = replace(chunk, frames=np.empty(0, dtype=np.uint8))
     try:
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(nhwc).cast("B")
+            view = memoryview(np.ascontiguousarray(frames)).cast("B")
             written = 0
             while written < len(view):
                 written += os.write(fd, view[written:])
@@ -184,28 +175,24 @@ def _pack(clip: VideoClip, file: Path) -> _Packed:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.ENOMEM):
             raise
         # Shared memory is full (small /dev/shm in containers): send the frames inline.
-        return _Packed(bare, nhwc.shape, clip_len, inline=nhwc)
-    return _Packed(bare, nhwc.shape, clip_len, file=str(file))
+        return _Packed(bare, frames.shape, inline=frames)
+    return _Packed(bare, frames.shape, file=str(file))
 
 
-def _unpack(packed: _Packed) -> VideoClip:
-    if packed.file is not None:
-        nbytes = int(np.prod(packed.shape))
-        fd = os.open(packed.file, os.O_RDONLY)
-        try:
-            # A private mapping: no copy, and writable for torch (writes would stay local).
-            mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
-            os.unlink(packed.file)  # the mapping keeps the pages until it is released
-        nhwc = np.frombuffer(mapping, dtype=np.uint8, count=nbytes).reshape(packed.shape)
-    else:
+def _unpack(packed: _Packed) -> RawChunk:
+    if packed.file is None:
         assert packed.inline is not None
-        nhwc = packed.inline
-    frames = torch.from_numpy(nhwc).permute(0, 3, 1, 2)
-    if packed.clip_len is not None:
-        frames = frames.unflatten(0, (-1, packed.clip_len))
-    return replace(packed.clip, frames=frames)
+        return replace(packed.chunk, frames=packed.inline)
+    nbytes = int(np.prod(packed.shape))
+    fd = os.open(packed.file, os.O_RDONLY)
+    try:
+        # A private mapping: no copy, and writable for torch (writes would stay local).
+        mapping = mmap.mmap(fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+        os.unlink(packed.file)  # the mapping keeps the pages until it is released
+    frames = np.frombuffer(mapping, dtype=np.uint8, count=nbytes).reshape(packed.shape)
+    return replace(packed.chunk, frames=frames)
 
 
 def _frames_root() -> Path:
@@ -252,8 +239,6 @@ def _worker_main(
     # Ctrl-C reaches the whole process group; the main process decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log_to_stderr(log_level)
-    # Workers only decode; torch threads there would compete with FFmpeg's.
-    torch.set_num_threads(1)
     fix_malloc_mmap_threshold()
     serial = 0
     try:
@@ -293,9 +278,9 @@ class _Worker:
 class DecodePool:
     """Decode ``videos`` in ``workers`` processes; :meth:`chunks` yields them as they come.
 
-    ``options`` are :func:`tdvideo.iter_video` keywords; ``decode`` replaces
-    :func:`~tdvideo.iter_video`, and ``identify`` is :func:`decode_chunks`'s (both
-    cross to the workers by reference: module-level functions).
+    ``options`` are :func:`~tdvideo.video.read_chunks` keywords; ``decode`` replaces
+    :func:`~tdvideo.video.read_chunks`, and ``identify`` is :func:`decode_chunks`'s
+    (both cross to the workers by reference: module-level functions).
 
     Call :meth:`start` from the main thread, then iterate :meth:`chunks` anywhere (a
     prefetch thread): started from the main thread, workers ignore Ctrl-C from their
@@ -308,7 +293,7 @@ class DecodePool:
         options: dict[str, Any],
         *,
         workers: int,
-        decode: Decode = iter_video,
+        decode: Decode = read_chunks,
         identify: Identify | None = None,
     ) -> None:
         if workers < 1:

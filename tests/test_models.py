@@ -14,10 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 import tdvideo
-from tdvideo import _torchvision as tv
-from tdvideo.backbones import build_backbone, describe_model, list_models
 from tdvideo.cli import app
 from tdvideo.errors import ModelError, WeightsError
+from tdvideo.models import _torchvision as tv
+from tdvideo.models import build_backbone, describe_model, list_models
 
 REPRESENTATIVE = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "regnet_y_400mf", "vit_b_16"]
 BUILTINS = ["colorhist", "thumbnail", "conv2d"]
@@ -206,7 +206,7 @@ def test_end_to_end_with_a_checkpoint_path(tmp_path: Path, name: str, dim: int) 
 
 
 def test_colorhist_counts_every_pixel_once_in_the_right_bin() -> None:
-    from tdvideo.backbones import ColorHistogram
+    from tdvideo.models import ColorHistogram
 
     frames = torch.randint(0, 256, (5, 7, 9, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # channels_last
     hist = ColorHistogram(16)(frames)
@@ -216,3 +216,29 @@ def test_colorhist_counts_every_pixel_once_in_the_right_bin() -> None:
     torch.testing.assert_close(hist, expected)
     torch.testing.assert_close(ColorHistogram(16)(frames.float() / 255), expected)
     assert torch.allclose(ColorHistogram(10)(frames).view(5, 3, 10).sum(-1), torch.ones(5, 3))
+
+
+def test_the_shipped_catalog_matches_the_models() -> None:
+    """``tdvideo models`` reads a stored catalog; it must say what building the models says."""
+    from tdvideo.models._catalog import SHIPPED, build_catalog
+
+    assert json.loads(SHIPPED.read_text()) == json.loads(json.dumps(build_catalog()))
+
+
+def test_listing_models_and_help_import_no_torch() -> None:
+    """`tdvideo models`, `--help` and `--version` answer at once: no torch, no torchvision."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from tdvideo.cli import app\n"
+        "for args in (['models', '--json'], ['--help'], ['extract', '--help'], ['--version'], ['models', 'resnet*']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

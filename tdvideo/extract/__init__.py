@@ -1,0 +1,34 @@
+"""Extraction, in the order of the data flow.
+
+``inputs`` (which videos, which outputs, which shard), ``loader`` (decoding in worker
+processes), ``batcher`` ((B, T) batches with lengths), ``runner`` (the model on its
+device), ``collect`` (rows back into videos), ``report`` (results, summary, progress),
+``extractor`` (:class:`Extractor`: the flow on one screen).
+"""
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ._extractor import Extractor
+    from ._inputs import VIDEO_EXTENSIONS, Discovery, InputVideo, Shard, Unreadable, discover_videos, plan_outputs, read_list_file
+    from ._report import RunSummary, VideoResult
+    from ._runner import resolve_device
+
+_NAMES = {
+    "Extractor": "_extractor",
+    "VIDEO_EXTENSIONS": "_inputs",
+    "Discovery": "_inputs",
+    "InputVideo": "_inputs",
+    "Shard": "_inputs",
+    "Unreadable": "_inputs",
+    "discover_videos": "_inputs",
+    "plan_outputs": "_inputs",
+    "read_list_file": "_inputs",
+    "RunSummary": "_report",
+    "VideoResult": "_report",
+    "resolve_device": "_runner",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())
+__all__ = sorted(_NAMES)

@@ -1,0 +1,352 @@
+"""The extraction pipeline on one screen: paths -> decoded uint8 chunks -> (B, T) batches -> model -> writer.
+
+:class:`Extractor` is the library API the CLI is built on::
+
+    extractor = Extractor(model="resnet50", fps=1)
+    feats = extractor.extract("clip.mp4")          # in memory
+    for result in extractor.run(["videos/"], out="features"):
+        print(result.status, result.output)
+
+Decoding starts before the model is built: worker processes (or a thread) decode while
+the main process imports torch and builds the model, and a background thread batches
+the chunks while the model runs on the previous batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._system import available_cpus, available_memory
+from .._version import __version__
+from ..errors import OutputError, UsageError, VideoOpenError, show_path
+from ..models._backbone import Backbone, resolve_backbone
+from ..settings import Settings
+from ..video._geometry import INTERPOLATIONS, MAX_WINDOW_BYTES, check_size
+from ..video._reader import RawChunk, read_chunks
+from ..writers import (
+    FATAL_WRITE_ERRORS,
+    FailuresLog,
+    Features,
+    SourceIdentity,
+    array_path,
+    is_finished,
+    remove_output,
+    remove_temporaries,
+    write_features,
+)
+from ._batcher import Failure, Restart, batches
+from ._collect import Collector
+from ._inputs import Job, Shard, plan_run, prepare_output
+from ._loader import Chunk, Decode, DecodePool, decode_chunks, prefetch
+from ._report import Recorder, RunSummary, VideoResult
+
+if TYPE_CHECKING:
+    from ._runner import Runner
+
+__all__ = ["Extractor"]
+
+log = logging.getLogger(__package__)  # the public package: its modules are private
+
+# uint8 frames in one forward pass (and one decoded chunk), whatever the batch size asks:
+# with chunks in flight, float conversion and a model's activations a run holds several
+# times this. 64 MiB is 440 frames at 224 x 224, more than a GPU needs to be busy.
+BATCH_BYTES = 64 * 2**20
+# Memory a decoding worker may take: the interpreter, PyAV and FFmpeg's frame buffers,
+# with room to spare. Workers beyond what the available memory holds are not started.
+WORKER_BYTES = 2**30
+# Below this much input, decoding in this process beats starting worker processes.
+WORKERS_MIN_BYTES = 32 * 2**20
+# Settings a run may change (the others shape the features, and are the Extractor's).
+_RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob")
+
+
+class Extractor:
+    """Extract per-timestep features from videos with a :class:`~tdvideo.TimeDistributed` backbone.
+
+    Takes a :class:`~tdvideo.settings.Settings`, or its fields as keywords
+    (``Extractor(model="resnet50", fps=1, batch_size=128)``); every field is described
+    there and in ``tdvideo extract --help``. Every value is checked here, before any
+    video is touched: a bad one is a :class:`UsageError` naming it.
+
+    Decoding workers are started with ``spawn``: a script that runs with workers needs
+    the usual ``if __name__ == "__main__":`` guard.
+    """
+
+    def __init__(self, settings: Settings | None = None, /, **options: Any) -> None:
+        if settings is None:
+            settings = Settings.from_mapping(options, source="Extractor")
+        elif options:
+            settings = settings.replace(**options)
+        self.settings = settings
+        self.sampling = settings.sampling()
+        if settings.device not in ("auto", "cpu"):
+            from ._runner import check_device  # an explicit GPU: torch is needed to check it
+
+            check_device(settings.device)
+        self.backbone: Backbone = resolve_backbone(settings.model, weights=settings.weights, pool=settings.pool)
+        pre = self.backbone.preprocessing
+        self.size = settings.size if settings.size is not None else pre.size
+        self.crop = settings.crop if settings.crop is not None else pre.crop
+        self.interpolation = settings.interpolation or pre.interpolation
+        _check_geometry(self.size, self.crop, self.interpolation, settings)
+        _warn_if_batch_is_capped(settings.batch_size, self.size, self.crop)
+        # As stored in each output's metadata (tuples become lists), for the resume check.
+        self._stored = json.loads(json.dumps(self.describe()))
+        # The decoding function: a seam for tests (module-level, as it crosses to workers).
+        self._decode: Decode = read_chunks
+        self._runner: Runner | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Everything that determines the features, as stored in each output's metadata."""
+        return {
+            **self.backbone.metadata(),
+            "sampling": self.sampling.to_dict(),
+            "resize": {"size": self.size, "crop": self.crop, "interpolation": self.interpolation},
+            "precision": self.settings.precision,
+            "dtype": self.settings.dtype,
+        }
+
+    # -- the flow ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        inputs: Iterable[str | Path],
+        *,
+        shard: Shard | Literal["auto"] | None = "auto",
+        progress: bool | None = None,
+        summary: RunSummary | None = None,
+        **run_settings: Any,
+    ) -> Iterator[VideoResult]:
+        """Extract every video under ``inputs``, yielding a result per video as it finishes.
+
+        ``run_settings`` change ``out``, ``format``, ``overwrite``, ``ext`` or ``glob`` for
+        this run. Before any work, inputs are found, outputs planned (collisions are an
+        error) and the output folder checked (:class:`UsageError`). Finished outputs of
+        the same source and settings are skipped unless ``overwrite``. A failing video
+        never stops the run: it yields a ``failed`` result and goes to the failures log;
+        an older output of it that no longer matches its source or these settings is
+        removed, so nothing stale looks current. A full disk or a read-only file system
+        stops the run with :class:`~tdvideo.OutputError`.
+
+        ``shard``: under torchrun/SLURM (``"auto"`` reads the environment) or with an
+        explicit :class:`Shard`, this process takes only its share of the videos, and
+        its failures go to ``failures.rank{N}.jsonl``; ``None`` takes every video.
+        """
+        settings = self._for_run(run_settings)
+        shard = Shard.from_env() if shard == "auto" else shard
+        plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=shard)
+        prepare_output(plan.out)
+        failures = FailuresLog(plan.failures_log)
+        failures.reset()
+        total = len(plan.jobs) + len(plan.unreadable)
+        with Recorder(summary or RunSummary(), failures, total=total, progress=progress) as record:
+            for problem in plan.unreadable:
+                yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
+            todo: list[Job] = []
+            for job in plan.jobs:
+                skipped = self._skip(job, settings)
+                if skipped is not None:
+                    yield record(skipped)
+                else:
+                    todo.append(job)
+            log.info("%d video(s): %d to extract, %d finished earlier; model %s", total, len(todo), record.summary.skipped, self.backbone.name)
+            for index, result in self._features([job.path for job in todo], progress=record.frames):
+                yield record(self._commit(todo[index], result, settings))
+
+    def extract(self, path: str | Path) -> Features:
+        """Features of one video, in memory (no files written). Raises the video's error."""
+        [(_, result)] = list(self._features([Path(path)]))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _features(self, paths: Sequence[Path], progress: Any = None) -> Iterator[tuple[int, Features | BaseException]]:
+        """Each video's features (or the error that failed it), in the order they finish."""
+        if not paths:
+            return
+        chunks, stop = self._chunks(paths)  # decoding starts now ...
+        runner = self._runner_now()  # ... while torch loads and the model is built
+        collector = Collector(dtype=self.settings.dtype, paths=list(paths), describe=self._metadata)
+        stream = batches(chunks, batch_size=self.settings.batch_size, max_bytes=BATCH_BYTES)
+        for item in prefetch(stream, on_stop=stop):
+            if isinstance(item, (Restart, Failure)):
+                collector.forget(item.index)
+                if isinstance(item, Failure):
+                    yield item.index, item.error
+                continue
+            features = runner(item)
+            if progress is not None:
+                progress.update(item.frame_count)
+            yield from collector.add(item, features)
+
+    # -- the parts --------------------------------------------------------------------------
+
+    def _for_run(self, run_settings: dict[str, Any]) -> Settings:
+        others = sorted(set(run_settings) - set(_RUN_SETTINGS))
+        if others and set(others) <= {f for f in Settings.__dataclass_fields__}:
+            raise UsageError(f"{', '.join(others)} shape the features: give them to Extractor(), not run()")
+        return self.settings.replace(**run_settings)
+
+    def _skip(self, job: Job, settings: Settings) -> VideoResult | None:
+        """A result when ``job`` needs no work (finished, or its source unreadable), else None."""
+        remove_temporaries(job.base)
+        if settings.overwrite:
+            return None
+        try:
+            finished = is_finished(job.base, settings.format, source=job.path, settings=self._stored)
+        except OSError as exc:
+            return VideoResult.failure(job.path, VideoOpenError(job.path, f"cannot read: {exc.strerror or exc}"))
+        if not finished:
+            return None
+        log.debug("%s: finished earlier, skipped", show_path(job.path))
+        return VideoResult(job.path, array_path(job.base, settings.format), "skipped")
+
+    def _commit(self, job: Job, result: Features | BaseException, settings: Settings) -> VideoResult:
+        """Write a video's features; or, for a failure, remove an older output that is now stale."""
+        if isinstance(result, BaseException):
+            failure = VideoResult.failure(job.path, result)
+            if self._remove_stale(job, settings):
+                failure.error = f"{failure.error} (its earlier output, for another source or settings, was removed)"
+            return failure
+        try:
+            target = write_features(job.base, result, fmt=settings.format)
+        except OSError as exc:
+            if exc.errno in FATAL_WRITE_ERRORS:
+                raise OutputError(
+                    f"cannot write to {show_path(settings.out)}: {exc.strerror}; stopped "
+                    f"(finished outputs are kept; a rerun goes on from here)"
+                ) from exc
+            return VideoResult.failure(job.path, exc)
+        log.info("%s: %d rows -> %s", show_path(job.path), len(result), show_path(target))
+        return VideoResult(job.path, target, "done", frames=int(result.timestamps.size))
+
+    def _remove_stale(self, job: Job, settings: Settings) -> bool:
+        """Remove an output at ``job.base`` that is not this video's for these settings; True if removed."""
+        try:
+            if is_finished(job.base, settings.format, source=job.path, settings=self._stored):
+                return False
+        except OSError:
+            pass  # the source is gone: whatever is at base no longer describes it
+        return remove_output(job.base)
+
+    def _metadata(self, last: RawChunk, source: SourceIdentity, frames: int) -> dict[str, Any]:
+        return {
+            "tdvideo_version": __version__,
+            "source": source.to_dict(),
+            **self.describe(),
+            "video": last.info.to_dict(),
+            "frames": frames,
+            "pts_synthesized": last.pts_synthesized,
+            "truncated": last.truncated,
+            "error": last.error,
+        }
+
+    def _runner_now(self) -> Runner:
+        if self._runner is None:
+            from ._runner import Runner  # torch: imported while the decoders already work
+
+            self._runner = Runner(
+                self.backbone, device=self.settings.device, precision=self.settings.precision, compile=self.settings.compile
+            )
+        return self._runner
+
+    def _decode_options(self, threads: int) -> dict[str, Any]:
+        return {
+            "chunk_frames": self.settings.batch_size,
+            "chunk_bytes": BATCH_BYTES,
+            "sampling": self.sampling,
+            "size": self.size,
+            "crop": self.crop,
+            "interpolation": self.interpolation,
+            "threads": threads,
+            "on_error": self.settings.on_error,
+        }
+
+    def _chunks(self, paths: Sequence[Path]) -> tuple[Iterator[Chunk], Any]:
+        """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them early."""
+        workers = self._worker_count(paths)
+        log.info("decoding %d video(s) %s", len(paths), f"in {workers} worker processes" if workers else "in this process")
+        if workers == 0:
+            options = self._decode_options(self.settings.threads)
+            chunks = (
+                chunk
+                for index, path in enumerate(paths)
+                for chunk in decode_chunks(index, path, options, self._decode, identify=SourceIdentity.of)
+            )
+            return chunks, None
+        # Share the cores out: each worker decodes one video at a time.
+        threads = self.settings.threads or max(1, available_cpus() // workers)
+        pool = DecodePool(paths, self._decode_options(threads), workers=workers, decode=self._decode, identify=SourceIdentity.of)
+        pool.start()  # from this (the main) thread, so that workers ignore Ctrl-C from the start
+        return pool.chunks(), pool.stop
+
+    def _worker_count(self, paths: Sequence[Path]) -> int:
+        cpus = available_cpus()
+        memory = available_memory()
+        cap = min(cpus, max(1, memory // WORKER_BYTES) if memory is not None else cpus)
+        requested = self.settings.workers
+        if requested is not None:
+            if requested > cap:
+                memory_text = f", {memory / 2**30:.1f} GiB of memory available" if memory is not None else ""
+                warnings.warn(f"workers {requested} capped at {cap} ({cpus} CPU cores{memory_text})")
+            return min(requested, cap, len(paths))
+        total = 0
+        for p in paths:
+            try:
+                total += p.stat().st_size
+            except OSError:
+                continue  # it fails when decoded, with its own reason
+        if len(paths) < 2 or total < WORKERS_MIN_BYTES:
+            return 0
+        return min(cap, 8, len(paths))
+
+
+def _check_geometry(size: Any, crop: Any, interpolation: str, settings: Settings) -> None:
+    """Size and crop within the frame limits, a crop that fits the resized frame and clip
+    windows within their memory limit (where the frame size is known before decoding)."""
+    check_size("size", size)
+    check_size("crop", crop)
+    if interpolation not in INTERPOLATIONS:
+        raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+    clip_len = settings.clip_len
+    box = crop if crop is not None else size if isinstance(size, tuple) else None
+    if clip_len is not None and box is not None:
+        bh, bw = (box, box) if isinstance(box, int) else box
+        if clip_len * bh * bw * 3 > MAX_WINDOW_BYTES:
+            raise UsageError(
+                f"clip_len {clip_len} windows of {bh}x{bw} frames would take "
+                f"{clip_len * bh * bw * 3 / 2**30:.1f} GiB each (at most {MAX_WINDOW_BYTES / 2**30:.0f} GiB)"
+            )
+    if crop is None or size is None:
+        return
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
+    # A short-side size S gives frames of at least S x S; an (H, W) size gives exactly that.
+    sh, sw = (size, size) if isinstance(size, int) else size
+    if ch > sh or cw > sw:
+        whose_size = "" if settings.size is not None else " (the model's)"
+        whose_crop = "" if settings.crop is not None else " (the model's)"
+        size_text = f"short side {size}" if isinstance(size, int) else f"{sh}x{sw}"
+        raise UsageError(
+            f"crop {ch}x{cw}{whose_crop} does not fit in frames resized to {size_text}{whose_size}; "
+            f"give a larger size or a smaller crop"
+        )
+
+
+def _warn_if_batch_is_capped(batch_size: int, size: Any, crop: Any) -> None:
+    box = crop or size
+    if box is None:
+        return
+    h, w = (box, box) if isinstance(box, int) else box
+    frame = h * w * 3
+    if batch_size * frame > BATCH_BYTES:
+        what = f"at least {h}x{w}" if isinstance(box, int) and crop is None else f"{h}x{w}"
+        warnings.warn(
+            f"batch_size {batch_size} would hold {batch_size * frame / 2**30:.1f} GiB of frames of {what}; "
+            f"a forward pass holds at most {BATCH_BYTES // 2**20} MiB of frames, and at least one "
+            f"({max(1, BATCH_BYTES // frame)} of that size)"
+        )

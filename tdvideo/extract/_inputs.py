@@ -1,0 +1,323 @@
+"""Which videos a run takes, and where their outputs go.
+
+Inputs (files, folders searched recursively, list files) become :class:`InputVideo`s
+with an output name: the path below the folder it was found in, every part a plain name,
+so outputs mirror the input tree and stay inside ``--out``. Under torchrun or SLURM each
+process owns the videos whose output name hashes to its rank (:class:`Shard`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+from ..errors import NoVideosError, OutputCollisionError, UsageError, show_path
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "Discovery",
+    "InputVideo",
+    "Job",
+    "RunPlan",
+    "Shard",
+    "Unreadable",
+    "discover_videos",
+    "failures_log_name",
+    "plan_outputs",
+    "plan_run",
+    "prepare_output",
+    "read_list_file",
+]
+
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .3gp .flv .wmv .ogv .mxf".split()
+)
+
+
+@dataclass(frozen=True)
+class InputVideo:
+    """One video to process. ``relative`` is its output name: the path below the folder
+    it was found in (extension dropped), or just the stem for a file given directly.
+    Every part is a plain name (never empty, ``.`` or ``..``), so outputs stay inside ``--out``."""
+
+    path: Path
+    relative: PurePath
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Something inside an input folder that could not be looked into or read: a folder
+    without permission, a broken link, a "video" that is no regular file."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What :func:`discover_videos` found: the videos, and what it could not read."""
+
+    videos: list[InputVideo]
+    unreadable: list[Unreadable]
+
+
+def _normalize_exts(extensions: Iterable[str]) -> set[str]:
+    return {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+
+
+def _safe_part(name: str) -> str:
+    # "..mp4" has the stem ".", which as a path part means the folder itself.
+    return name if name not in ("", ".", "..") else name.replace(".", "_") or "_"
+
+
+def _output_name(relative: PurePath) -> PurePath:
+    return PurePath(*(_safe_part(part) for part in relative.parts)) if relative.parts else PurePath("_")
+
+
+def discover_videos(
+    inputs: Iterable[str | Path],
+    *,
+    extensions: Iterable[str] | None = None,
+    glob: str | None = None,
+) -> Discovery:
+    """Expand files and folders into a deterministic list of videos.
+
+    Folders are searched recursively (following links to folders, once each) for files
+    with a video extension (``extensions``, default :data:`VIDEO_EXTENSIONS`) whose path
+    below the folder matches ``glob`` (fnmatch, e.g. ``"cam1/*.mp4"``). A file named
+    directly is taken whatever its extension (it fails later if it is no video).
+    Subfolders that cannot be listed, broken links and non-regular files with a video
+    extension are returned as :attr:`Discovery.unreadable`, never skipped silently.
+
+    Raises :class:`UsageError` for a path that does not exist and :class:`NoVideosError`
+    when a folder holds no videos at all.
+    """
+    exts = _normalize_exts(extensions) if extensions else set(VIDEO_EXTENSIONS)
+    found: list[InputVideo] = []
+    unreadable: list[Unreadable] = []
+    for item in inputs:
+        if str(item) == "":
+            raise UsageError("an empty path was given as an input (a shell variable that was not set?)")
+        root = Path(item)
+        if root.is_dir():
+            videos, problems = _walk(root, exts, glob)
+            if not videos and not problems:
+                what = f"matching {glob!r} " if glob else ""
+                raise NoVideosError(f"{show_path(root)}: no video files {what}found (extensions: {' '.join(sorted(exts))})")
+            found.extend(videos)
+            unreadable.extend(problems)
+        elif root.is_file():
+            found.append(InputVideo(root, _output_name(PurePath(root.stem))))
+        elif root.exists():
+            raise UsageError(f"{show_path(root)}: not a regular file or folder")
+        else:
+            raise UsageError(f"{show_path(root)}: no such file or folder")
+    if not found and not unreadable:
+        raise NoVideosError("no input videos given")
+    return Discovery(found, unreadable)
+
+
+def _walk(root: Path, exts: set[str], pattern: str | None) -> tuple[list[InputVideo], list[Unreadable]]:
+    videos: list[InputVideo] = []
+    problems: list[Unreadable] = []
+    real: dict[str, str] = {}  # each folder walked, resolved
+
+    def unlistable(error: OSError) -> None:
+        problems.append(Unreadable(Path(error.filename or root), f"cannot list folder ({error.strerror or error})"))
+
+    for folder, subfolders, files in os.walk(root, onerror=unlistable, followlinks=True):
+        real[folder] = os.path.realpath(folder)
+        if _loops(folder, real, str(root)):  # a link back up the tree: once is enough
+            subfolders.clear()
+            continue
+        subfolders.sort()
+        for name in files:
+            path = Path(folder, name)
+            # The extension is the name's last dot on: a file named ".mp4" has one too
+            # (pathlib would call it a hidden file without a suffix).
+            suffix = name[name.rfind(".") :] if "." in name else ""
+            if suffix.lower() not in exts:
+                continue
+            relative = path.relative_to(root)
+            if pattern is not None and not fnmatch.fnmatch(relative.as_posix(), pattern):
+                continue
+            if path.is_file():
+                videos.append(InputVideo(path, _output_name(relative.parent / name[: -len(suffix)])))
+            elif path.is_symlink() and not path.exists():
+                problems.append(Unreadable(path, "broken symbolic link"))
+            else:
+                problems.append(Unreadable(path, "not a regular file"))
+    videos.sort(key=lambda v: v.path.relative_to(root).as_posix())
+    return videos, problems
+
+
+def _loops(folder: str, real: dict[str, str], root: str) -> bool:
+    """Whether ``folder`` resolves to the same folder as one of its ancestors in the walk."""
+    ancestor = folder
+    while ancestor != root:
+        parent = os.path.dirname(ancestor)
+        if parent == ancestor:
+            break
+        ancestor = parent
+        if real.get(ancestor) == real[folder]:
+            return True
+    return False
+
+
+def read_list_file(path: str | Path) -> list[str]:
+    """Paths from a list file, one per line (``-`` reads standard input); blank lines and ``#`` comments skipped.
+
+    Lines are decoded as file names are (UTF-8, other bytes kept as they are), so any
+    path the file system holds can be listed.
+    """
+    try:
+        if str(path) == "-":
+            data = _read_text_bytes(sys.stdin.buffer, path)
+        else:
+            with open(path, "rb") as fh:
+                data = _read_text_bytes(fh, path)
+    except IsADirectoryError:
+        raise UsageError(f"{show_path(path)}: is a folder, not a list file") from None
+    except OSError as exc:
+        raise UsageError(f"{show_path(path)}: cannot read list file ({exc.strerror or exc})") from None
+    lines = (os.fsdecode(line).strip() for line in data.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _read_text_bytes(fh: Any, path: str | Path) -> bytes:
+    """All of ``fh``, read a block at a time: binary data (``/dev/zero``, a video given by
+    mistake) is refused at its first NUL byte instead of being read to the end of memory."""
+    blocks = []
+    while block := fh.read(1 << 20):
+        if b"\0" in block:
+            raise UsageError(f"{show_path(path)}: not a text list of paths (it holds NUL bytes)")
+        blocks.append(block)
+    return b"".join(blocks)
+
+
+def failures_log_name(shard: Shard | None) -> str:
+    """Where a run writes its failures under ``--out``."""
+    return "failures.jsonl" if shard is None else f"failures.rank{shard.rank}.jsonl"
+
+
+def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
+    """Output base paths (no extension) for ``videos`` under ``out``; collisions are an error.
+
+    The tree below each input folder is mirrored, so ``a/x.mp4`` and ``b/x.mp4`` never
+    share an output. Two inputs that would (``x.mp4`` beside ``x.webm``, or the same
+    name from two folders given as files), and a subfolder named like the failures log,
+    are reported together before any work starts.
+    """
+    out = Path(out)
+    owners: dict[Path, list[Path]] = {}
+    bases = []
+    lines = []
+    for video in videos:
+        base = out / video.relative
+        owners.setdefault(base, []).append(video.path)
+        bases.append(base)
+        top = video.relative.parts[0]
+        if len(video.relative.parts) > 1 and fnmatch.fnmatch(top, "failures*.jsonl"):
+            lines.append(f"{show_path(out / top)}: a folder of outputs for {show_path(video.path)}, but also the failures log")
+    clashes = {b: ps for b, ps in owners.items() if len(ps) > 1}
+    lines += [f"{show_path(b)}: {', '.join(show_path(p) for p in ps)}" for b, ps in sorted(clashes.items())]
+    if lines:
+        raise OutputCollisionError(
+            f"{len(lines)} output(s) would be written by more than one input; "
+            f"rename or process them separately: {'; '.join(lines)}"
+        )
+    return bases
+
+
+_WRITE_TEST = ".tdvideo-write-test."
+
+
+def prepare_output(out: str | Path) -> Path:
+    """Create the output folder if needed and check that files can be written in it.
+
+    Raises :class:`UsageError` (before any work) when ``out`` is a file, cannot be
+    created, or is not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {show_path(out)} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for leftover in out.glob(f"{_WRITE_TEST}*"):  # of a run killed right here
+            leftover.unlink(missing_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=_WRITE_TEST, dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {show_path(out)}: {exc.strerror or exc}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the videos: those whose output name hashes to ``rank`` mod ``world``."""
+
+    rank: int
+    world: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world:
+            raise UsageError(f"shard rank must be in [0, {self.world}), got {self.rank}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Shard | None:
+        """From torchrun (``RANK``/``WORLD_SIZE``) or SLURM (``SLURM_PROCID``/``SLURM_NTASKS``); None if alone."""
+        for rank_key, world_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+            if rank_key in environ and world_key in environ:
+                try:
+                    shard = cls(int(environ[rank_key]), int(environ[world_key]))
+                except ValueError:
+                    raise UsageError(f"{rank_key}={environ[rank_key]!r}, {world_key}={environ[world_key]!r} are not a valid shard") from None
+                return shard if shard.world > 1 else None
+        return None
+
+    def owns(self, video: InputVideo) -> bool:
+        # A stable hash of the output name: every process agrees without talking, and a
+        # rerun with the same world size gives each process the same videos.
+        digest = hashlib.sha1(video.relative.as_posix().encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.world == self.rank
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video of a run, and the output base path (no extension) it goes to."""
+
+    path: Path
+    base: Path
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run does: its ``jobs`` (this process's share), inputs it cannot read, where the failures go."""
+
+    jobs: list[Job]
+    unreadable: list[Unreadable]
+    out: Path
+    failures_log: Path
+
+
+def plan_run(
+    inputs: Iterable[str | Path],
+    *,
+    out: str | Path,
+    extensions: Iterable[str] | None = None,
+    glob: str | None = None,
+    shard: Shard | None = None,
+) -> RunPlan:
+    """Discover the inputs and plan their outputs; collisions are checked over all inputs, whatever the shard."""
+    found = discover_videos(inputs, extensions=extensions, glob=glob)
+    bases = plan_outputs(found.videos, out)
+    jobs = [Job(v.path, base) for v, base in zip(found.videos, bases) if shard is None or shard.owns(v)]
+    return RunPlan(jobs, found.unreadable, Path(out), Path(out) / failures_log_name(shard))

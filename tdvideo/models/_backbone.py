@@ -1,0 +1,181 @@
+"""A model ready to run: what it is, the preprocessing its weights expect, and their provenance.
+
+:func:`resolve_backbone` checks a model name, pool and weights (finding, downloading or
+loading them) and describes the result; the module of a weight-free built-in is only
+built when first used, so that deciding what to do imports no torch (which the built-ins
+would otherwise cost every run). :func:`build_backbone` does both at once.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._types import Pool
+from ..errors import ModelError, WeightsError
+from ._preprocessing import Preprocessing
+from ._registry import DEFAULT_MODEL, ModelEntry, model_entry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["Backbone", "build_backbone", "resolve_backbone"]
+
+
+class Backbone:
+    """A per-frame model with its preprocessing and provenance.
+
+    ``module`` takes normalized float frames ``(N, 3, H, W)``; :meth:`frame_model`
+    prepends the uint8-to-normalized-float step. ``feature_shape`` is one frame's
+    output shape at the preprocessing size. The module is built when first asked for.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        make: Callable[[], nn.Module],
+        preprocessing: Preprocessing,
+        feature_shape: tuple[int, ...],
+        pool: Pool,
+        weights: str | None,
+        weights_sha256: str | None = None,
+        random_weights: bool = False,
+        light: bool = False,
+    ) -> None:
+        self.name = name
+        self.preprocessing = preprocessing
+        self.feature_shape = feature_shape
+        self.pool = pool
+        self.weights = weights
+        self.weights_sha256 = weights_sha256
+        self.random_weights = random_weights
+        self.light = light
+        self._make: Callable[[], nn.Module] | None = make
+        self._module: nn.Module | None = None
+
+    @property
+    def module(self) -> nn.Module:
+        if self._module is None:
+            assert self._make is not None
+            self._module, self._make = self._make(), None
+        return self._module
+
+    def frame_model(self) -> nn.Module:
+        """uint8 ``(N, 3, H, W)`` frames in, features out."""
+        from torch import nn
+
+        from ._modules import Normalize
+
+        p = self.preprocessing
+        return nn.Sequential(Normalize(p.mean, p.std), self.module) if p.normalize else self.module
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "random_weights": self.random_weights,
+            "pool": self.pool,
+            "feature_shape": list(self.feature_shape),
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.name!r}, pool={self.pool!r}, weights={self.weights!r}, feature_shape={self.feature_shape})"
+
+
+def resolve_backbone(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | Path | None = None,
+    pool: Pool | None = None,
+) -> Backbone:
+    """Check and describe a registered model: everything :func:`build_backbone` does,
+    but a weight-free built-in's module is built later, when first used. Same errors."""
+    entry = model_entry(name)
+    if pool is not None and pool not in ("avg", "none"):
+        raise ModelError(f"pool must be 'avg' or 'none', got {pool!r}")
+    pool = pool or entry.default_pool
+    if pool == "none" and not entry.spatial:
+        raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg'")
+    if weights is None:
+        weights = "DEFAULT" if entry.named_weights is not None else "none"
+    weights = str(weights)
+    named: str | None = None
+    if weights == "none":
+        path = None
+    elif entry.named_weights is not None and not _is_path(weights):
+        named, path = entry.named_weights(weights)
+    elif _is_path(weights) or Path(weights).exists():
+        path = Path(weights)
+    else:
+        raise WeightsError(f"model {name!r} has no named weights; --weights takes none or a checkpoint path, got {weights!r}")
+    preprocessing = entry.preprocessing(named)
+    random_weights = entry.needs_weights and path is None
+    if random_weights:
+        warnings.warn(f"model {name} runs with RANDOM weights (--weights none): its features carry no learned meaning")
+    describe = {
+        "name": name,
+        "preprocessing": preprocessing,
+        "pool": pool,
+        "weights": named or (str(path) if path is not None else None),
+        "random_weights": random_weights,
+        "light": entry.light,
+    }
+    if path is None and pool in entry.feature_shapes:
+        return Backbone(make=lambda: _build(entry, named, None, pool)[0], feature_shape=entry.feature_shapes[pool], **describe)
+    # Weights to load (their errors are the caller's to see now) or a shape to compute: build now.
+    module, sha256 = _build(entry, named, path, pool)
+    from ._modules import feature_shape
+
+    return Backbone(
+        make=lambda: module, feature_shape=feature_shape(module, preprocessing), weights_sha256=sha256, **describe
+    )
+
+
+def _build(entry: ModelEntry, named: str | None, path: Path | None, pool: Pool) -> tuple[nn.Module, str | None]:
+    from ._modules import build_module  # torch is imported here, when a module is built
+
+    return build_module(entry, named, path, pool)
+
+
+def build_backbone(
+    name: str = DEFAULT_MODEL,
+    *,
+    weights: str | Path | None = None,
+    pool: Pool | None = None,
+) -> Backbone:
+    """Build a registered model, ready for :class:`TimeDistributed`.
+
+    Args:
+        name: a name from :func:`list_models`.
+        weights: ``None`` for the model's default (``DEFAULT`` pretrained weights for
+            models that need weights, nothing for the built-ins); ``"DEFAULT"`` or a
+            torchvision weights name such as ``"IMAGENET1K_V2"`` (cached under
+            TORCH_HOME, downloaded if missing); ``"none"`` for random initialisation;
+            or a path to a state-dict checkpoint, loaded safely (``weights_only=True``).
+        pool: ``"avg"`` for one vector per frame, ``"none"`` for the spatial map;
+            ``None`` takes the model's default.
+
+    Raises:
+        ModelError: unknown model or pool. WeightsError: weights that cannot be found,
+        downloaded, loaded safely or matched to the model.
+    """
+    backbone = resolve_backbone(name, weights=weights, pool=pool)
+    backbone.module  # noqa: B018  (built now)
+    return backbone
+
+
+def _is_path(weights: str) -> bool:
+    """Whether ``weights`` names a file for certain: it has a folder or a suffix.
+
+    A bare word (``DEFAULT``, ``IMAGENET1K_V2``) is a weights name for models that have
+    named weights, even if a file of that name lies in the working directory: the
+    meaning of ``--weights DEFAULT`` must not depend on where the command runs
+    (``./DEFAULT`` names that file).
+    """
+    return os.sep in weights or "/" in weights or Path(weights).suffix != ""

@@ -1,0 +1,248 @@
+"""Opening a video file and reading what its header says.
+
+Durations are the video stream's own where the file has them: a container's duration
+may be that of a longer audio stream. Matroska and FLV declare one duration counted from
+time 0, which FFmpeg reports as is; see :func:`stream_duration`.
+"""
+
+from __future__ import annotations
+
+import math
+import stat
+import warnings
+from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+
+from ..errors import DecodeError, NoVideoStreamError, VideoOpenError, show_path
+from ._geometry import displayed
+from ._index import keyframe_interval, keyframe_times
+
+__all__ = ["DurationSource", "VideoInfo", "ffmpeg_reason", "file_kind", "header_info", "open_video", "probe", "video_stream"]
+
+DurationSource = Literal["stream", "tag", "container"]
+
+# Real anamorphic video stays within 4:1 or so; 1:129 is a damaged header, and honouring it
+# would squeeze a 64-pixel-wide frame to nothing.
+_MAX_SAR = 16.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container header (and the first frame, for rotation) says about a video.
+
+    ``width``/``height`` are as displayed, after rotation; ``raw_width``/``raw_height``
+    are the coded frame size. ``frames`` is the header's count, ``None`` when unknown.
+    ``duration`` is the video stream's, from its first frame; ``duration_source`` says
+    where it was read: the stream's own header (``"stream"``), a per-stream ``DURATION``
+    tag (Matroska, ``"tag"``), or the whole container (``"container"``, which may
+    include longer audio).
+    """
+
+    path: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    raw_width: int
+    raw_height: int
+    rotation: int
+    fps: float | None
+    guessed_fps: float | None
+    duration: float | None
+    frames: int | None
+    start_time: float
+    has_audio: bool
+    pix_fmt: str | None
+    sample_aspect_ratio: float
+    keyframe_interval: float | None = None
+    duration_source: DurationSource | None = None
+    other_streams: int = 0
+
+    def rotated(self, rotation: int) -> VideoInfo:
+        """This info for a display rotation of ``rotation`` degrees (0/90/180/270)."""
+        width, height = displayed(self.raw_width, self.raw_height, rotation)
+        return replace(self, rotation=rotation, width=width, height=height)
+
+    @property
+    def end_time(self) -> float | None:
+        """When the stream ends (start time + duration), if the header says."""
+        return None if self.duration is None else self.start_time + self.duration
+
+    @property
+    def frame_interval(self) -> float:
+        """Seconds between frames by the header's frame rate (25 fps when it gives none)."""
+        return 1.0 / (self.fps or self.guessed_fps or 25.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def file_kind(mode: int) -> str:
+    """What kind of file system entry ``st_mode`` describes, in words."""
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "directory"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def ffmpeg_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def open_video(path: str | Path) -> av.container.InputContainer:
+    """Open ``path`` for reading; a missing, empty, special or unreadable file is a :class:`VideoOpenError`."""
+    p = Path(path)
+    try:
+        mode = p.stat()
+    except FileNotFoundError:
+        raise VideoOpenError(p, "no such file") from None
+    except OSError as exc:
+        raise VideoOpenError(p, f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode.st_mode):
+        raise VideoOpenError(p, "is a directory, not a video file")
+    if not stat.S_ISREG(mode.st_mode):
+        # A FIFO would block FFmpeg until a writer comes; a device is no file to seek in.
+        raise VideoOpenError(p, f"not a regular file (a {file_kind(mode.st_mode)})")
+    if mode.st_size == 0:
+        raise VideoOpenError(p, "empty file (0 bytes)")
+    try:
+        # Metadata that is not UTF-8 (damaged, or written by a broken muxer) must not stop the video.
+        return av.open(str(p), mode="r", metadata_errors="replace")
+    except av.FFmpegError as exc:
+        raise VideoOpenError(p, f"not a video FFmpeg can open ({ffmpeg_reason(exc)})") from exc
+    except OSError as exc:
+        raise VideoOpenError(p, f"cannot read: {exc.strerror or exc}") from exc
+
+
+def video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
+    """The first video stream, with a decoder; :class:`NoVideoStreamError` otherwise."""
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+        raise NoVideoStreamError(path, f"no video stream (has: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise NoVideoStreamError(path, "no decodable video stream (its codec is unknown to FFmpeg, or its header is damaged)")
+    return stream
+
+
+def normalize_rotation(path: str | Path, rotation: float | int | None) -> int:
+    """The frame's counter-clockwise display rotation as one of 0/90/180/270; else 0 with a warning."""
+    if rotation is None or rotation == 0:
+        return 0
+    if rotation % 90 != 0:
+        warnings.warn(f"{show_path(path)}: ignoring display rotation of {rotation} degrees (not a multiple of 90)")
+        return 0
+    return int(rotation) % 360
+
+
+def header_info(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    path: str | Path,
+    keyframes: list[float],
+) -> VideoInfo:
+    """What the header says, with rotation 0 (the rotation is only known from a frame)."""
+    ctx = stream.codec_context
+    tb = stream.time_base
+    start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else 0.0
+    duration, source = stream_duration(container, stream, start)
+    sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
+    sar_f = float(sar) if sar else 1.0
+    if not 1 / _MAX_SAR <= sar_f <= _MAX_SAR:
+        warnings.warn(f"{show_path(path)}: ignoring sample aspect ratio {sar} (outside 1:{_MAX_SAR:g} to {_MAX_SAR:g}:1)")
+        sar_f = 1.0
+    return VideoInfo(
+        path=str(path),
+        container=container.format.name,
+        codec=ctx.name,
+        width=ctx.width,
+        height=ctx.height,
+        raw_width=ctx.width,
+        raw_height=ctx.height,
+        rotation=0,
+        fps=_to_float(stream.average_rate),
+        guessed_fps=_to_float(stream.guessed_rate),
+        duration=duration,
+        frames=stream.frames or None,
+        start_time=start,
+        has_audio=bool(container.streams.audio),
+        pix_fmt=ctx.pix_fmt,
+        sample_aspect_ratio=sar_f,
+        keyframe_interval=keyframe_interval(keyframes),
+        duration_source=source,
+        other_streams=len(container.streams) - 1,
+    )
+
+
+def stream_duration(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: float
+) -> tuple[float | None, DurationSource | None]:
+    """The video stream's duration from its start, and where it was read.
+
+    Matroska and FLV declare one duration for the whole file, counted from time 0: a
+    Matroska file cut with stream copy that starts at 2 s and ends at 6 s says 6 s (an
+    FLV whose B-frames start it at 0.08 s likewise), and FFmpeg reports it as is. So for
+    them a declared duration longer than the start time is taken as the end time (a
+    lower bound of the end, whichever way the writer meant it).
+    """
+    tb = stream.time_base
+    declared: float | None = None
+    source: DurationSource | None = None
+    if stream.duration is not None and tb is not None:
+        declared, source = float(stream.duration * tb), "stream"
+    elif (tag := _duration_tag(stream)) is not None:
+        declared, source = tag, "tag"
+    elif container.duration is not None:
+        declared, source = container.duration / av.time_base, "container"
+    if declared is None:
+        return None, None
+    counts_from_zero = bool({"matroska", "webm", "flv"} & set(container.format.name.split(",")))
+    if counts_from_zero and source != "stream" and declared > start:
+        return declared - start, source
+    return declared, source
+
+
+def _duration_tag(stream: av.video.stream.VideoStream) -> float | None:
+    """A Matroska per-stream ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``) in seconds."""
+    for key, value in stream.metadata.items():
+        if key.upper().startswith("DURATION"):
+            hours, _, rest = value.partition(":")
+            minutes, _, seconds = rest.partition(":")
+            try:
+                total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            except ValueError:
+                return None
+            return total if math.isfinite(total) and total >= 0 else None
+    return None
+
+
+def _to_float(value: Fraction | None) -> float | None:
+    return float(value) if value else None
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read a video's header (and its first frame, for the display rotation).
+
+    Raises:
+        VideoOpenError: missing, empty or unreadable file.
+        NoVideoStreamError: no video stream.
+        DecodeError: the first frame cannot be decoded.
+    """
+    with open_video(path) as container:
+        stream = video_stream(container, path)
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise DecodeError(path, f"cannot decode the first frame ({ffmpeg_reason(exc)})") from exc
+        rotation = normalize_rotation(path, first.rotation if first is not None else 0)
+        return header_info(container, stream, path, keyframe_times(stream)).rotated(rotation)
