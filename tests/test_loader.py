@@ -168,3 +168,24 @@ def test_prefetch_lets_go_when_the_consumer_leaves_early() -> None:
     closer.start()
     closer.join(timeout=10)
     assert not closer.is_alive(), "closing the prefetching generator hung"
+
+
+def test_stops_arriving_while_a_worker_is_created_come_after_it() -> None:
+    # A SIGTERM in the middle of handing a child its start-up data killed that child
+    # on a half-written pipe, and it printed a traceback; now the stop waits for the spawn.
+    seen: list[str] = []
+
+    def handler(signum: int, frame: object) -> None:
+        seen.append("handled")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _loader._stops_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                seen.append("spawned")
+        assert seen == ["spawned", "handled"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

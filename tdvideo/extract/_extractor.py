@@ -39,10 +39,10 @@ from ..writers import (
     remove_temporaries,
     write_features,
 )
-from ._batcher import Failure, Restart, batches
+from ._batcher import Batch, Failure, Restart, batches
 from ._collect import Collector
 from ._inputs import Job, Shard, plan_run, prepare_output
-from ._loader import Chunk, Decode, DecodePool, decode_chunks, prefetch
+from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_chunks
 from ._report import Recorder, RunSummary, VideoResult
 
 if TYPE_CHECKING:
@@ -61,6 +61,10 @@ BATCH_BYTES = 64 * 2**20
 WORKER_BYTES = 2**30
 # Below this much input, decoding in this process beats starting worker processes.
 WORKERS_MIN_BYTES = 32 * 2**20
+# Batches decoded ahead of the model: enough to keep decoding while torch loads (about
+# 1.7 s here), bounded in bytes whatever the frame size.
+_AHEAD = 16
+_AHEAD_BYTES = 4 * BATCH_BYTES
 # Settings a run may change (the others shape the features, and are the Extractor's).
 _RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob")
 
@@ -169,20 +173,25 @@ class Extractor:
         """Each video's features (or the error that failed it), in the order they finish."""
         if not paths:
             return
-        chunks, stop = self._chunks(paths)  # decoding starts now ...
-        runner = self._runner_now()  # ... while torch loads and the model is built
-        collector = Collector(dtype=self.settings.dtype, paths=list(paths), describe=self._metadata)
+        chunks, stop = self._chunks(paths)
         stream = batches(chunks, batch_size=self.settings.batch_size, max_bytes=BATCH_BYTES)
-        for item in prefetch(stream, on_stop=stop):
-            if isinstance(item, (Restart, Failure)):
-                collector.forget(item.index)
-                if isinstance(item, Failure):
-                    yield item.index, item.error
-                continue
-            features = runner(item)
-            if progress is not None:
-                progress.update(item.frame_count)
-            yield from collector.add(item, features)
+        # Decoding and batching start now, in a thread (and worker processes) ...
+        ahead = Prefetch(stream, depth=_AHEAD, max_bytes=_AHEAD_BYTES, weight=_batch_bytes, on_stop=stop)
+        try:
+            runner = self._runner_now()  # ... while torch loads and the model is built.
+            collector = Collector(dtype=self.settings.dtype, paths=list(paths), describe=self._metadata)
+            for item in ahead:
+                if isinstance(item, (Restart, Failure)):
+                    collector.forget(item.index)
+                    if isinstance(item, Failure):
+                        yield item.index, item.error
+                    continue
+                features = runner(item)
+                if progress is not None:
+                    progress.update(item.frame_count)
+                yield from collector.add(item, features)
+        finally:
+            ahead.close()
 
     # -- the parts --------------------------------------------------------------------------
 
@@ -282,7 +291,7 @@ class Extractor:
         # Share the cores out: each worker decodes one video at a time.
         threads = self.settings.threads or max(1, available_cpus() // workers)
         pool = DecodePool(paths, self._decode_options(threads), workers=workers, decode=self._decode, identify=SourceIdentity.of)
-        pool.start()  # from this (the main) thread, so that workers ignore Ctrl-C from the start
+        pool.start()  # the workers decode while this process imports torch
         return pool.chunks(), pool.stop
 
     def _worker_count(self, paths: Sequence[Path]) -> int:
@@ -304,6 +313,10 @@ class Extractor:
         if len(paths) < 2 or total < WORKERS_MIN_BYTES:
             return 0
         return min(cap, 8, len(paths))
+
+
+def _batch_bytes(item: Any) -> int:
+    return item.frames.nbytes if isinstance(item, Batch) else 0
 
 
 def _check_geometry(size: Any, crop: Any, interpolation: str, settings: Settings) -> None:

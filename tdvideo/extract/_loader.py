@@ -19,12 +19,12 @@ import logging
 import mmap
 import multiprocessing
 import os
-import queue
 import shutil
 import signal
 import tempfile
 import threading
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
@@ -37,7 +37,7 @@ from .._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
 from ..errors import DecoderCrashError, VideoError, show_path
 from ..video._reader import RawChunk, read_chunks
 
-__all__ = ["Chunk", "Decode", "DecodePool", "Identify", "decode_chunks", "prefetch"]
+__all__ = ["Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "prefetch"]
 
 log = logging.getLogger(__package__)  # the public package: its modules are private
 
@@ -94,55 +94,106 @@ def decode_chunks(
 _DONE = object()
 
 
-def prefetch(items: Iterator[Any], depth: int = 2, *, on_stop: Callable[[], None] | None = None) -> Iterator[Any]:
-    """Run ``items`` in a background thread, ``depth`` items ahead of the consumer.
+class Prefetch(Iterator[Any]):
+    """Runs ``items`` in a background thread from the moment it is made, ahead of the consumer.
 
-    An exception in the producer is re-raised here. Closing this generator early stops
-    the producer at its next item (and closes ``items`` from that thread); ``on_stop``
-    is called first, to wake a producer that is waiting for its next item.
+    At most ``depth`` items, and ``max_bytes`` of them by ``weight(item)``, wait for the
+    consumer (always at least one). An exception in the producer is re-raised to the
+    consumer. :meth:`close` (also on garbage collection, or when the consumer leaves a
+    ``for`` loop early) stops the producer at its next item and closes ``items`` from
+    its thread; ``on_stop`` is called first, to wake a producer waiting for its next item.
     """
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def put(item: Any) -> bool:
+    def __init__(
+        self,
+        items: Iterator[Any],
+        *,
+        depth: int = 2,
+        max_bytes: int | None = None,
+        weight: Callable[[Any], int] = lambda item: 0,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self._items = items
+        self._depth, self._max_bytes, self._weight = depth, max_bytes, weight
+        self._on_stop = on_stop
+        self._buffer: deque[Any] = deque()
+        self._bytes = 0
+        self._ready = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="tdvideo-decode", daemon=True)
+        self._thread.start()
+
+    def _full(self) -> bool:
+        if not self._buffer:
+            return False
+        return len(self._buffer) >= self._depth or (self._max_bytes is not None and self._bytes >= self._max_bytes)
+
+    def _put(self, item: Any) -> bool:
         """Hand ``item`` over unless the consumer has left; a full buffer never blocks for good."""
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        with self._ready:
+            while self._full() and not self._stop.is_set():
+                self._ready.wait(timeout=0.1)
+            if self._stop.is_set():
+                return False
+            self._buffer.append(item)
+            self._bytes += self._weight(item) if item is not _DONE and not isinstance(item, BaseException) else 0
+            self._ready.notify_all()
+            return True
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if not put(item):
+            for item in self._items:
+                if not self._put(item):
                     break
             else:
-                put(_DONE)
+                self._put(_DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
+            self._put(exc)
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=produce, name="tdvideo-decode", daemon=True)
-    thread.start()
+    def __next__(self) -> Any:
+        if self._stop.is_set():
+            raise StopIteration
+        with self._ready:
+            while not self._buffer:
+                self._ready.wait()
+            item = self._buffer.popleft()
+            if item is not _DONE and not isinstance(item, BaseException):
+                self._bytes -= self._weight(item)
+            self._ready.notify_all()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._on_stop is not None:
+            self._on_stop()
+        with self._ready:
+            self._ready.notify_all()
+        self._thread.join()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def prefetch(items: Iterator[Any], depth: int = 2, *, on_stop: Callable[[], None] | None = None) -> Iterator[Any]:
+    """``items`` run in a background thread, ``depth`` items ahead; closing the returned
+    generator stops it (see :class:`Prefetch`)."""
+    ahead = Prefetch(items, depth=depth, on_stop=on_stop)
     try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        yield from ahead
     finally:
-        stop.set()
-        if on_stop is not None:
-            on_stop()
-        thread.join()
+        ahead.close()
 
 
 # -- frames across processes ---------------------------------------------------------------
@@ -201,6 +252,7 @@ def _frames_root() -> Path:
 
 
 _FRAMES_PREFIX = "tdvideo-frames-"
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _remove_stale_frame_dirs(root: Path) -> None:
@@ -233,16 +285,50 @@ def _log_rmtree_error(function: Any, path: str, exc_info: Any) -> None:
 # -- the worker process --------------------------------------------------------------------
 
 
+# Bytes of frames a worker hands over before the main process has taken them: they wait in
+# shared memory. Enough to go on decoding while the main process imports torch (which
+# holds its GIL for seconds, so it takes nothing then), and a bound on each worker's
+# memory when the model is slower than decoding. A chunk always goes, if it is the only one.
+_IN_FLIGHT_BYTES = 128 * 2**20
+_ACK = "ack"
+
+
+class _Link:
+    """A worker's end of its pipe: tasks in, chunks out, at most :data:`_IN_FLIGHT_BYTES` unacknowledged."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.in_flight: deque[int] = deque()  # bytes of each unacknowledged chunk, oldest first
+
+    def _acknowledged(self) -> None:
+        self.in_flight.popleft()
+
+    def next_task(self) -> Any:
+        while (message := self.conn.recv()) == _ACK:
+            self._acknowledged()
+        return message
+
+    def send_chunk(self, message: tuple[Any, ...], nbytes: int) -> None:
+        while self.in_flight and sum(self.in_flight) + nbytes > _IN_FLIGHT_BYTES:
+            if self.conn.recv() != _ACK:
+                raise EOFError("told to stop part-way through a video")
+            self._acknowledged()
+        self.conn.send(message)
+        self.in_flight.append(nbytes)
+
+
 def _worker_main(
     conn: Connection, options: dict[str, Any], decode: Decode, identify: Identify | None, frames_dir: str, log_level: int
 ) -> None:
     # Ctrl-C reaches the whole process group; the main process decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by DecodePool.start
     log_to_stderr(log_level)
     fix_malloc_mmap_threshold()
+    link = _Link(conn)
     serial = 0
     try:
-        while (task := conn.recv()) is not None:
+        while (task := link.next_task()) is not None:
             index, path = task
             for chunk in decode_chunks(index, path, options, decode, identify=identify):
                 if chunk.error is not None:
@@ -251,9 +337,9 @@ def _worker_main(
                 assert chunk.clip is not None
                 serial += 1
                 packed = _pack(chunk.clip, Path(frames_dir) / f"{os.getpid()}-{serial}")
-                conn.send(("chunk", index, packed, chunk.last, chunk.source))
+                link.send_chunk(("chunk", index, packed, chunk.last, chunk.source), chunk.clip.frames.nbytes)
     except (EOFError, BrokenPipeError, ConnectionResetError):
-        return  # the main process has gone: so do we
+        return  # the main process has gone, or stopped us: so do we
 
 
 def _sendable(exc: BaseException, path: Path) -> BaseException:
@@ -316,26 +402,14 @@ class DecodePool:
         self._stop.set()
 
     def start(self) -> None:
-        """Create the frames folder and start the first workers, each with its first video.
-
-        In the main thread, Ctrl-C is ignored while the processes are created: an ignored
-        signal stays ignored across exec, and Python then installs no KeyboardInterrupt
-        handler, so a worker interrupted while it imports prints nothing. (The main
-        process is what stops the run.)
-        """
+        """Create the frames folder and start the first workers, each with its first video."""
         if self._frames_dir is not None:
             return
         root = _frames_root()
         _remove_stale_frame_dirs(root)
         self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{os.getpid()}-", dir=root))
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
-            for _ in range(min(self.workers, len(self._todo))):
-                self._assign(self._spawn())
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+        for _ in range(min(self.workers, len(self._todo))):
+            self._assign(self._spawn())
 
     def _spawn(self) -> _Worker:
         ours, theirs = self._context.Pipe()
@@ -345,7 +419,8 @@ class DecodePool:
             name="tdvideo-decoder",
             daemon=True,
         )
-        process.start()
+        with _stops_held():
+            process.start()
         theirs.close()
         worker = _Worker(process, ours)
         self._pool[process.sentinel] = worker
@@ -374,6 +449,10 @@ class DecodePool:
     def _receive(self, worker: _Worker, message: tuple[Any, ...]) -> Chunk:
         kind, index = message[0], message[1]
         if kind == "chunk":
+            try:
+                worker.conn.send(_ACK)  # room for one more chunk in flight
+            except OSError:
+                pass  # it has died: its sentinel tells
             if message[3]:
                 worker.current = None
             return Chunk(index, _unpack(message[2]), last=message[3], source=message[4])
@@ -440,6 +519,35 @@ class DecodePool:
                 self._retire(worker)
             if self._frames_dir is not None:
                 shutil.rmtree(self._frames_dir, onerror=_log_rmtree_error)
+
+
+@contextmanager
+def _stops_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while a worker process is created.
+
+    A stop in the middle of handing a child its start-up data would leave it to die on a
+    half-written pipe, with a traceback. The signal mask is per thread and a child inherits
+    it: the worker unblocks the signals in :func:`_worker_main`, once Ctrl-C is ignored
+    there, so it never prints a KeyboardInterrupt either. Python runs its handlers in the
+    main thread whichever thread the kernel picked, so there they are also replaced by ones
+    that only note the signal, which is raised again afterwards.
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in _STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if callable(handler):  # not when ignored, default, or set outside Python
+                previous[signum] = signal.signal(signum, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def _owner(pool: dict[int, _Worker], conn: Any) -> _Worker | None:

@@ -30,6 +30,8 @@ class ColorHistogram(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
+        if x.dtype == torch.uint8 and c * self.bins <= 256 and self.bins & (self.bins - 1) == 0 and not torch.compiler.is_compiling():
+            return self._per_frame_bincount(x)
         # One flat histogram of N * C * bins counters: int32 indices with index_add_ are
         # many times faster than int64 scatter_add_, and the output size stays fixed.
         offsets = torch.arange(n * c, dtype=torch.int32, device=x.device).view(n, c, 1, 1) * self.bins
@@ -45,6 +47,19 @@ class ColorHistogram(nn.Module):
         ones = torch.ones((), dtype=torch.float32, device=x.device).expand(idx.shape)
         hist = torch.zeros(n * c * self.bins, dtype=torch.float32, device=x.device).index_add_(0, idx, ones)
         return hist.view(n, c * self.bins) / (h * w)
+
+    def _per_frame_bincount(self, x: Tensor) -> Tensor:
+        """The uint8 case: a channel's bin and the channel fit one byte (channel * bins + bin),
+        and a byte-sized bincount per frame is about three times faster than one flat
+        ``index_add_`` over the batch (benchmarks/RESULTS.md). Counts are exact either way."""
+        n, c, h, w = x.shape
+        shift = 9 - self.bins.bit_length()  # v * bins // 256 for a power-of-two bins
+        channel = (torch.arange(c, dtype=torch.uint8, device=x.device) * self.bins).view(1, c, 1, 1)
+        idx = (x >> shift) + channel
+        if idx.is_contiguous(memory_format=torch.channels_last):
+            idx = idx.permute(0, 2, 3, 1)  # a histogram ignores order: flatten in memory order
+        counts = torch.stack([torch.bincount(frame.reshape(-1), minlength=c * self.bins) for frame in idx])
+        return counts.float() / (h * w)
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}"
