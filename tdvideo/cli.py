@@ -18,12 +18,13 @@ import dataclasses
 import inspect
 import json
 import logging
+import os
 import signal
 import stat
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Optional
 
 import typer
 from tqdm import tqdm
@@ -260,8 +261,28 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
+def main() -> NoReturn:
     """Console-script entry point: process-wide settings belong here, not in the library."""
     signal.signal(signal.SIGTERM, _terminate)
     fix_malloc_mmap_threshold()
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        _exit_now(exc.code)
+    _exit_now(EXIT_OK)
+
+
+def _exit_now(code: int | str | None) -> NoReturn:
+    """Exit without the interpreter's teardown, which spends tenths of a second freeing
+    torch's modules one by one (benchmarks/RESULTS.md). When a command returns, its
+    outputs are complete: written, renamed, and its workers and temporary files gone."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = EXIT_FAILED
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            continue  # the reader went away (tdvideo models | head), or the stream was closed
+    os._exit(code or EXIT_OK)

@@ -228,6 +228,8 @@ class Settings:
         _check_names(values, source)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for name, value in values.items():
+            if value is None and fields[name].default is None:
+                continue  # from Python, None leaves an optional setting unset
             spec = _spec(fields[name])
             # From Python, a tuple does for a TOML array and a path for a string.
             allowed = spec.toml + ((tuple,) if list in spec.toml else ()) + ((os.PathLike,) if spec.check is _text else ())

@@ -299,3 +299,29 @@ def test_forward_passes_hold_a_bounded_number_of_bytes(clips: dict[str, Clip], m
     slots = [b * t for (b, t), _ in spy.seen]
     assert sum(slots) == 60 and max(slots) * frame <= 10 * frame
     np.testing.assert_allclose(feats.array, reference.array, rtol=1e-6, atol=1e-7)
+
+
+def test_the_worker_count_follows_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tdvideo.extract import _extractor
+
+    monkeypatch.setattr(_extractor, "available_cpus", lambda: 4)
+    monkeypatch.setattr(_extractor, "available_memory", lambda: 64 * 2**30)
+
+    def files(sizes_mib: list[float]) -> list[Path]:
+        paths = []
+        for i, size in enumerate(sizes_mib):
+            path = tmp_path / f"{len(sizes_mib)}-{i}.mp4"
+            with open(path, "wb") as fh:
+                fh.truncate(int(size * 2**20))
+            paths.append(path)
+        return paths
+
+    count = Extractor()._worker_count
+    assert count(files([500])) == 0  # one video: a thread beside the model
+    assert count(files([0.01, 0.01, 0.01])) == 1  # tiny, but a worker decodes while torch loads
+    assert count(files([3.5, 3.5])) == 1
+    assert count(files([4, 4, 4])) == 3
+    assert count(files([100] * 20)) == 4  # the cores
+    assert Extractor(workers=2)._worker_count(files([0.01] * 5)) == 2
+    monkeypatch.setattr(_extractor, "available_memory", lambda: 2 * _extractor.WORKER_BYTES + 1)
+    assert count(files([100] * 20)) == 2  # what the memory holds

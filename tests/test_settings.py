@@ -127,6 +127,13 @@ def test_unknown_settings_name_the_close_matches() -> None:
         list(tdvideo.Extractor().run([], fps=3))
 
 
+def test_none_leaves_an_optional_setting_unset() -> None:
+    # Scripts forward their own optional arguments: None means "not given".
+    assert tdvideo.Extractor(workers=None, fps=None).settings == Settings()
+    with pytest.raises(UsageError, match="batch_size must be int, got None"):
+        tdvideo.Extractor(batch_size=None)
+
+
 def test_from_list_ext_and_glob(clips: dict[str, Clip], tmp_path: Path) -> None:
     src = tmp_path / "videos"
     (src / "cam1").mkdir(parents=True)

@@ -59,10 +59,11 @@ BATCH_BYTES = 64 * 2**20
 # Memory a decoding worker may take: the interpreter, PyAV and FFmpeg's frame buffers,
 # with room to spare. Workers beyond what the available memory holds are not started.
 WORKER_BYTES = 2**30
-# Below this much input, decoding in this process beats starting worker processes.
-WORKERS_MIN_BYTES = 32 * 2**20
-# Batches decoded ahead of the model: enough to keep decoding while torch loads (about
-# 1.7 s here), bounded in bytes whatever the frame size.
+# Input that pays for one more decoding process when the count is chosen automatically:
+# a worker's start-up costs about what decoding this much H.264 does (benchmarks/RESULTS.md).
+BYTES_PER_WORKER = 4 * 2**20
+# Batches decoded ahead of the model: enough to keep decoding while torch is imported,
+# bounded in bytes whatever the frame size.
 _AHEAD = 16
 _AHEAD_BYTES = 4 * BATCH_BYTES
 # Settings a run may change (the others shape the features, and are the Extractor's).
@@ -310,9 +311,11 @@ class Extractor:
                 total += p.stat().st_size
             except OSError:
                 continue  # it fails when decoded, with its own reason
-        if len(paths) < 2 or total < WORKERS_MIN_BYTES:
-            return 0
-        return min(cap, 8, len(paths))
+        if len(paths) < 2:
+            return 0  # decoded by a thread of this process, beside torch's import
+        # Even a little input is worth one worker: it decodes without waiting for this
+        # process's interpreter lock, which importing torch holds most of the time.
+        return max(1, min(cap, 8, len(paths), total // BYTES_PER_WORKER))
 
 
 def _batch_bytes(item: Any) -> int:
