@@ -6,7 +6,8 @@ On generated 720p H.264 clips (see bench_decode.py; cached under --cache):
   0. whole process, as users feel it: ``tdvideo extract`` (start-up, imports and worker
      start included) against a bare PyAV decode+resize loop in its own process, over the
      same files, run in alternating pairs; for one 10 s clip and a folder of 8 clips,
-     with the default worker choice and with --workers 0;
+     with the default worker choice and with --workers 0; ``--baseline DIR`` times another
+     checkout's ``tdvideo`` in the same rounds (before/after figures from one run);
   1. in process (imports excluded): the default model against the bare loop;
   2. resnet18 at 224: extraction frames/s against the slower of decoding alone and the
      model alone on pre-decoded frames;
@@ -19,6 +20,7 @@ Section 0 is the figure to quote; the in-process ones find where time goes.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -74,22 +76,33 @@ print(n)
 """
 
 
-def timed(command: list[str]) -> float:
+def timed(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, cwd=cwd, env=env)
     return time.perf_counter() - start
 
 
-def whole_process(paths: list[Path], inputs: list[Path], out: Path, pairs: int, extra: list[str]) -> tuple[list[float], list[float]]:
-    """Seconds of ``tdvideo extract`` and of the bare loop, each a fresh process, in alternating pairs."""
+def whole_process(
+    paths: list[Path], inputs: list[Path], out: Path, pairs: int, extra: list[str], baseline: Path | None
+) -> dict[str, list[float]]:
+    """Seconds of ``tdvideo extract``, of the bare loop and of the ``baseline`` source tree's
+    ``tdvideo extract`` (when given), each a fresh process, in alternating rounds."""
     width, height = output_size(paths[0], Extractor().size)
     exe = shutil.which("tdvideo") or str(Path(sys.executable).with_name("tdvideo"))
-    ours, bare = [], []
+    args = ["extract", *map(str, inputs), "-o", str(out), "-q", *extra]
+    # Run from a neutral folder: `python -m` puts the working directory first on sys.path,
+    # and from a checkout that would shadow the baseline tree with this one.
+    cwd = out.parent
+    times: dict[str, list[float]] = {"tdvideo": [], "bare": [], "baseline": []}
     for _ in range(pairs):
         shutil.rmtree(out, ignore_errors=True)
-        ours.append(timed([exe, "extract", *map(str, inputs), "-o", str(out), "-q", *extra]))
-        bare.append(timed([sys.executable, "-c", _BARE_PROCESS, str(width), str(height), *map(str, paths)]))
-    return ours, bare
+        times["tdvideo"].append(timed([exe, *args], cwd=cwd))
+        times["bare"].append(timed([sys.executable, "-c", _BARE_PROCESS, str(width), str(height), *map(str, paths)], cwd=cwd))
+        if baseline is not None:
+            shutil.rmtree(out, ignore_errors=True)
+            env = {**os.environ, "PYTHONPATH": str(baseline)}
+            times["baseline"].append(timed([sys.executable, "-m", "tdvideo", *args], cwd=cwd, env=env))
+    return times
 
 
 def rate(fn: Callable[[], int], repeats: int) -> float:
@@ -131,6 +144,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the 10 min clip and the 1,000-video rerun")
     parser.add_argument("--pairs", type=int, default=3, help="alternating whole-process pairs per case")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout (e.g. a git worktree of an older commit) timed in section 0 too"
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # random-weights warnings: speed does not depend on the weights
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -143,12 +159,17 @@ def main() -> None:
     print(f"\n== 0. whole process against the bare loop in its own process ({args.pairs} alternating pairs) ==")
     for label, inputs, paths in [("one 10 s clip", [clip], [clip]), ("folder of 8 clips", [folder], folder_clips)]:
         for mode, extra in (("default workers", []), ("--workers 0", ["--workers", "0"])):
-            ours, bare = whole_process(paths, inputs, tmp / "whole", args.pairs, extra)
-            ratios = sorted(b / o for o, b in zip(ours, bare))
-            print(
-                f"{label:<18} {mode:<16} tdvideo {statistics.median(ours):5.2f} s   bare {statistics.median(bare):5.2f} s   "
+            times = whole_process(paths, inputs, tmp / "whole", args.pairs, extra, args.baseline)
+            ratios = sorted(b / o for o, b in zip(times["tdvideo"], times["bare"]))
+            line = (
+                f"{label:<18} {mode:<16} tdvideo {statistics.median(times['tdvideo']):5.2f} s   "
+                f"bare {statistics.median(times['bare']):5.2f} s   "
                 f"speed ratio {statistics.median(ratios):.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f})"
             )
+            if times["baseline"]:
+                base = statistics.median(b / o for o, b in zip(times["baseline"], times["bare"]))
+                line += f"   baseline {statistics.median(times['baseline']):5.2f} s, ratio {base:.2f}"
+            print(line, flush=True)
 
     print("\n== 1. in process: default model (colorhist, 112 px short side) against bare decode+resize ==")
     default = Extractor()

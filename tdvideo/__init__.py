@@ -6,6 +6,7 @@ The public API, top to bottom of the data flow::
     clip = tdvideo.read_video("clip.mp4", fps=2, size=224)        # uint8 (T, C, H, W)
     backbone = tdvideo.build_backbone("colorhist")
     feats = tdvideo.Extractor(model="colorhist", fps=2).extract("clip.mp4")
+    settings = tdvideo.Settings.from_toml("configs/clips.toml")  # what the CLI's --config reads
 
 Names are imported when first used (PEP 562), so ``import tdvideo`` and the command
 line start without importing torch until they need it.
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .extract import Extractor, VideoResult
     from .models import Backbone, Preprocessing, build_backbone, list_models
     from .sampling import Sampling
+    from .settings import Settings
     from .timedistributed import TimeDistributed
     from .video import VideoClip, VideoInfo, iter_video, probe, read_video
     from .writers import Features, load
@@ -56,6 +58,7 @@ _NAMES: dict[str, str] = {
     "Extractor": "extract",
     "VideoResult": "extract",
     "Sampling": "sampling",
+    "Settings": "settings",
     "TimeDistributed": "timedistributed",
     "Features": "writers",
     "load": "writers",
@@ -76,6 +79,7 @@ __all__ = [
     "OutputError",
     "Preprocessing",
     "Sampling",
+    "Settings",
     "TdvideoError",
     "TimeDistributed",
     "UnsupportedVideoError",

@@ -242,6 +242,11 @@ class Settings:
         except UsageError as exc:
             raise UsageError(f"{source}: {exc}") from None
 
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Settings:
+        """Settings from a TOML preset (see ``configs/``); every problem is a :class:`UsageError` naming the file."""
+        return cls.from_mapping(load_toml(path), source=show_path(Path(path)))
+
     def to_toml(self) -> str:
         """Every setting as TOML, grouped, each with its meaning; unset ones as commented lines."""
         lines = ["# tdvideo extract settings (tdvideo extract --config FILE)"]

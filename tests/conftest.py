@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,6 +42,23 @@ class Clip:
     codec: str
     container: str
     times: tuple[float, ...]  # presentation times written, seconds
+
+
+def video_tree(root: Path, files: dict[str, Path]) -> Path:
+    """Folder ``root`` with a copy of each source file at its relative name; returns ``root``."""
+    for name, source in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+    return root
+
+
+def heavy_imports_after(script: str) -> list[str]:
+    """Which of torch and torchvision a fresh interpreter holds after running ``script``."""
+    check = "\nimport sys\nprint(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
+    done = subprocess.run([sys.executable, "-c", script + check], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout.strip().splitlines()[-1])
 
 
 def frame_indices(frames: torch.Tensor) -> list[int]:

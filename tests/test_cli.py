@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import tdvideo
 from tdvideo.cli import app
 
-from .conftest import Clip
+from .conftest import Clip, video_tree
 
 runner = CliRunner()
 
@@ -70,11 +70,7 @@ def test_extract_other_codecs(clips: dict[str, Clip], tmp_path: Path, name: str)
 
 
 def test_folder_tree_is_mirrored(clips: dict[str, Clip], tmp_path: Path) -> None:
-    src = tmp_path / "videos"
-    (src / "a").mkdir(parents=True)
-    (src / "b" / "deep").mkdir(parents=True)
-    shutil.copy(clips["h264"].path, src / "a" / "x.mp4")
-    shutil.copy(clips["vp9"].path, src / "b" / "deep" / "x.webm")
+    src = video_tree(tmp_path / "videos", {"a/x.mp4": clips["h264"].path, "b/deep/x.webm": clips["vp9"].path})
     (src / "readme.txt").write_text("not a video, and ignored inside a folder")
     out = tmp_path / "out"
     result = run("extract", src, "-o", out, "-q")

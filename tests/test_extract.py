@@ -19,18 +19,13 @@ from tdvideo.cli import app
 from tdvideo.errors import NoVideosError, OutputCollisionError, UsageError
 from tdvideo.extract import Shard, discover_videos, plan_outputs, resolve_device
 
-from .conftest import Clip
+from .conftest import Clip, video_tree
 
 
 @pytest.fixture()
 def folder(clips: dict[str, Clip], tmp_path: Path) -> Path:
-    src = tmp_path / "videos"
-    (src / "a").mkdir(parents=True)
-    (src / "b").mkdir()
-    shutil.copy(clips["h264"].path, src / "a" / "x.mp4")
-    shutil.copy(clips["vp9"].path, src / "b" / "x.webm")
-    shutil.copy(clips["one"].path, src / "one.mp4")
-    return src
+    files = {"a/x.mp4": clips["h264"].path, "b/x.webm": clips["vp9"].path, "one.mp4": clips["one"].path}
+    return video_tree(tmp_path / "videos", files)
 
 
 @pytest.mark.parametrize("fmt", ["npy", "npz", "pt"])

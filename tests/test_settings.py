@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from tdvideo.cli import app
 from tdvideo.errors import UsageError
 from tdvideo.settings import Settings, load_toml
 
-from .conftest import Clip
+from .conftest import Clip, video_tree
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 runner = CliRunner()
@@ -118,6 +117,21 @@ def test_every_setting_reaches_the_command_line_and_toml(tmp_path: Path) -> None
     assert 'interpolation = "area"' in text and "threads = 3" in text and "workers = 0" in text
 
 
+def test_the_readme_documents_every_option_of_extract() -> None:
+    import re
+
+    import typer.main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Options of `tdvideo extract`")[1].split("\n## ")[0]
+    documented = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", table))
+    command = typer.main.get_command(app).commands["extract"]
+    options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")}
+    options -= {"--help", "--skip-finished", "--all-frames", "--no-compile"}  # the "off" halves of on/off flags
+    assert options - documented == set(), "options missing from the README's table"
+    assert documented - options == set(), "the README's table names options that do not exist"
+
+
 def test_unknown_settings_name_the_close_matches() -> None:
     with pytest.raises(UsageError, match=r"unknown setting\(s\) 'fsp' \(did you mean fps\?\)"):
         tdvideo.Extractor(fsp=2)
@@ -135,12 +149,8 @@ def test_none_leaves_an_optional_setting_unset() -> None:
 
 
 def test_from_list_ext_and_glob(clips: dict[str, Clip], tmp_path: Path) -> None:
-    src = tmp_path / "videos"
-    (src / "cam1").mkdir(parents=True)
-    (src / "cam2").mkdir()
-    shutil.copy(clips["h264"].path, src / "cam1" / "a.mp4")
-    shutil.copy(clips["vp9"].path, src / "cam1" / "b.webm")
-    shutil.copy(clips["mpeg4"].path, src / "cam2" / "c.avi")
+    files = {"cam1/a.mp4": clips["h264"].path, "cam1/b.webm": clips["vp9"].path, "cam2/c.avi": clips["mpeg4"].path}
+    src = video_tree(tmp_path / "videos", files)
     listing = tmp_path / "list.txt"
     listing.write_text(f"# videos to do\n{src / 'cam1' / 'a.mp4'}\n\n{src / 'cam2'}\n")
     out = tmp_path / "out"

@@ -1,9 +1,10 @@
 """Extraction, in the order of the data flow.
 
-``inputs`` (which videos, which outputs, which shard), ``loader`` (decoding in worker
-processes), ``batcher`` ((B, T) batches with lengths), ``runner`` (the model on its
-device), ``collect`` (rows back into videos), ``report`` (results, summary, progress),
-``extractor`` (:class:`Extractor`: the flow on one screen).
+``_inputs`` (which videos, which outputs, which shard), ``_loader`` (decoding in worker
+processes), ``_batcher`` ((B, T) batches with lengths), ``_runner`` (the model on its
+device), ``_collect`` (rows back into videos), ``_report`` (results, summary, progress),
+``_extractor`` (:class:`Extractor`: the flow on one screen). The modules are internal;
+their public names are re-exported here.
 """
 
 from typing import TYPE_CHECKING

@@ -1,8 +1,10 @@
 """Models by name, with the preprocessing that belongs to their weights.
 
-``registry`` (names, entries; no torch), ``catalog`` (what ``tdvideo models`` lists,
-stored), ``preprocessing``, ``backbone`` (a model ready to run), ``builtin`` and
-``torchvision`` (the families).
+``_registry`` (names, entries; no torch), ``_catalog`` (what ``tdvideo models`` lists,
+stored), ``_preprocessing``, ``_backbone`` (a model ready to run), ``_modules`` (the torch
+side: normalization, weights files, shapes on the meta device), ``_builtin`` and
+``_torchvision`` (the families). The modules are internal; their public names are
+re-exported here.
 """
 
 from typing import TYPE_CHECKING

@@ -2,9 +2,10 @@
 
 ``probe`` reads a header; ``iter_video``/``read_video`` decode to torch tensors;
 ``read_chunks`` decodes to NumPy (what decoding workers use, without importing torch).
-The modules, in the order a frame passes through them: ``probe`` (open, header),
-``index`` (keyframes, when a seek pays), ``reader`` (the decoding state), ``geometry``
-(resize, rotate, crop), ``integrity`` (declared lengths), ``api`` (torch tensors).
+The (internal) modules, in the order a frame passes through them: ``_probe`` (open,
+header), ``_index`` (keyframes, when a seek pays), ``_reader`` (the decoding state),
+``_geometry`` (resize, rotate, crop), ``_integrity`` (declared lengths), ``_api`` (torch
+tensors). Their public names are re-exported here.
 """
 
 from typing import TYPE_CHECKING
