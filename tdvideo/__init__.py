@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import errors
 from ._lazy import lazy_exports
 from ._version import __version__
 from .errors import (
@@ -44,57 +45,16 @@ if TYPE_CHECKING:
     from .video import VideoClip, VideoInfo, iter_video, probe, read_video
     from .writers import Features, load
 
-# Public name -> the module that defines it.
-_NAMES: dict[str, str] = {
-    "Backbone": "models",
-    "Preprocessing": "models",
-    "build_backbone": "models",
-    "list_models": "models",
-    "VideoClip": "video",
-    "VideoInfo": "video",
-    "iter_video": "video",
-    "probe": "video",
-    "read_video": "video",
-    "Extractor": "extract",
-    "VideoResult": "extract",
-    "Sampling": "sampling",
-    "Settings": "settings",
-    "TimeDistributed": "timedistributed",
-    "Features": "writers",
-    "load": "writers",
+# Each module and the public names it defines.
+_MODULES = {
+    "models": ("Backbone", "Preprocessing", "build_backbone", "list_models"),
+    "video": ("VideoClip", "VideoInfo", "iter_video", "probe", "read_video"),
+    "extract": ("Extractor", "VideoResult"),
+    "sampling": ("Sampling",),
+    "settings": ("Settings",),
+    "timedistributed": ("TimeDistributed",),
+    "writers": ("Features", "load"),
 }
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())
+__getattr__, __dir__, _LAZY = lazy_exports(__name__, _MODULES, globals())
 
-__all__ = [
-    "Backbone",
-    "DecodeError",
-    "DecoderCrashError",
-    "EmptyVideoError",
-    "Extractor",
-    "Features",
-    "ModelError",
-    "NoVideoStreamError",
-    "NoVideosError",
-    "OutputCollisionError",
-    "OutputError",
-    "Preprocessing",
-    "Sampling",
-    "Settings",
-    "TdvideoError",
-    "TimeDistributed",
-    "UnsupportedVideoError",
-    "UsageError",
-    "VideoClip",
-    "VideoError",
-    "VideoInfo",
-    "VideoOpenError",
-    "VideoResult",
-    "WeightsError",
-    "__version__",
-    "build_backbone",
-    "iter_video",
-    "list_models",
-    "load",
-    "probe",
-    "read_video",
-]
+__all__ = sorted([*_LAZY, *(name for name in errors.__all__ if name.endswith("Error")), "__version__"])

@@ -154,11 +154,11 @@ def test_a_source_deleted_while_it_is_read(clips: dict[str, Clip], tmp_path: Pat
     assert "changed, moved or deleted while it was being read" in results["victim.mp4"].error
 
 
-def deleting_decode(path: Path, **options):
+def deleting_decode(path: Path, options):
     """read_chunks, deleting the file after its first chunk (as a cleanup job might)."""
     from tdvideo.video import read_chunks
 
-    for i, clip in enumerate(read_chunks(path, **options)):
+    for i, clip in enumerate(read_chunks(path, options)):
         if i == 0 and path.name == "victim.mp4":
             path.unlink()
         yield clip

@@ -18,23 +18,22 @@ import tdvideo
 from tdvideo.errors import DecoderCrashError
 from tdvideo.extract import _loader
 from tdvideo.extract._loader import DecodePool, prefetch
-from tdvideo.sampling import Sampling
-from tdvideo.video import read_chunks
+from tdvideo.video import ReadOptions, read_chunks
 
 from .conftest import Clip, frame_indices, heavy_imports_after
 
 
-def crashing_decode(path: Path, **options):
+def crashing_decode(path: Path, options: ReadOptions):
     """read_chunks, but the process dies (SIGKILL, as from the OOM killer) on files named *crash*:
     on every try for *crash_always*, on the first try only for *crash_once*."""
     if "crash" in path.name:
         marker = path.with_name(path.name + ".tried")
         if "always" in path.name or not marker.exists():
             marker.touch()
-            chunks = read_chunks(path, **options)
+            chunks = read_chunks(path, options)
             yield next(chunks)  # die part-way, after a chunk was handed over
             os.kill(os.getpid(), signal.SIGKILL)
-    yield from read_chunks(path, **options)
+    yield from read_chunks(path, options)
 
 
 @pytest.fixture()
@@ -61,7 +60,7 @@ def _run(pool: DecodePool) -> dict[int, object]:
 
 
 def test_a_dead_worker_costs_only_its_own_video(videos: list[Path]) -> None:
-    options = {"chunk_frames": 50, "size": (32, 48), "sampling": Sampling()}
+    options = ReadOptions(chunk_frames=50, size=(32, 48))
     pool = DecodePool(videos, options, workers=2, decode=crashing_decode)
     got = _run(pool)
     for i in (0, 1, 2, 4):  # crash_once.mp4 died once and was decoded again, alone
@@ -91,7 +90,7 @@ def test_extractor_records_the_crash_and_goes_on(videos: list[Path], tmp_path: P
 
 def test_closing_early_kills_the_workers(videos: list[Path]) -> None:
     before = set(_children())  # other tests' helpers (the fuzz test's server) are not ours
-    pool = DecodePool(videos, {"chunk_frames": 10, "sampling": Sampling()}, workers=2)
+    pool = DecodePool(videos, ReadOptions(chunk_frames=10), workers=2)
     chunks = prefetch(pool.chunks(), on_stop=pool.stop)
     next(chunks)
     children = [pid for pid in _children() if pid not in before]
@@ -126,7 +125,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_frames_travel_inline_when_shared_memory_is_full(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    chunk = next(read_chunks(clips["h264"].path, chunk_frames=8, sampling=Sampling()))
+    chunk = next(read_chunks(clips["h264"].path, ReadOptions(chunk_frames=8)))
 
     def full(fd: int, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")

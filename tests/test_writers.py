@@ -147,7 +147,7 @@ def test_a_failed_reextraction_does_not_leave_old_features_looking_current(
         tdvideo.load(out / "x.npy")
 
 
-def failing_decode(path: Path, **options):
+def failing_decode(path: Path, options):
     raise DecodeError(path, "decode error after 0 frames (simulated: out of memory)")
     yield  # a generator, as iter_video is
 

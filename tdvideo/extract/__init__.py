@@ -17,19 +17,11 @@ if TYPE_CHECKING:
     from ._report import RunSummary, VideoResult
     from ._runner import resolve_device
 
-_NAMES = {
-    "Extractor": "_extractor",
-    "VIDEO_EXTENSIONS": "_inputs",
-    "Discovery": "_inputs",
-    "InputVideo": "_inputs",
-    "Shard": "_inputs",
-    "Unreadable": "_inputs",
-    "discover_videos": "_inputs",
-    "plan_outputs": "_inputs",
-    "read_list_file": "_inputs",
-    "RunSummary": "_report",
-    "VideoResult": "_report",
-    "resolve_device": "_runner",
+# Each module and the public names it defines.
+_MODULES = {
+    "_extractor": ("Extractor",),
+    "_inputs": ("VIDEO_EXTENSIONS", "Discovery", "InputVideo", "Shard", "Unreadable", "discover_videos", "plan_outputs", "read_list_file"),
+    "_report": ("RunSummary", "VideoResult"),
+    "_runner": ("resolve_device",),
 }
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())
-__all__ = sorted(_NAMES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _MODULES, globals())

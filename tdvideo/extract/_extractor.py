@@ -18,6 +18,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,8 +27,8 @@ from .._version import __version__
 from ..errors import OutputError, UsageError, VideoOpenError, show_path
 from ..models._backbone import Backbone, resolve_backbone
 from ..settings import Settings
-from ..video._geometry import INTERPOLATIONS, MAX_WINDOW_BYTES, check_size
-from ..video._reader import RawChunk, read_chunks
+from ..video._geometry import MAX_WINDOW_BYTES
+from ..video._reader import RawChunk, ReadOptions, read_chunks
 from ..writers import (
     FATAL_WRITE_ERRORS,
     FailuresLog,
@@ -95,10 +96,19 @@ class Extractor:
             check_device(settings.device)
         self.backbone: Backbone = resolve_backbone(settings.model, weights=settings.weights, pool=settings.pool)
         pre = self.backbone.preprocessing
-        self.size = settings.size if settings.size is not None else pre.size
-        self.crop = settings.crop if settings.crop is not None else pre.crop
-        self.interpolation = settings.interpolation or pre.interpolation
-        _check_geometry(self.size, self.crop, self.interpolation, settings)
+        self.read_options = ReadOptions(
+            sampling=self.sampling,
+            chunk_frames=settings.batch_size,
+            chunk_bytes=BATCH_BYTES,
+            size=settings.size if settings.size is not None else pre.size,
+            crop=settings.crop if settings.crop is not None else pre.crop,
+            interpolation=settings.interpolation or pre.interpolation,
+            threads=settings.threads,
+            on_error=settings.on_error,
+        )
+        self.size, self.crop = self.read_options.size, self.read_options.crop
+        self.interpolation = self.read_options.interpolation
+        _check_geometry(self.size, self.crop, settings)
         _warn_if_batch_is_capped(settings.batch_size, self.size, self.crop)
         # As stored in each output's metadata (tuples become lists), for the resume check.
         self._stored = json.loads(json.dumps(self.describe()))
@@ -265,33 +275,21 @@ class Extractor:
             )
         return self._runner
 
-    def _decode_options(self, threads: int) -> dict[str, Any]:
-        return {
-            "chunk_frames": self.settings.batch_size,
-            "chunk_bytes": BATCH_BYTES,
-            "sampling": self.sampling,
-            "size": self.size,
-            "crop": self.crop,
-            "interpolation": self.interpolation,
-            "threads": threads,
-            "on_error": self.settings.on_error,
-        }
-
     def _chunks(self, paths: Sequence[Path]) -> tuple[Iterator[Chunk], Any]:
         """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them early."""
         workers = self._worker_count(paths)
         log.info("decoding %d video(s) %s", len(paths), f"in {workers} worker processes" if workers else "in this process")
         if workers == 0:
-            options = self._decode_options(self.settings.threads)
             chunks = (
                 chunk
                 for index, path in enumerate(paths)
-                for chunk in decode_chunks(index, path, options, self._decode, identify=SourceIdentity.of)
+                for chunk in decode_chunks(index, path, self.read_options, self._decode, identify=SourceIdentity.of)
             )
             return chunks, None
         # Share the cores out: each worker decodes one video at a time.
         threads = self.settings.threads or max(1, available_cpus() // workers)
-        pool = DecodePool(paths, self._decode_options(threads), workers=workers, decode=self._decode, identify=SourceIdentity.of)
+        options = replace(self.read_options, threads=threads)
+        pool = DecodePool(paths, options, workers=workers, decode=self._decode, identify=SourceIdentity.of)
         pool.start()  # the workers decode while this process imports torch
         return pool.chunks(), pool.stop
 
@@ -322,13 +320,9 @@ def _batch_bytes(item: Any) -> int:
     return item.frames.nbytes if isinstance(item, Batch) else 0
 
 
-def _check_geometry(size: Any, crop: Any, interpolation: str, settings: Settings) -> None:
-    """Size and crop within the frame limits, a crop that fits the resized frame and clip
-    windows within their memory limit (where the frame size is known before decoding)."""
-    check_size("size", size)
-    check_size("crop", crop)
-    if interpolation not in INTERPOLATIONS:
-        raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+def _check_geometry(size: Any, crop: Any, settings: Settings) -> None:
+    """A crop that fits the resized frame, and clip windows within their memory limit
+    (where the frame size is known before decoding)."""
     clip_len = settings.clip_len
     box = crop if crop is not None else size if isinstance(size, tuple) else None
     if clip_len is not None and box is not None:

@@ -35,13 +35,13 @@ import numpy as np
 
 from .._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
 from ..errors import DecoderCrashError, VideoError, show_path
-from ..video._reader import RawChunk, read_chunks
+from ..video._reader import RawChunk, ReadOptions, read_chunks
 
 __all__ = ["Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "prefetch"]
 
 log = logging.getLogger(__package__)  # the public package: its modules are private
 
-Decode = Callable[..., Iterator[RawChunk]]
+Decode = Callable[[Path, ReadOptions], Iterator[RawChunk]]
 Identify = Callable[[Path], Any]
 
 
@@ -66,7 +66,7 @@ class Chunk:
 def decode_chunks(
     index: int,
     path: Path,
-    options: dict[str, Any],
+    options: ReadOptions,
     decode: Decode = read_chunks,
     *,
     identify: Identify | None = None,
@@ -78,7 +78,7 @@ def decode_chunks(
         source = None  # decoding fails to open it too, and says why
     held: RawChunk | None = None
     try:
-        for clip in decode(path, **options):
+        for clip in decode(path, options):
             if held is not None:
                 yield Chunk(index, held, last=False, source=source)
             held = clip
@@ -318,7 +318,7 @@ class _Link:
 
 
 def _worker_main(
-    conn: Connection, options: dict[str, Any], decode: Decode, identify: Identify | None, frames_dir: str, log_level: int
+    conn: Connection, options: ReadOptions, decode: Decode, identify: Identify | None, frames_dir: str, log_level: int
 ) -> None:
     # Ctrl-C reaches the whole process group; the main process decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -364,7 +364,7 @@ class _Worker:
 class DecodePool:
     """Decode ``videos`` in ``workers`` processes; :meth:`chunks` yields them as they come.
 
-    ``options`` are :func:`~tdvideo.video.read_chunks` keywords; ``decode`` replaces
+    ``options`` are :func:`~tdvideo.video.read_chunks`'s; ``decode`` replaces
     :func:`~tdvideo.video.read_chunks`, and ``identify`` is :func:`decode_chunks`'s
     (both cross to the workers by reference: module-level functions).
 
@@ -376,7 +376,7 @@ class DecodePool:
     def __init__(
         self,
         videos: Sequence[Path],
-        options: dict[str, Any],
+        options: ReadOptions,
         *,
         workers: int,
         decode: Decode = read_chunks,

@@ -19,21 +19,13 @@ if TYPE_CHECKING:
     from ._preprocessing import Preprocessing
     from ._registry import DEFAULT_MODEL, ModelEntry, list_models, model_entry, register_model
 
-_NAMES = {
-    "Backbone": "_backbone",
-    "Normalize": "_modules",
-    "build_backbone": "_backbone",
-    "load_state_dict_file": "_modules",
-    "resolve_backbone": "_backbone",
-    "ColorHistogram": "_builtin",
-    "Thumbnail": "_builtin",
-    "describe_model": "_catalog",
-    "Preprocessing": "_preprocessing",
-    "DEFAULT_MODEL": "_registry",
-    "ModelEntry": "_registry",
-    "list_models": "_registry",
-    "model_entry": "_registry",
-    "register_model": "_registry",
+# Each module and the public names it defines.
+_MODULES = {
+    "_backbone": ("Backbone", "build_backbone", "resolve_backbone"),
+    "_modules": ("Normalize", "load_state_dict_file"),
+    "_builtin": ("ColorHistogram", "Thumbnail"),
+    "_catalog": ("describe_model",),
+    "_preprocessing": ("Preprocessing",),
+    "_registry": ("DEFAULT_MODEL", "ModelEntry", "list_models", "model_entry", "register_model"),
 }
-__getattr__, __dir__ = lazy_exports(__name__, _NAMES, globals())
-__all__ = sorted(_NAMES)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _MODULES, globals())

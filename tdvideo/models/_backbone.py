@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Backbone", "build_backbone", "resolve_backbone"]
 
 
+@dataclass(kw_only=True, eq=False)
 class Backbone:
     """A per-frame model with its preprocessing and provenance.
 
@@ -33,35 +35,22 @@ class Backbone:
     output shape at the preprocessing size. The module is built when first asked for.
     """
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        make: Callable[[], nn.Module],
-        preprocessing: Preprocessing,
-        feature_shape: tuple[int, ...],
-        pool: Pool,
-        weights: str | None,
-        weights_sha256: str | None = None,
-        random_weights: bool = False,
-        light: bool = False,
-    ) -> None:
-        self.name = name
-        self.preprocessing = preprocessing
-        self.feature_shape = feature_shape
-        self.pool = pool
-        self.weights = weights
-        self.weights_sha256 = weights_sha256
-        self.random_weights = random_weights
-        self.light = light
-        self._make: Callable[[], nn.Module] | None = make
-        self._module: nn.Module | None = None
+    name: str
+    make: Callable[[], nn.Module] | None = field(repr=False)
+    preprocessing: Preprocessing
+    feature_shape: tuple[int, ...]
+    pool: Pool
+    weights: str | None
+    weights_sha256: str | None = None
+    random_weights: bool = False
+    light: bool = False
+    _module: nn.Module | None = field(default=None, init=False, repr=False)
 
     @property
     def module(self) -> nn.Module:
         if self._module is None:
-            assert self._make is not None
-            self._module, self._make = self._make(), None
+            assert self.make is not None
+            self._module, self.make = self.make(), None
         return self._module
 
     def frame_model(self) -> nn.Module:

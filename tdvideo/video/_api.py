@@ -17,7 +17,7 @@ import torch
 from .._types import Interpolation, Size
 from ..sampling import Sampling, resolve_sampling
 from ._probe import VideoInfo
-from ._reader import OnError, RawChunk, read_chunks
+from ._reader import OnError, RawChunk, ReadOptions, read_chunks
 
 __all__ = ["VideoClip", "iter_video", "read_video", "to_clip"]
 
@@ -106,8 +106,7 @@ def iter_video(
         VideoOpenError, NoVideoStreamError, DecodeError, EmptyVideoError,
         UnsupportedVideoError, UsageError.
     """
-    chunks = read_chunks(
-        path,
+    options = ReadOptions(
         sampling=resolve_sampling(sampling, sampling_options),
         chunk_frames=chunk_frames,
         chunk_bytes=chunk_bytes,
@@ -117,6 +116,7 @@ def iter_video(
         threads=threads,
         on_error=on_error,
     )
+    chunks = read_chunks(path, options)
     for chunk in chunks:
         yield to_clip(chunk)
 

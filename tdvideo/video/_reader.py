@@ -27,7 +27,7 @@ from ._index import has_seek_index, keyframe_times, planned_seeks, seek_pays
 from ._integrity import shortfall
 from ._probe import VideoInfo, ffmpeg_reason, header_info, normalize_rotation, open_video, video_stream
 
-__all__ = ["OnError", "RawChunk", "Reader", "read_chunks"]
+__all__ = ["OnError", "RawChunk", "ReadOptions", "Reader", "read_chunks"]
 
 log = logging.getLogger(__package__)  # the public package: its modules are private
 
@@ -364,54 +364,53 @@ def _hold_last(items: Iterator[Any], size: Callable[[], int]) -> Iterator[tuple[
         yield batch, True
 
 
-def check_read_options(
-    *,
-    chunk_frames: int,
-    chunk_bytes: int | None,
-    size: Size | None,
-    crop: Size | None,
-    interpolation: str,
-    on_error: str,
-) -> None:
-    """Validate :func:`read_chunks`' options (:class:`UsageError` naming the bad value)."""
-    check_size("size", size)
-    check_size("crop", crop)
-    if interpolation not in INTERPOLATIONS:
-        raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
-    if on_error not in ("raise", "keep"):
-        raise UsageError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
-    if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
-        raise UsageError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
-    if chunk_bytes is not None and (isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1):
-        raise UsageError(f"chunk_bytes must be a positive integer, got {chunk_bytes!r}")
+@dataclass(frozen=True, kw_only=True)
+class ReadOptions:
+    """How :func:`read_chunks` decodes a video: :func:`tdvideo.iter_video`'s arguments.
+
+    Checked when made (:class:`UsageError` naming the bad value), so a bad option fails
+    before any video is opened, and a worker receives options that are known to be good.
+    """
+
+    sampling: Sampling = field(default_factory=Sampling)
+    chunk_frames: int = 64
+    chunk_bytes: int | None = None
+    size: Size | None = None
+    crop: Size | None = None
+    interpolation: Interpolation = "bilinear"
+    threads: int = 0
+    on_error: OnError = "raise"
+
+    def __post_init__(self) -> None:
+        check_size("size", self.size)
+        check_size("crop", self.crop)
+        if self.interpolation not in INTERPOLATIONS:
+            raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {self.interpolation!r}")
+        if self.on_error not in ("raise", "keep"):
+            raise UsageError(f"on_error must be 'raise' or 'keep', got {self.on_error!r}")
+        for name, least in (("chunk_frames", 1), ("chunk_bytes", 1), ("threads", 0)):
+            value = getattr(self, name)
+            if value is None and name == "chunk_bytes":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise UsageError(f"{name} must be an integer of at least {least}, got {value!r}")
 
 
-def read_chunks(
-    path: str | Path,
-    *,
-    sampling: Sampling,
-    chunk_frames: int = 64,
-    chunk_bytes: int | None = None,
-    size: Size | None = None,
-    crop: Size | None = None,
-    interpolation: Interpolation = "bilinear",
-    threads: int = 0,
-    on_error: OnError = "raise",
-) -> Iterator[RawChunk]:
-    """Stream a video as :class:`RawChunk`s; the arguments are :func:`tdvideo.iter_video`'s.
+def read_chunks(path: str | Path, options: ReadOptions) -> Iterator[RawChunk]:
+    """Stream a video as :class:`RawChunk`s.
 
     Raises:
         VideoOpenError, NoVideoStreamError, DecodeError, EmptyVideoError,
-        UnsupportedVideoError, UsageError.
+        UnsupportedVideoError.
     """
-    check_read_options(
-        chunk_frames=chunk_frames, chunk_bytes=chunk_bytes, size=size, crop=crop, interpolation=interpolation, on_error=on_error
-    )
+    sampling, size, crop = options.sampling, options.size, options.crop
+    interpolation, on_error = options.interpolation, options.on_error
+    chunk_frames, chunk_bytes = options.chunk_frames, options.chunk_bytes
     with open_video(path) as container:
         stream = video_stream(container, path)
         keyframes = keyframe_times(stream)
         header = header_info(container, stream, path, keyframes)
-        _configure_decoder(stream, header, sampling, keyframes, threads)
+        _configure_decoder(stream, header, sampling, keyframes, options.threads)
         if sampling.num_frames is not None and sampling.end is None and header.end_time is None:
             raise UnsupportedVideoError(path, "num_frames needs the video's duration, which its header does not give; set an end time")
         reader = Reader(path, container, stream, header, keyframes, sampling, on_error)
