@@ -4,6 +4,8 @@
 
 Measures the whole per-frame model tdvideo runs: uint8 frames in, normalization and the
 backbone under TimeDistributed, features out. Median of --repeats batches after warm-up.
+Then the default model's two histogram kernels on one batch of uint8 frames at its own
+size (112 x 199): a byte-sized bincount per frame against one flat ``index_add_``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,30 @@ import warnings
 import torch
 
 from tdvideo import TimeDistributed, build_backbone
+from tdvideo.models import ColorHistogram
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def colorhist_kernels(batch: int, repeats: int) -> None:
+    hist = ColorHistogram(16)
+    frames = torch.randint(0, 256, (batch, 3, 112, 199), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(hist._per_frame_bincount(frames), hist._flat_index_add(frames))
+    with torch.inference_mode():
+        bincount = median_seconds(lambda: hist._per_frame_bincount(frames), repeats)
+        index_add = median_seconds(lambda: hist._flat_index_add(frames), repeats)
+    print(
+        f"colorhist, {batch} frames of 112x199: per-frame bincount {bincount * 1e3:.1f} ms, "
+        f"flat index_add_ {index_add * 1e3:.1f} ms ({index_add / bincount:.1f}x)"
+    )
 
 
 def main() -> None:
@@ -46,6 +72,8 @@ def main() -> None:
                     times.append(time.perf_counter() - start)
         rate = args.batch / statistics.median(times)
         print(f"{name:<20} {rate:8.1f} frames/s  features {tuple(backbone.feature_shape)}")
+    torch.set_num_threads(1)  # as the extractor runs light models on the CPU
+    colorhist_kernels(64, args.repeats * 4)
 
 
 if __name__ == "__main__":

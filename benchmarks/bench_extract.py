@@ -5,9 +5,10 @@
 On generated 720p H.264 clips (see bench_decode.py; cached under --cache):
   0. whole process, as users feel it: ``tdvideo extract`` (start-up, imports and worker
      start included) against a bare PyAV decode+resize loop in its own process, over the
-     same files, run in alternating pairs; for one 10 s clip and a folder of 8 clips,
-     with the default worker choice and with --workers 0; ``--baseline DIR`` times another
-     checkout's ``tdvideo`` in the same rounds (before/after figures from one run);
+     same files, run in alternating rounds; for one 10 s clip and folders of 2, 4 and 8
+     clips, with the default worker count and with 0, 1 and 2 workers (the figures the
+     default is chosen from); ``--baseline DIR`` times another checkout's ``tdvideo`` in
+     the same rounds (before/after figures from one run);
   1. in process (imports excluded): the default model against the bare loop;
   2. resnet18 at 224: extraction frames/s against the slower of decoding alone and the
      model alone on pre-decoded frames;
@@ -83,26 +84,37 @@ def timed(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -
 
 
 def whole_process(
-    paths: list[Path], inputs: list[Path], out: Path, pairs: int, extra: list[str], baseline: Path | None
+    paths: list[Path], inputs: list[Path], out: Path, pairs: int, variants: dict[str, list[str]], baseline: Path | None
 ) -> dict[str, list[float]]:
-    """Seconds of ``tdvideo extract``, of the bare loop and of the ``baseline`` source tree's
-    ``tdvideo extract`` (when given), each a fresh process, in alternating rounds."""
+    """Seconds of ``tdvideo extract`` with each variant's extra options, of the bare loop and
+    of the ``baseline`` source tree's ``tdvideo extract`` with its defaults (when given),
+    each a fresh process, in alternating rounds."""
     width, height = output_size(paths[0], Extractor().size)
     exe = shutil.which("tdvideo") or str(Path(sys.executable).with_name("tdvideo"))
-    args = ["extract", *map(str, inputs), "-o", str(out), "-q", *extra]
+    args = ["extract", *map(str, inputs), "-o", str(out), "-q"]
     # Run from a neutral folder: `python -m` puts the working directory first on sys.path,
     # and from a checkout that would shadow the baseline tree with this one.
     cwd = out.parent
-    times: dict[str, list[float]] = {"tdvideo": [], "bare": [], "baseline": []}
+    times: dict[str, list[float]] = {label: [] for label in [*variants, "bare", "baseline"]}
     for _ in range(pairs):
-        shutil.rmtree(out, ignore_errors=True)
-        times["tdvideo"].append(timed([exe, *args], cwd=cwd))
+        for label, extra in variants.items():
+            shutil.rmtree(out, ignore_errors=True)
+            times[label].append(timed([exe, *args, *extra], cwd=cwd))
         times["bare"].append(timed([sys.executable, "-c", _BARE_PROCESS, str(width), str(height), *map(str, paths)], cwd=cwd))
         if baseline is not None:
             shutil.rmtree(out, ignore_errors=True)
             env = {**os.environ, "PYTHONPATH": str(baseline)}
             times["baseline"].append(timed([sys.executable, "-m", "tdvideo", *args], cwd=cwd, env=env))
     return times
+
+
+def speed_line(label: str, seconds: list[float], bare: list[float]) -> str:
+    """Median seconds and the median of the per-round speed ratios (bare time / this time)."""
+    ratios = sorted(b / o for o, b in zip(seconds, bare))
+    return (
+        f"  {label:<22} {statistics.median(seconds):5.2f} s   speed ratio {statistics.median(ratios):.2f} "
+        f"(range {ratios[0]:.2f}-{ratios[-1]:.2f})"
+    )
 
 
 def rate(fn: Callable[[], int], repeats: int) -> float:
@@ -143,7 +155,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "tdvideo-bench")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the 10 min clip and the 1,000-video rerun")
-    parser.add_argument("--pairs", type=int, default=3, help="alternating whole-process pairs per case")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating whole-process rounds per case")
     parser.add_argument(
         "--baseline", type=Path, help="another checkout (e.g. a git worktree of an older commit) timed in section 0 too"
     )
@@ -156,20 +168,22 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tdvideo-bench-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, PyAV {av.__version__}; {clip.name}")
 
-    print(f"\n== 0. whole process against the bare loop in its own process ({args.pairs} alternating pairs) ==")
-    for label, inputs, paths in [("one 10 s clip", [clip], [clip]), ("folder of 8 clips", [folder], folder_clips)]:
-        for mode, extra in (("default workers", []), ("--workers 0", ["--workers", "0"])):
-            times = whole_process(paths, inputs, tmp / "whole", args.pairs, extra, args.baseline)
-            ratios = sorted(b / o for o, b in zip(times["tdvideo"], times["bare"]))
-            line = (
-                f"{label:<18} {mode:<16} tdvideo {statistics.median(times['tdvideo']):5.2f} s   "
-                f"bare {statistics.median(times['bare']):5.2f} s   "
-                f"speed ratio {statistics.median(ratios):.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f})"
-            )
-            if times["baseline"]:
-                base = statistics.median(b / o for o, b in zip(times["baseline"], times["bare"]))
-                line += f"   baseline {statistics.median(times['baseline']):5.2f} s, ratio {base:.2f}"
-            print(line, flush=True)
+    print(f"\n== 0. whole process against the bare loop in its own process ({args.pairs} alternating rounds) ==")
+    variants = {"default": [], "--workers 0": ["--workers", "0"], "--workers 1": ["--workers", "1"], "--workers 2": ["--workers", "2"]}
+    cases = [("one 10 s clip", [clip], [clip])] + [
+        (f"folder of {n} clips", [paths[0].parent], paths)
+        for n in (2, 4, 8)
+        for paths in [folder_clips if n == 8 else make_folder(args.cache, f"folder{n}", clip, count=n)]
+    ]
+    for label, inputs, paths in cases:
+        times = whole_process(paths, inputs, tmp / "whole", args.pairs, variants, args.baseline)
+        workers = Extractor()._worker_count(paths)
+        print(f"{label} ({sum(p.stat().st_size for p in paths) / 2**20:.1f} MiB): bare loop {statistics.median(times['bare']):.2f} s")
+        for name in variants:
+            print(speed_line(f"{name} ({workers} workers)" if name == "default" else name, times[name], times["bare"]))
+        if times["baseline"]:
+            print(speed_line("baseline default", times["baseline"], times["bare"]))
+        sys.stdout.flush()
 
     print("\n== 1. in process: default model (colorhist, 112 px short side) against bare decode+resize ==")
     default = Extractor()

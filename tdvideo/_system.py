@@ -85,9 +85,10 @@ def fix_malloc_mmap_threshold() -> None:
 
     glibc raises its mmap threshold each time a large block is freed, after which
     blocks of that size come from the heap. With frame buffers, float batches and
-    FFmpeg's own buffers freed in interleaved order, the heap then fragments and RSS
-    grows with every batch (several GiB over a 10 min video, measured when this was
-    added). A fixed threshold keeps every block of 1 MiB or more in its own mapping.
+    FFmpeg's own buffers freed in interleaved order, the heap can then fragment so that
+    RSS grows with every batch (it did with the first pipeline: benchmarks/RESULTS.md).
+    A fixed threshold keeps every block of 1 MiB or more in its own mapping. The command
+    line and the decoding workers set it; a library never changes its host's allocator.
     """
     if not sys.platform.startswith("linux"):
         return
