@@ -21,7 +21,6 @@ Files get the mode the umask gives (``0o666 & ~umask``), as any other new file w
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import io
 import json
@@ -52,6 +51,7 @@ __all__ = [
     "metadata_path",
     "read_metadata",
     "remove_output",
+    "Temporaries",
     "remove_temporaries",
     "write_features",
 ]
@@ -272,16 +272,40 @@ def remove_output(base: Path) -> bool:
     return found
 
 
+class Temporaries:
+    """Temporary files that interrupted commits left in output folders.
+
+    Each folder is listed once, so that sweeping before each of a folder's thousands of
+    outputs costs one directory listing, not one per output.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[Path, set[str]] = {}
+
+    def remove(self, base: Path) -> list[Path]:
+        """Remove the leftovers of an interrupted commit of ``base``; return them."""
+        names = self._names.get(base.parent)
+        if names is None:
+            try:
+                with os.scandir(base.parent) as entries:
+                    names = {e.name for e in entries if e.name.startswith(".") and e.name.endswith(".tmp")}
+            except FileNotFoundError:
+                names = set()
+            self._names[base.parent] = names
+        removed = []
+        for target in (metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)):
+            prefix = _temp_prefix(target.name)
+            # Only our own names: the prefix, mkstemp's 8 random characters, ".tmp".
+            for name in [n for n in names if n.startswith(prefix) and len(n) == len(prefix) + len("XXXXXXXX.tmp")]:
+                (base.parent / name).unlink(missing_ok=True)
+                names.discard(name)
+                removed.append(base.parent / name)
+        return removed
+
+
 def remove_temporaries(base: Path) -> list[Path]:
     """Remove temporary files that an interrupted commit of ``base`` left behind; return them."""
-    removed = []
-    for target in (metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)):
-        prefix = _temp_prefix(target.name)
-        # Only our own names: the prefix, mkstemp's 8 random characters, ".tmp".
-        for leftover in glob.glob(glob.escape(str(base.parent / prefix)) + "????????.tmp"):
-            Path(leftover).unlink(missing_ok=True)
-            removed.append(Path(leftover))
-    return removed
+    return Temporaries().remove(base)
 
 
 # -- reading ---------------------------------------------------------------------------------

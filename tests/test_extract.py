@@ -312,7 +312,8 @@ def test_the_worker_count_follows_the_job(tmp_path: Path, monkeypatch: pytest.Mo
         return paths
 
     count = Extractor()._worker_count
-    assert count(files([500])) == 0  # one video: a thread beside the model
+    assert count(files([500])) == 1  # one video: a worker decodes while torch loads
+    assert count(files([0.01])) == 1
     assert count(files([0.01, 0.01, 0.01])) == 1  # tiny, but a worker decodes while torch loads
     assert count(files([3.5, 3.5])) == 1
     assert count(files([4, 4, 4])) == 3

@@ -236,3 +236,19 @@ def test_a_damaged_array_of_the_same_size_is_extracted_again(clips: dict[str, Cl
     shutil.copy(done.output, tmp_path / "copy")
     os.replace(tmp_path / "copy", done.output)
     assert [r.status for r in Extractor().run([clips["h264"].path], out=tmp_path, progress=False)] == ["skipped"]
+
+
+def test_leftovers_are_found_with_one_listing_per_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun over thousands of finished outputs sweeps each folder once, not once per output."""
+    from tdvideo import writers
+
+    leftovers = [tmp_path / (_temp_prefix(f"v{i}.npy") + "abcd1234.tmp") for i in range(3)]
+    for path in leftovers:
+        path.write_text("x")
+    listings = []
+    scandir = writers.os.scandir
+    monkeypatch.setattr(writers.os, "scandir", lambda path: listings.append(path) or scandir(path))
+    temporaries = writers.Temporaries()
+    removed = [path for i in range(3) for path in temporaries.remove(tmp_path / f"v{i}")]
+    assert removed == leftovers and not any(p.exists() for p in leftovers)
+    assert listings == [tmp_path]

@@ -34,10 +34,10 @@ from ..writers import (
     FailuresLog,
     Features,
     SourceIdentity,
+    Temporaries,
     array_path,
     is_finished,
     remove_output,
-    remove_temporaries,
     write_features,
 )
 from ._batcher import Batch, Failure, Restart, batches
@@ -163,8 +163,9 @@ class Extractor:
             for problem in plan.unreadable:
                 yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
             todo: list[Job] = []
+            temporaries = Temporaries()
             for job in plan.jobs:
-                skipped = self._skip(job, settings)
+                skipped = self._skip(job, settings, temporaries)
                 if skipped is not None:
                     yield record(skipped)
                 else:
@@ -175,16 +176,22 @@ class Extractor:
 
     def extract(self, path: str | Path) -> Features:
         """Features of one video, in memory (no files written). Raises the video's error."""
-        [(_, result)] = list(self._features([Path(path)]))
+        # In this process unless workers are asked for: a script that calls this needs no
+        # `if __name__ == "__main__":` guard, and its torch is usually imported already.
+        workers = 0 if self.settings.workers is None else None
+        [(_, result)] = list(self._features([Path(path)], workers=workers))
         if isinstance(result, BaseException):
             raise result
         return result
 
-    def _features(self, paths: Sequence[Path], progress: Any = None) -> Iterator[tuple[int, Features | BaseException]]:
-        """Each video's features (or the error that failed it), in the order they finish."""
+    def _features(
+        self, paths: Sequence[Path], progress: Any = None, *, workers: int | None = None
+    ) -> Iterator[tuple[int, Features | BaseException]]:
+        """Each video's features (or the error that failed it), in the order they finish;
+        decoded in ``workers`` processes (None: :meth:`_worker_count`'s choice)."""
         if not paths:
             return
-        chunks, stop = self._chunks(paths)
+        chunks, stop = self._chunks(paths, self._worker_count(paths) if workers is None else workers)
         stream = batches(chunks, batch_size=self.settings.batch_size, max_bytes=BATCH_BYTES)
         # Decoding and batching start now, in a thread (and worker processes) ...
         ahead = Prefetch(stream, depth=_AHEAD, max_bytes=_AHEAD_BYTES, weight=_batch_bytes, on_stop=stop)
@@ -212,9 +219,9 @@ class Extractor:
             raise UsageError(f"{', '.join(others)} shape the features: give them to Extractor(), not run()")
         return self.settings.replace(**run_settings)
 
-    def _skip(self, job: Job, settings: Settings) -> VideoResult | None:
+    def _skip(self, job: Job, settings: Settings, temporaries: Temporaries) -> VideoResult | None:
         """A result when ``job`` needs no work (finished, or its source unreadable), else None."""
-        remove_temporaries(job.base)
+        temporaries.remove(job.base)
         if settings.overwrite:
             return None
         try:
@@ -275,9 +282,8 @@ class Extractor:
             )
         return self._runner
 
-    def _chunks(self, paths: Sequence[Path]) -> tuple[Iterator[Chunk], Any]:
+    def _chunks(self, paths: Sequence[Path], workers: int) -> tuple[Iterator[Chunk], Any]:
         """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them early."""
-        workers = self._worker_count(paths)
         log.info("decoding %d video(s) %s", len(paths), f"in {workers} worker processes" if workers else "in this process")
         if workers == 0:
             chunks = (
@@ -309,9 +315,7 @@ class Extractor:
                 total += p.stat().st_size
             except OSError:
                 continue  # it fails when decoded, with its own reason
-        if len(paths) < 2:
-            return 0  # decoded by a thread of this process, beside torch's import
-        # Even a little input is worth one worker: it decodes without waiting for this
+        # Even one small video is worth one worker: it decodes without waiting for this
         # process's interpreter lock, which importing torch holds most of the time.
         return max(1, min(cap, 8, len(paths), total // BYTES_PER_WORKER))
 
