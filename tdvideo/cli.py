@@ -218,22 +218,40 @@ def info(
 
 @app.command()
 def models(
-    pattern: Annotated[Optional[str], typer.Argument(help="Only names matching this glob, e.g. 'resnet*'.")] = None,
+    pattern: Annotated[
+        Optional[str], typer.Argument(help="Only names matching this glob, e.g. 'resnet*'; timm's models with 'timm:*clip*'.")
+    ] = None,
+    layers: Annotated[bool, typer.Option("--layers", help="List the node names --layer takes for the model PATTERN names.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List the available models with their feature shape and whether they need weights."""
     from .models import describe_model, list_models
 
-    rows = [describe_model(name) for name in list_models(pattern)]
-    if not rows:
+    if layers:
+        if pattern is None:
+            raise _fail("--layers needs a model name: tdvideo models NAME --layers", EXIT_USAGE)
+        from .models import layer_names
+
+        names = layer_names(pattern)
+        typer.echo(json.dumps(names) if as_json else "\n".join(names))
+        return
+    names = list_models(pattern)
+    if not names:
         raise _fail(f"no model matches {pattern!r}", EXIT_USAGE)
+    from .models._catalog import save_descriptions
+
+    rows = [describe_model(name) for name in tqdm(names, desc="describing", unit="model", disable=len(names) < 20, leave=False)]
+    save_descriptions()
     if as_json:
         typer.echo(json.dumps(rows))
         return
+    width = max(20, *(len(row["name"]) for row in rows))
     for row in rows:
-        shape = "x".join(str(d) for d in row["feature_shape"])
+        shape = "x".join(str(d) for d in row["feature_shape"]) if row["feature_shape"] is not None else "?"
+        if row.get("kind") == "window":
+            shape += f" per {row['clip_len']} frames"
         weights = "needs weights" if row["needs_weights"] else "no weights"
-        typer.echo(f"{row['name']:<20} {shape:<12} {weights:<14} {row['description']}")
+        typer.echo(f"{row['name']:<{width}} {shape:<12} {weights:<14} {row['description']}")
 
 
 # -- the process -------------------------------------------------------------------------------

@@ -172,6 +172,10 @@ class Settings:
     pool: Pool | None = _setting(
         None, "avg: a vector per frame; none: spatial maps.", "Model", (str,), choices=_choices(Pool), unset="the model's default"
     )
+    layer: str | None = _setting(
+        None, "Features from this node of the model's graph (see `tdvideo models NAME --layers`).", "Model", (str,),
+        check=_text, metavar="NODE", unset="the model's embedding",
+    )
     # Sampling
     fps: float | None = _setting(None, "Keep frames on a grid of this many per second.", "Sampling", (int, float), check=_number, unset="every frame")
     stride: int | None = _setting(None, "Keep every N-th frame.", "Sampling", (int,), check=_positive_int, metavar="N")

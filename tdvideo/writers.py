@@ -376,7 +376,9 @@ def load(path: str | Path) -> Features:
         array, times = data["features"].numpy(), data["timestamps"].numpy()
     else:
         raise OutputError(f"{target}: unknown format {fmt!r}")
-    if tuple(array.shape[: times.ndim]) != tuple(times.shape) or list(array.shape) != meta.get("shape"):
+    # One row per timestamp; a video model's row is a window, with a row of timestamps.
+    rows = times.shape[:1] if meta.get("features_per") == "window" else times.shape
+    if tuple(array.shape[: len(rows)]) != tuple(rows) or list(array.shape) != meta.get("shape"):
         raise OutputError(
             f"{target}: {tuple(array.shape)} features do not match {tuple(times.shape)} timestamps "
             f"(metadata says {meta.get('shape')})"

@@ -79,10 +79,11 @@ class Collector:
     ``describe(last_chunk, source, frames)`` gives a finished video's metadata.
     """
 
-    def __init__(self, *, dtype: str, paths: list[Any], describe: Describe) -> None:
+    def __init__(self, *, dtype: str, paths: list[Any], describe: Describe, per_window: bool = False) -> None:
         self.dtype = dtype
         self.paths = paths
         self.describe = describe
+        self.per_window = per_window
         self._videos: dict[int, _Video] = {}
 
     def forget(self, index: int) -> None:
@@ -94,8 +95,11 @@ class Collector:
         for piece in batch.pieces:
             video = self._videos.setdefault(piece.index, _Video(_Rows(self.dtype)))
             video.source = video.source or piece.source  # type: ignore[assignment]
-            rows = features[piece.row : piece.row + piece.rows, : piece.steps]
             times = piece.chunk.timestamps
+            if self.per_window:
+                rows = features[piece.row : piece.row + piece.rows]  # one output per window: (W, ...)
+            else:
+                rows = features[piece.row : piece.row + piece.rows, : piece.steps]
             if piece.chunk.clip_len is None:
                 rows = rows[0]  # one row of frames: (T, ...)
             else:

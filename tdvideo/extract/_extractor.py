@@ -47,6 +47,9 @@ from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_chunks
 from ._report import Recorder, RunSummary, VideoResult
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from ..models._preprocessing import Preprocessing
     from ._runner import Runner
 
 __all__ = ["Extractor"]
@@ -79,22 +82,50 @@ class Extractor:
     there and in ``tdvideo extract --help``. Every value is checked here, before any
     video is touched: a bad one is a :class:`UsageError` naming it.
 
+    ``model`` may also be your own ``nn.Module`` mapping normalized ``(N, 3, H, W)``
+    frames to features, with its ``preprocessing`` (a :class:`~tdvideo.Preprocessing`)
+    and, for the metadata, a ``model_name`` (default: its class name).
+
     Decoding workers are started with ``spawn``: a script that runs with workers needs
     the usual ``if __name__ == "__main__":`` guard.
     """
 
-    def __init__(self, settings: Settings | None = None, /, **options: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        /,
+        *,
+        model: str | nn.Module | None = None,
+        preprocessing: Preprocessing | None = None,
+        model_name: str | None = None,
+        **options: Any,
+    ) -> None:
+        module = None
+        if model is not None and not isinstance(model, str):
+            module = model  # your own module: checked by Backbone.from_module
+        elif model is not None:
+            options["model"] = model
+        elif preprocessing is not None or model_name is not None:
+            raise UsageError("preprocessing and model_name go with model=<an nn.Module>")
         if settings is None:
             settings = Settings.from_mapping(options, source="Extractor")
         elif options:
             settings = settings.replace(**options)
         self.settings = settings
-        self.sampling = settings.sampling()
         if settings.device not in ("auto", "cpu"):
             from ._runner import check_device  # an explicit GPU: torch is needed to check it
 
             check_device(settings.device)
-        self.backbone: Backbone = resolve_backbone(settings.model, weights=settings.weights, pool=settings.pool)
+        if module is not None:
+            if preprocessing is None:
+                raise UsageError("model=<an nn.Module> needs preprocessing=tdvideo.Preprocessing(size=..., mean=..., std=...)")
+            self.backbone: Backbone = Backbone.from_module(module, preprocessing=preprocessing, name=model_name)
+        else:
+            self.backbone = resolve_backbone(settings.model, weights=settings.weights, pool=settings.pool, layer=settings.layer)
+        self.sampling = settings.sampling()
+        if self.backbone.kind == "window" and self.sampling.clip_len is None:
+            # A video model sees windows of the length its weights were evaluated with.
+            self.sampling = replace(self.sampling, clip_len=self.backbone.clip_len)
         pre = self.backbone.preprocessing
         self.read_options = ReadOptions(
             sampling=self.sampling,
@@ -108,7 +139,7 @@ class Extractor:
         )
         self.size, self.crop = self.read_options.size, self.read_options.crop
         self.interpolation = self.read_options.interpolation
-        _check_geometry(self.size, self.crop, settings)
+        _check_geometry(self.size, self.crop, self.sampling.clip_len, settings)
         _warn_if_batch_is_capped(settings.batch_size, self.size, self.crop)
         # As stored in each output's metadata (tuples become lists), for the resume check.
         self._stored = json.loads(json.dumps(self.describe()))
@@ -197,7 +228,9 @@ class Extractor:
         ahead = Prefetch(stream, depth=_AHEAD, max_bytes=_AHEAD_BYTES, weight=_batch_bytes, on_stop=stop)
         try:
             runner = self._runner_now()  # ... while torch loads and the model is built.
-            collector = Collector(dtype=self.settings.dtype, paths=list(paths), describe=self._metadata)
+            collector = Collector(
+                dtype=self.settings.dtype, paths=list(paths), describe=self._metadata, per_window=self.backbone.kind == "window"
+            )
             for item in ahead:
                 if isinstance(item, (Restart, Failure)):
                     collector.forget(item.index)
@@ -324,10 +357,9 @@ def _batch_bytes(item: Any) -> int:
     return item.frames.nbytes if isinstance(item, Batch) else 0
 
 
-def _check_geometry(size: Any, crop: Any, settings: Settings) -> None:
+def _check_geometry(size: Any, crop: Any, clip_len: int | None, settings: Settings) -> None:
     """A crop that fits the resized frame, and clip windows within their memory limit
     (where the frame size is known before decoding)."""
-    clip_len = settings.clip_len
     box = crop if crop is not None else size if isinstance(size, tuple) else None
     if clip_len is not None and box is not None:
         bh, bw = (box, box) if isinstance(box, int) else box

@@ -58,7 +58,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 class Runner:
-    """Runs ``backbone`` on batches: :meth:`__call__` gives float32 ``(B, T, ...)`` features on the host.
+    """Runs ``backbone`` on batches: :meth:`__call__` gives float32 ``(B, T, ...)`` features on
+    the host (a window model: ``(B, ...)``, one per window).
 
     The model is built and moved to the device on the first batch.
     """
@@ -73,8 +74,11 @@ class Runner:
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            model = TimeDistributed(self.backbone.frame_model()).to(self.device).eval()
-            if self.device.type == "cuda":
+            if self.backbone.kind == "window":  # a video model: one output per window (row)
+                model = self.backbone.window_model().to(self.device).eval()
+            else:
+                model = TimeDistributed(self.backbone.frame_model()).to(self.device).eval()
+            if self.device.type == "cuda" and self.backbone.kind == "frame":
                 model = model.to(memory_format=torch.channels_last)
             self._model = torch.compile(model, dynamic=True) if self.compile else model
         return self._model

@@ -4,6 +4,7 @@
 loading them) and describes the result; the module of a weight-free built-in is only
 built when first used, so that deciding what to do imports no torch (which the built-ins
 would otherwise cost every run). :func:`build_backbone` does both at once.
+:meth:`Backbone.from_module` wraps a module of your own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .._types import Pool
 from ..errors import ModelError, WeightsError
 from ._preprocessing import Preprocessing
-from ._registry import DEFAULT_MODEL, ModelEntry, model_entry
+from ._registry import DEFAULT_MODEL, Kind, ModelEntry, model_entry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,9 +31,11 @@ __all__ = ["Backbone", "build_backbone", "resolve_backbone"]
 class Backbone:
     """A per-frame model with its preprocessing and provenance.
 
-    ``module`` takes normalized float frames ``(N, 3, H, W)``; :meth:`frame_model`
-    prepends the uint8-to-normalized-float step. ``feature_shape`` is one frame's
-    output shape at the preprocessing size. The module is built when first asked for.
+    ``module`` takes normalized float frames ``(N, 3, H, W)`` (a ``window`` model:
+    windows ``(N, 3, T, H, W)`` of ``clip_len`` frames); :meth:`frame_model` and
+    :meth:`window_model` prepend the uint8-to-normalized-float step. ``feature_shape`` is
+    one frame's (or window's) output shape at the preprocessing size. The module is built
+    when first asked for. ``details`` are recorded in the metadata as they are.
     """
 
     name: str
@@ -44,7 +47,37 @@ class Backbone:
     weights_sha256: str | None = None
     random_weights: bool = False
     light: bool = False
+    kind: Kind = "frame"
+    clip_len: int | None = None
+    layer: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
     _module: nn.Module | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_module(cls, module: nn.Module, *, preprocessing: Preprocessing, name: str | None = None) -> Backbone:
+        """Your own ``module``, mapping normalized ``(N, 3, H, W)`` frames to features.
+
+        Named ``name`` (default: its class name) in the metadata, which also records its
+        class; ``preprocessing`` says how frames are sized and normalized for it.
+        """
+        from torch import nn
+
+        from ._modules import feature_shape
+
+        if not isinstance(module, nn.Module):
+            raise ModelError(f"model must be a name or a torch.nn.Module, got {type(module).__name__}")
+        if not isinstance(preprocessing, Preprocessing):
+            raise ModelError("a module needs preprocessing=tdvideo.Preprocessing(size=..., crop=..., mean=..., std=...)")
+        kind = type(module)
+        return cls(
+            name=name or kind.__name__,
+            make=lambda: module,
+            preprocessing=preprocessing,
+            feature_shape=feature_shape(module.eval(), preprocessing),
+            pool="avg",
+            weights=None,
+            details={"module_class": f"{kind.__module__}.{kind.__qualname__}"},
+        )
 
     @property
     def module(self) -> nn.Module:
@@ -62,6 +95,12 @@ class Backbone:
         p = self.preprocessing
         return nn.Sequential(Normalize(p.mean, p.std), self.module) if p.normalize else self.module
 
+    def window_model(self) -> nn.Module:
+        """uint8 windows ``(N, T, 3, H, W)`` in, one output per window."""
+        from ._modules import WindowModel
+
+        return WindowModel(self.module, self.preprocessing)
+
     def metadata(self) -> dict[str, Any]:
         return {
             "model": self.name,
@@ -69,8 +108,11 @@ class Backbone:
             "weights_sha256": self.weights_sha256,
             "random_weights": self.random_weights,
             "pool": self.pool,
+            "layer": self.layer,
+            "features_per": self.kind,
             "feature_shape": list(self.feature_shape),
             "preprocessing": self.preprocessing.to_dict(),
+            **self.details,
         }
 
     def __repr__(self) -> str:
@@ -82,15 +124,19 @@ def resolve_backbone(
     *,
     weights: str | Path | None = None,
     pool: Pool | None = None,
+    layer: str | None = None,
 ) -> Backbone:
     """Check and describe a registered model: everything :func:`build_backbone` does,
     but a weight-free built-in's module is built later, when first used. Same errors."""
     entry = model_entry(name)
     if pool is not None and pool not in ("avg", "none"):
         raise ModelError(f"pool must be 'avg' or 'none', got {pool!r}")
-    pool = pool or entry.default_pool
-    if pool == "none" and not entry.spatial:
-        raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg'")
+    if layer is not None:
+        pool = pool or "none"  # a layer's output as it is, unless asked to average it
+    else:
+        pool = pool or entry.default_pool
+        if pool == "none" and not entry.spatial:
+            raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg'")
     if weights is None:
         weights = "DEFAULT" if entry.named_weights is not None else "none"
     weights = str(weights)
@@ -107,23 +153,31 @@ def resolve_backbone(
     random_weights = entry.needs_weights and path is None
     if random_weights:
         warnings.warn(f"model {name} runs with RANDOM weights (--weights none): its features carry no learned meaning")
-    describe = {
+    describe: dict[str, Any] = {
         "name": name,
         "preprocessing": preprocessing,
         "pool": pool,
         "weights": named or (str(path) if path is not None else None),
         "random_weights": random_weights,
-        "light": entry.light,
+        "light": entry.light and layer is None,
+        "kind": entry.kind,
+        "clip_len": entry.clip_len,
+        "layer": layer,
+        "details": entry.details(named) if entry.details is not None else {},
     }
-    if path is None and pool in entry.feature_shapes:
+    if path is None and layer is None and pool in entry.feature_shapes:
         return Backbone(make=lambda: _build(entry, named, None, pool)[0], feature_shape=entry.feature_shapes[pool], **describe)
-    # Weights to load (their errors are the caller's to see now) or a shape to compute: build now.
-    module, sha256 = _build(entry, named, path, pool)
-    from ._modules import feature_shape
+    # Weights to load or a layer to find (their errors are the caller's to see now), or a
+    # shape to compute: build now.
+    from ._modules import PoolMap, build_module, feature_shape
 
-    return Backbone(
-        make=lambda: module, feature_shape=feature_shape(module, preprocessing), weights_sha256=sha256, **describe
-    )
+    module, sha256 = build_module(entry, named, path, pool, layer)
+    shape = feature_shape(module, preprocessing, clip_len=entry.clip_len if entry.kind == "window" else None)
+    if layer is not None and pool == "avg":
+        if len(shape) < 3:
+            raise ModelError(f"layer {layer!r} of {name} gives {shape}, not a (C, H, W) map to average; use pool 'none'")
+        module, shape = PoolMap(module).eval(), shape[:1]
+    return Backbone(make=lambda: module, feature_shape=shape, weights_sha256=sha256, **describe)
 
 
 def _build(entry: ModelEntry, named: str | None, path: Path | None, pool: Pool) -> tuple[nn.Module, str | None]:

@@ -1,6 +1,6 @@
 """What ``tdvideo models`` shows, without importing torch or torchvision.
 
-Describing all 80 torchvision classifiers (their feature shapes, on the meta device)
+Describing torchvision's 80 classifiers and 9 video models (their feature shapes, on the meta device)
 takes seconds of imports and model construction. The description is data that only
 changes with torchvision's version, so it is computed once and stored:
 
@@ -23,8 +23,10 @@ from typing import Any
 
 from .._system import file_mode
 from .._types import Pool
+from ._preprocessing import Preprocessing
+from ._registry import ModelEntry
 
-__all__ = ["build_catalog", "describe_model", "load_catalog", "torchvision_names"]
+__all__ = ["build_catalog", "describe_model", "describe_row", "load_catalog", "save_descriptions", "torchvision_names"]
 
 SHIPPED = Path(__file__).with_name("catalog.json")
 
@@ -36,9 +38,13 @@ def _torchvision_version() -> str | None:
         return None
 
 
-def _user_catalog(version: str) -> Path:
+def _user_cache(name: str) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "tdvideo" / f"models-torchvision-{version}.json"
+    return root / "tdvideo" / name
+
+
+def _user_catalog(version: str) -> Path:
+    return _user_cache(f"models-torchvision-{version}.json")
 
 
 _loaded: dict[str, Any] | None = None
@@ -89,42 +95,97 @@ def torchvision_names() -> list[str]:
 
 
 def build_catalog() -> dict[str, Any]:
-    """Describe every torchvision classifier by building it on the meta device (slow)."""
-    import torchvision
-
+    """Describe every torchvision image classifier and video model by building it on the
+    meta device (slow)."""
     from ._modules import describe_live
     from ._registry import torchvision_entry
+    from ._torchvision import classification_models, clip_len, video_models
 
-    names = torchvision.models.list_models(module=torchvision.models)
-    return {"torchvision": _torchvision_version(), "models": {n: describe_live(torchvision_entry(n)) for n in names}}
+    entries = [torchvision_entry(n) for n in classification_models()]
+    entries += [torchvision_entry(n, {"kind": "window", "clip_len": clip_len(n)}) for n in video_models()]
+    return {"torchvision": _torchvision_version(), "models": {e.name: describe_live(e) for e in entries}}
+
+
+def describe_row(entry: ModelEntry, pre: Preprocessing, shape: tuple[int, ...] | list[int] | None) -> dict[str, Any]:
+    """What ``tdvideo models`` shows of a model (``shape`` None: not known)."""
+    return {
+        "name": entry.name,
+        "feature_shape": list(shape) if shape is not None else None,
+        "needs_weights": entry.needs_weights,
+        "spatial": entry.spatial,
+        "input_size": pre.input_size,
+        "description": entry.description,
+        "kind": entry.kind,
+        "clip_len": entry.clip_len,
+    }
 
 
 def describe_model(name: str, *, pool: Pool | None = None) -> dict[str, Any]:
     """Feature shape and inputs of a model, without building its weights.
 
-    ``{"name", "feature_shape", "needs_weights", "spatial", "input_size", "description"}``;
-    from the registry or the catalog where they know, else from the meta device.
+    ``{"name", "feature_shape", "needs_weights", "spatial", "input_size", "description",
+    "kind", "clip_len"}``; from the registry or the catalog where they know, else from the
+    meta device (timm's models: computed once, then kept in the user cache beside the
+    torchvision catalog).
     """
-    from ._registry import model_entry
+    from ._registry import TIMM_PREFIX, model_entry
 
     entry = model_entry(name)
     pool = pool or entry.default_pool
     if pool in entry.feature_shapes:
-        pre = entry.preprocessing(None)
-        return {
-            "name": name,
-            "feature_shape": list(entry.feature_shapes[pool]),
-            "needs_weights": entry.needs_weights,
-            "spatial": entry.spatial,
-            "input_size": pre.input_size,
-            "description": entry.description,
-        }
+        return describe_row(entry, entry.preprocessing(None), entry.feature_shapes[pool])
     row = load_catalog()["models"].get(name)
     if row is not None and pool == entry.default_pool:
         return row
+    if name.startswith(TIMM_PREFIX) and pool == entry.default_pool:
+        return _timm_rows().describe(entry)
     from ._modules import describe_live
 
     return describe_live(entry, pool=pool)
+
+
+class _TimmRows:
+    """timm models' rows, computed on the meta device once and kept in the user cache."""
+
+    def __init__(self) -> None:
+        self.path = _user_cache(f"models-timm-{metadata.version('timm')}.json")
+        try:
+            self.rows: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.rows = {}
+        self.changed = False
+
+    def describe(self, entry: ModelEntry) -> dict[str, Any]:
+        if entry.name not in self.rows:
+            from ._modules import describe_live
+
+            try:
+                self.rows[entry.name] = describe_live(entry)
+            except Exception:  # a model that cannot run on the meta device: listed without a shape
+                self.rows[entry.name] = describe_row(entry, entry.preprocessing(None), None)
+            self.changed = True
+        return self.rows[entry.name]
+
+    def save(self) -> None:
+        if self.changed:
+            _save(self.rows, self.path)
+            self.changed = False
+
+
+_timm: _TimmRows | None = None
+
+
+def _timm_rows() -> _TimmRows:
+    global _timm
+    if _timm is None:
+        _timm = _TimmRows()
+    return _timm
+
+
+def save_descriptions() -> None:
+    """Keep what was computed for timm models in the user cache."""
+    if _timm is not None:
+        _timm.save()
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import difflib
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,19 @@ from ..timedistributed import TimeDistributed
 from ._preprocessing import Preprocessing
 from ._registry import ModelEntry
 
-__all__ = ["Normalize", "build_module", "describe_live", "feature_shape", "load_state_dict_file", "parameters_on_meta"]
+__all__ = [
+    "NodeOutput",
+    "Normalize",
+    "PoolMap",
+    "WindowModel",
+    "build_module",
+    "describe_live",
+    "feature_shape",
+    "layer_names",
+    "load_state_dict_file",
+    "parameters_on_meta",
+    "take_node",
+]
 
 
 class Normalize(nn.Module):
@@ -38,14 +51,36 @@ class Normalize(nn.Module):
         return torch.addcmul(self.shift, x.float(), self.scale)
 
 
-def feature_shape(module: nn.Module, preprocessing: Preprocessing) -> tuple[int, ...]:
-    """One frame's output shape, from a meta-device pass (no real compute)."""
+def feature_shape(module: nn.Module, preprocessing: Preprocessing, *, clip_len: int | None = None) -> tuple[int, ...]:
+    """One output's shape: a frame's, or with ``clip_len`` a window's (the module then takes
+    ``(N, C, T, H, W)``). From a meta-device pass (no real compute); a module that keeps
+    plain CPU tensors beside its parameters (EVA's rotary embeddings) gets one real pass
+    on a single zero frame or window instead."""
     size = preprocessing.crop or preprocessing.size or 224
     h, w = (size, size) if isinstance(size, int) else size
-    shape = TimeDistributed(module).output_shape((1, 1, 3, h, w), dtype=torch.float32)
+    one = (3, h, w) if clip_len is None else (3, clip_len, h, w)
+    try:
+        shape = TimeDistributed(module).output_shape((1, 1, *one), dtype=torch.float32)
+        shape = shape[1:] if isinstance(shape, torch.Size) else shape
+    except RuntimeError:
+        with torch.no_grad():
+            out = module(torch.zeros((1, *one)))
+        shape = out.shape if isinstance(out, Tensor) else out
     if not isinstance(shape, torch.Size):
-        raise ModelError(f"{type(module).__name__} returns {type(shape).__name__}, not one tensor per frame")
-    return tuple(shape[2:])
+        raise ModelError(f"{type(module).__name__} returns {type(shape).__name__}, not one tensor per {'frame' if clip_len is None else 'window'}")
+    return tuple(shape[1:])
+
+
+class PoolMap(nn.Module):
+    """``module``'s ``(N, C, ...)`` map averaged over everything after C: ``(N, C)``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.module(x)
+        return y.flatten(2).mean(2)
 
 
 @contextmanager
@@ -73,26 +108,46 @@ def parameters_on_meta() -> Iterator[None]:
 
 def describe_live(entry: ModelEntry, *, pool: Pool | None = None) -> dict[str, Any]:
     """Feature shape and inputs of a model, built on the meta device (no weights, no compute)."""
-    name = entry.name
     pool = pool or entry.default_pool
     with parameters_on_meta():
         module = entry.adapt(entry.build(None), pool).eval()
     pre = entry.preprocessing(None)
-    return {
-        "name": name,
-        "feature_shape": list(feature_shape(module, pre)),
-        "needs_weights": entry.needs_weights,
-        "spatial": entry.spatial,
-        "input_size": pre.input_size,
-        "description": entry.description,
-    }
+    from ._catalog import describe_row
+
+    return describe_row(entry, pre, feature_shape(module, pre, clip_len=entry.clip_len if entry.kind == "window" else None))
 
 
-def build_module(entry: ModelEntry, named: str | None, path: Path | None, pool: Pool) -> tuple[nn.Module, str | None]:
-    """``entry``'s per-frame module for weights ``named`` or at ``path``, and the file's sha256."""
+def build_module(
+    entry: ModelEntry, named: str | None, path: Path | None, pool: Pool, layer: str | None = None
+) -> tuple[nn.Module, str | None]:
+    """``entry``'s feature module for weights ``named`` or at ``path``, and the file's sha256.
+
+    With ``layer``, the module is cut at that node of its graph (``pool`` is then the
+    caller's), after the weights are loaded: checkpoints are saved from the whole model.
+    """
     module = entry.build(named)
     sha256 = load_state_dict_file(module, path) if path is not None else None
-    return entry.adapt(module, pool).eval(), sha256
+    if layer is None:
+        return entry.adapt(module, pool).eval(), sha256
+    take = entry.layer or _default_layer
+    return take(module.eval(), layer).eval(), sha256
+
+
+def _default_layer(module: nn.Module, node: str) -> nn.Module:
+    from ._torchvision import take_layer
+
+    return take_layer(module, node)
+
+
+def layer_names(entry: ModelEntry) -> list[str]:
+    """The node names ``--layer`` takes for ``entry``'s model (built on the meta device)."""
+    with parameters_on_meta():
+        module = entry.build(None).eval()
+    if entry.layer_names is not None:
+        return entry.layer_names(module)
+    from ._torchvision import layer_names as fx_names
+
+    return fx_names(module)
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, Tensor]:
@@ -107,12 +162,22 @@ def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, Tensor]:
     return obj
 
 
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    """A ``.safetensors`` file's tensors (a format that holds tensors only: nothing to run)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise WeightsError(f"{show_path(path)}: reading .safetensors needs the safetensors package: pip install safetensors") from None
+    return load_file(str(path), device="cpu")
+
+
 def load_state_dict_file(module: nn.Module, path: Path) -> str:
     """Load a checkpoint into ``module`` without executing code from it; return its sha256.
 
-    Accepts a plain state dict or one wrapped under ``state_dict``/``model``, with or
-    without ``module.`` prefixes (DataParallel/DDP). Uses ``torch.load(weights_only=True)``,
-    so a pickle that would run code is refused before anything in it runs.
+    Accepts a ``.safetensors`` file, or a plain state dict or one wrapped under
+    ``state_dict``/``model``, with or without ``module.`` prefixes (DataParallel/DDP).
+    Uses ``torch.load(weights_only=True)``, so a pickle that would run code is refused
+    before anything in it runs.
     """
     if path.is_dir():
         raise WeightsError(f"weights {show_path(path)} is a folder, not a checkpoint file")
@@ -120,7 +185,9 @@ def load_state_dict_file(module: nn.Module, path: Path) -> str:
         what = "is not a regular file" if path.exists() else "does not exist"
         raise WeightsError(f"weights file {show_path(path)} {what}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _read_safetensors(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: refused to load (only plain tensor checkpoints are allowed): {first}") from exc
@@ -140,3 +207,40 @@ def load_state_dict_file(module: nn.Module, path: Path) -> str:
         raise WeightsError(f"{path} does not fit the model: {'; '.join(problems)}")
     module.load_state_dict(state)
     return sha256_file(path)
+
+
+class WindowModel(nn.Module):
+    """A video model on uint8 windows ``(N, T, C, H, W)``: normalized frame by frame, then
+    given to ``module`` as ``(N, C, T, H, W)``, as torchvision's video models take them."""
+
+    def __init__(self, module: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.normalize = TimeDistributed(Normalize(preprocessing.mean, preprocessing.std)) if preprocessing.normalize else None
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.normalize(x) if self.normalize is not None else x.float()
+        return self.module(x.transpose(1, 2))
+
+
+class NodeOutput(nn.Module):
+    """The one output of a feature extractor made for a single node."""
+
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.extractor(x)["out"]
+
+
+def take_node(model: nn.Module, node: str, *, create: Callable[..., nn.Module], names: list[str]) -> nn.Module:
+    """``model`` cut at graph node ``node`` (one of ``names``) by the FX feature-extractor
+    factory ``create``; its output as it is. A submodule's name (``layer2``) stands for
+    its last node, as in torchvision."""
+    modules = {name.rsplit(".", i)[0] for name in names for i in range(1, name.count(".") + 1)}
+    if node not in names and node not in modules:
+        close = difflib.get_close_matches(node, [*modules, *names], n=5)
+        hint = f"close: {', '.join(close)}" if close else "see `tdvideo models NAME --layers`"
+        raise ModelError(f"no layer {node!r} in {type(model).__name__}; {hint}")
+    return NodeOutput(create(model.eval(), return_nodes={node: "out"}))

@@ -1,10 +1,16 @@
 """Models by name: what each is, how to build it, and what it expects.
 
 Following torchvision's ``models/_api.py``, an entry knows how to build its module, how
-to turn it into a per-frame feature extractor (``pool``), and the preprocessing that
-belongs to its weights. The registry itself imports neither torch nor torchvision: an
-entry's functions load their family's module when first called, and torchvision's model
-names come from the catalog (see :mod:`tdvideo.models.catalog`).
+to turn it into a feature extractor (``pool``), and the preprocessing that belongs to its
+weights. The families, in the order a name is looked up:
+
+- the built-ins and models added with :func:`register_model`;
+- ``timm:NAME``, any timm model (the ``tdvideo[timm]`` extra);
+- torchvision's image classifiers and video models (names from the stored catalog);
+- plugins: packages that declare an entry point in the group ``tdvideo.models``.
+
+The registry itself imports neither torch, torchvision nor timm: an entry's functions load
+their family's module when first called.
 """
 
 from __future__ import annotations
@@ -13,17 +19,34 @@ import difflib
 import fnmatch
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .._types import Pool
 from ..errors import ModelError
 from ._preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
-__all__ = ["DEFAULT_MODEL", "ModelEntry", "list_models", "model_entry", "register_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "PLUGIN_GROUP",
+    "TIMM_PREFIX",
+    "ModelEntry",
+    "custom_model",
+    "layer_names",
+    "list_models",
+    "model_entry",
+    "register_model",
+]
 
 DEFAULT_MODEL = "colorhist"
+TIMM_PREFIX = "timm:"
+PLUGIN_GROUP = "tdvideo.models"
+
+Kind = Literal["frame", "window"]
+"""``frame``: one output per frame (image models); ``window``: one per clip window of
+``clip_len`` frames, which the model sees as ``(B, C, T, H, W)`` (video models)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +60,11 @@ class ModelEntry:
     ``named_weights`` resolves names such as ``DEFAULT`` to a file (downloaded and
     cached when needed); models without it take only ``none`` or a path.
     ``feature_shapes`` gives one frame's output shape per pool where it is known without
-    building the model; otherwise it is computed on the meta device.
+    building the model; otherwise it is computed on the meta device. ``kind`` and
+    ``clip_len`` (a window model's frames per window, from its weights) say what one
+    output covers. ``layer(module, node)`` cuts a built module at a node of its graph, and
+    ``layer_names(module)`` lists those nodes (torchvision's FX feature extraction, or
+    the family's own); ``details(weights)`` adds what the metadata should record.
     """
 
     name: str
@@ -51,6 +78,11 @@ class ModelEntry:
     named_weights: Callable[[str], tuple[str, Path]] | None = None
     light: bool = False  # costs far less than decoding a frame
     feature_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    kind: Kind = "frame"
+    clip_len: int | None = None
+    layer: Callable[[Any, str], Any] | None = None
+    layer_names: Callable[[Any], list[str]] | None = None
+    details: Callable[[str | None], dict[str, Any]] | None = None
 
 
 def _late(module: str, function: str, *bound: Any) -> Callable[..., Any]:
@@ -62,18 +94,13 @@ def _late(module: str, function: str, *bound: Any) -> Callable[..., Any]:
     return call
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def _torchvision_names() -> list[str]:
-    from ._catalog import torchvision_names
-
-    return torchvision_names()
+_REGISTRY: dict[str, ModelEntry] = {}  # the built-ins and register_model's
+_FOUND: dict[str, ModelEntry] = {}  # entries of the other families, made when first asked for
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
-    """Add a model to the registry; names are unique."""
-    if entry.name in _REGISTRY or entry.name in _torchvision_names():
+    """Add a model to the registry (see :func:`custom_model`); names are unique."""
+    if entry.name in _REGISTRY or entry.name in _torchvision_names() or entry.name.startswith(TIMM_PREFIX):
         raise ValueError(f"model {entry.name!r} is already registered")
     return _add(entry)
 
@@ -142,32 +169,122 @@ _add(
 )
 
 
-def torchvision_entry(name: str) -> ModelEntry:
-    """The entry of torchvision's classifier ``name`` (not checked against torchvision's list)."""
+def custom_model(
+    name: str,
+    *,
+    build: Callable[[], Any],
+    preprocessing: Preprocessing,
+    description: str = "",
+    spatial: bool = False,
+) -> ModelEntry:
+    """An entry for your own module: ``build()`` returns an ``nn.Module`` that maps
+    normalized ``(N, 3, H, W)`` frames to features. For :func:`register_model`, or as the
+    object a ``tdvideo.models`` entry point names. ``--weights PATH`` loads a state dict
+    into it; ``spatial`` says its output is a map (then ``pool="avg"`` averages it)."""
+
+    def adapt(module: Any, pool: Pool) -> Any:
+        return _late("_builtin", "pooled")(module) if spatial and pool == "avg" else module
+
+    return ModelEntry(
+        name=name,
+        build=lambda _weights: build(),
+        adapt=adapt,
+        preprocessing=lambda _weights: preprocessing,
+        needs_weights=False,
+        description=description or f"{name} (your module)",
+        spatial=spatial,
+    )
+
+
+def torchvision_entry(name: str, row: dict[str, Any] | None = None) -> ModelEntry:
+    """The entry of torchvision's model ``name``: an image classifier, or a video model
+    when its catalog ``row`` says so (not checked against torchvision's list)."""
+    window = row is not None and row.get("kind") == "window"
     return ModelEntry(
         name=name,
         build=_late("_torchvision", "build_named", name),
         adapt=lambda module, pool: _late("_torchvision", "adapt", name)(module, pool),
         preprocessing=_late("_torchvision", "preprocessing", name),
         needs_weights=True,
-        description=f"torchvision {name}, classifier removed",
-        spatial=not name.startswith("vit_"),  # ViT's output is tokens, not a map
+        description=f"torchvision {name}, {'Kinetics-400 video model, one vector per window' if window else 'classifier removed'}",
+        spatial=not window and not name.startswith("vit_"),  # ViT's output is tokens, not a map
         named_weights=_late("_torchvision", "named_weights", name),
+        kind="window" if window else "frame",
+        clip_len=row.get("clip_len") if row is not None else None,
+        layer=_late("_torchvision", "take_layer"),
+        layer_names=_late("_torchvision", "layer_names"),
     )
 
 
+def _require_timm(name: str) -> None:
+    try:
+        importlib.import_module("timm")
+    except ImportError:
+        raise ModelError(f"model {name!r} needs timm: pip install 'tdvideo[timm]'") from None
+
+
+def _timm_entry(name: str) -> ModelEntry:
+    _require_timm(name)
+    return _late("_timm", "entry")(name)
+
+
+def _plugins() -> dict[str, metadata.EntryPoint]:
+    """Models that installed packages declare in the ``tdvideo.models`` entry-point group."""
+    return {ep.name: ep for ep in metadata.entry_points(group=PLUGIN_GROUP)}
+
+
+def _plugin_entry(point: metadata.EntryPoint) -> ModelEntry:
+    """The plugin's :class:`ModelEntry` (or a function returning one), under the entry point's name."""
+    where = f"plugin {point.name!r} ({point.value})"
+    try:
+        target = point.load()
+        entry = target() if callable(target) and not isinstance(target, ModelEntry) else target
+    except Exception as exc:  # a broken plugin: say which, whatever it raised
+        raise ModelError(f"{where} failed to load: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(entry, ModelEntry):
+        raise ModelError(f"{where} gives {type(entry).__name__}, not a tdvideo.models.ModelEntry (see custom_model)")
+    return replace(entry, name=point.name)
+
+
+def _torchvision_names() -> list[str]:
+    from ._catalog import torchvision_names
+
+    return torchvision_names()
+
+
 def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, sorted, optionally filtered by an fnmatch ``pattern``."""
-    names = sorted({*_REGISTRY, *_torchvision_names()})
+    """Model names, sorted, optionally filtered by an fnmatch ``pattern``.
+
+    timm's models are listed only for a pattern that starts with ``timm:`` (there are
+    over a thousand): ``timm:*clip*``; they are its pretrained weights' names.
+    """
+    if pattern is not None and pattern.startswith(TIMM_PREFIX):
+        _require_timm(pattern)
+        return [TIMM_PREFIX + n for n in _late("_timm", "timm_names")(pattern[len(TIMM_PREFIX) :])]
+    names = sorted({*_REGISTRY, *_torchvision_names(), *_plugins()})
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry for ``name``; :class:`ModelError` naming close matches if unknown."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    found = _REGISTRY.get(name) or _FOUND.get(name)
+    if found is not None:
+        return found
+    if name.startswith(TIMM_PREFIX):
+        return _FOUND.setdefault(name, _timm_entry(name))
     if name in _torchvision_names():
-        return _REGISTRY.setdefault(name, torchvision_entry(name))
+        from ._catalog import load_catalog
+
+        return _FOUND.setdefault(name, torchvision_entry(name, load_catalog()["models"].get(name)))
+    plugins = _plugins()
+    if name in plugins:
+        return _FOUND.setdefault(name, _plugin_entry(plugins[name]))
     close = difflib.get_close_matches(name, list_models(), n=5)
-    hint = f"close: {', '.join(close)}" if close else "see `tdvideo models`"
+    hint = f"close: {', '.join(close)}" if close else "see `tdvideo models` (and `tdvideo models 'timm:*'`)"
     raise ModelError(f"unknown model {name!r}; {hint}")
+
+
+def layer_names(name: str) -> list[str]:
+    """The node names ``--layer`` takes for model ``name``, in execution order."""
+    entry = model_entry(name)
+    return _late("_modules", "layer_names")(entry)

@@ -1,4 +1,5 @@
-"""Every torchvision classification model as a per-frame feature extractor.
+"""Every torchvision classification model as a per-frame feature extractor, and every
+video model as a per-window one.
 
 Imported only when a torchvision model is used: torchvision takes about as long to import
 as torch itself, and the built-in models need neither.
@@ -6,8 +7,12 @@ as torch itself, and the built-in models need neither.
 The classifier is removed so a frame maps to its penultimate embedding (ResNet-50:
 2048, ViT-B/16: the class token, 768; ConvNeXt, EfficientNet, MobileNet, RegNet: the
 pooled features). ``pool="none"`` returns the last spatial feature map where the
-architecture has one. Preprocessing comes from the weights' own transforms, as in
-torchvision's weights API, and named weights are cached under TORCH_HOME.
+architecture has one. A video model (R3D, MC3, R(2+1)D, S3D, MViT, Swin3D) takes a window
+``(B, C, T, H, W)`` and gives its penultimate embedding, one vector per window.
+Preprocessing comes from the weights' own transforms, as in torchvision's weights API (a
+video model's frames per window from its weights' documentation), and named weights are
+cached under TORCH_HOME. ``--layer`` cuts any model at a node of its FX graph, with
+torchvision's feature-extraction utilities.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from .._types import Interpolation, Pool
 from ..errors import ModelError, WeightsError
+from ._modules import take_node
 from ._preprocessing import Preprocessing
 
 _INTERPOLATION: dict[str, Interpolation] = {
@@ -36,6 +43,19 @@ _INTERPOLATION: dict[str, Interpolation] = {
 def classification_models() -> list[str]:
     """Names of torchvision's image classification models."""
     return torchvision.models.list_models(module=torchvision.models)
+
+
+def video_models() -> list[str]:
+    """Names of torchvision's video classification models."""
+    return torchvision.models.list_models(module=torchvision.models.video)
+
+
+def clip_len(name: str) -> int | None:
+    """Frames per window the default weights of video model ``name`` were evaluated with,
+    as their documentation states (``clip_len=16``), else their minimum temporal size."""
+    meta = resolve_weights(name, "DEFAULT").meta
+    found = re.search(r"clip_len=(\d+)", meta.get("_docs", ""))
+    return int(found.group(1)) if found else meta.get("min_temporal_size")
 
 
 def build(name: str, weights: WeightsEnum) -> nn.Module:
@@ -87,13 +107,17 @@ def strip_head(name: str, model: nn.Module) -> nn.Module:
     """``model`` with its classifier removed, in place: frames map to the penultimate embedding."""
     if name.startswith("mobilenet_v3"):
         model.classifier = nn.Identity()  # pooled features (576 / 960), before the head's MLP
+    elif name == "s3d":
+        model.classifier = nn.Identity()  # then averaged over time and space: 1024
+    elif isinstance(getattr(model, "head", None), nn.Sequential) and isinstance(model.head[-1], nn.Linear):
+        model.head[-1] = nn.Identity()  # MViT: the class token, 768
     elif name.startswith("squeezenet"):
         model.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
     elif isinstance(getattr(model, "fc", None), nn.Linear):
         model.fc = nn.Identity()
     elif hasattr(model, "heads"):  # ViT: the class token
         model.heads = nn.Identity()
-    elif isinstance(getattr(model, "head", None), nn.Linear):  # Swin
+    elif isinstance(getattr(model, "head", None), nn.Linear):  # Swin, Swin3D
         model.head = nn.Identity()
     elif isinstance(getattr(model, "classifier", None), nn.Linear):  # DenseNet
         model.classifier = nn.Identity()
@@ -111,6 +135,16 @@ def adapt(name: str, model: nn.Module, pool: Pool) -> nn.Module:
     if trunk is None:
         raise ModelError(f"model {name!r} has no spatial feature map; pool must be 'avg'")
     return trunk
+
+
+def take_layer(model: nn.Module, node: str) -> nn.Module:
+    """``model`` cut at ``node`` of its FX graph, with torchvision's feature extraction."""
+    return take_node(model, node, create=create_feature_extractor, names=layer_names(model))
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The nodes of ``model``'s FX graph in eval mode, in execution order."""
+    return get_graph_node_names(model.eval())[1]
 
 
 # -- weights ---------------------------------------------------------------------------
@@ -134,9 +168,12 @@ def preprocessing(name: str, weights: str | None) -> Preprocessing:
     """Resize, crop, mean/std and interpolation from the weights' own eval transforms
     (``weights=None``: the default weights')."""
     t = resolve_weights(name, weights or "DEFAULT").transforms()
+    # One number scales the short side; two resize to exactly H x W (R3D: 128 x 171).
+    resize = t.resize_size
+    crop = t.crop_size
     return Preprocessing(
-        size=int(t.resize_size[0]),
-        crop=int(t.crop_size[0]),
+        size=int(resize[0]) if len(resize) == 1 else (int(resize[0]), int(resize[1])),
+        crop=int(crop[0]) if len(crop) == 1 or crop[0] == crop[1] else (int(crop[0]), int(crop[1])),
         mean=tuple(float(v) for v in t.mean),
         std=tuple(float(v) for v in t.std),
         interpolation=_INTERPOLATION.get(t.interpolation.value, "bilinear"),
