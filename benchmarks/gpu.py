@@ -8,7 +8,9 @@ Prints, with the card's name:
      against the CPU for the same decoded frames (fp32 and bf16 autocast);
   2. decode-only frames/s (720p H.264 -> 224x224, the pipeline's reader);
   3. model-only frames/s: resnet50, bf16 autocast, channels_last, batch 128;
-  4. end-to-end frames/s: a folder of 8 clips through Extractor with resnet50 bf16.
+  4. end-to-end frames/s: a folder of 8 clips through Extractor with resnet50 bf16;
+  5. the model families (bench_models.py, bf16): timm CLIP ViT-B/16 and DINOv2 ViT-S/14
+     frames/s, torchvision r3d_18 windows/s (skipped without the timm extra).
 Generated clips are cached under --cache (one 10 s clip, hard-linked 8 times).
 """
 
@@ -124,6 +126,14 @@ def main() -> None:
     rate, workers = end_to_end(folder, args.device, args.batch, out)
     print(f"end to end (8 x 10 s clips, resnet50 bf16, {workers} decode workers): {rate:8.1f} frames/s")
     shutil.rmtree(out, ignore_errors=True)
+    print("\n== 5. model families (bf16) ==")
+    try:
+        import bench_models
+
+        for line in bench_models.run(device, "bf16", args.repeats, args.batch):
+            print(line)
+    except ImportError as exc:
+        print(f"skipped: {exc}")
     sys.exit(0 if ok else 1)
 
 
