@@ -375,3 +375,25 @@ def test_array_of_a_plugin_is_the_modules_output(plugin_path: Path, clips: dict[
     features = tdvideo.Extractor(model="channel-means", num_frames=1).extract(clips["h264"].path)
     clip = tdvideo.read_video(clips["h264"].path, num_frames=1, size=16)
     np.testing.assert_allclose(features.array, clip.frames.float().div(255).mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@random_weights
+def test_a_frame_size_the_model_cannot_take_is_refused_before_any_work(timm, clips: dict[str, Clip]) -> None:
+    """DINOv2's position embeddings are for 518 x 518: a 224 crop is a usage error up front."""
+    with pytest.raises(ModelError, match=r"does not take 224x224 frames: Input height \(224\) doesn't match model \(518\)"):
+        tdvideo.Extractor(model=DINOV2_S14, weights="none", size=224, crop=224)
+    features = tdvideo.Extractor(model="resnet18", weights="none", size=100, crop=100, num_frames=1).extract(clips["h264"].path)
+    assert features.array.shape == (1, 512)  # a CNN takes any size
+
+
+def test_a_models_own_input_check_during_a_run_is_one_error(clips: dict[str, Clip]) -> None:
+    """A module that asserts on its input mid-run: one TdvideoError naming the model, no traceback."""
+
+    class Picky(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch._assert(x.shape[0] < 3, "at most 2 frames at a time")
+            return x.mean((2, 3))
+
+    extractor = tdvideo.Extractor(model=Picky(), preprocessing=Preprocessing(size=16), num_frames=4)
+    with pytest.raises(tdvideo.TdvideoError, match="model Picky failed on frames of shape .*: at most 2 frames at a time"):
+        extractor.extract(clips["h264"].path)

@@ -100,7 +100,7 @@ class Runner:
                 torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None),
             ):
                 y = self.model(x, **kwargs)
-        except RuntimeError as exc:
+        except (RuntimeError, AssertionError) as exc:  # AssertionError: a model's own input checks (timm's)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TdvideoError(f"model {self.backbone.name} failed on frames of shape {tuple(frames.shape)}: {first}") from exc
         return y.float().cpu().numpy()

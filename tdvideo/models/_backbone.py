@@ -86,6 +86,20 @@ class Backbone:
             self._module, self.make = self.make(), None
         return self._module
 
+    def check_input(self, height: int, width: int) -> None:
+        """:class:`ModelError` if the model, once built, cannot take frames of this size
+        (a ViT whose position embeddings are for one grid); a meta-device pass, no compute.
+        The light built-ins take any size and are not built for this."""
+        if self.light:
+            return
+        from ._modules import feature_shape
+
+        try:
+            feature_shape(self.module, Preprocessing(size=None, crop=(height, width)), clip_len=self.clip_len if self.kind == "window" else None)
+        except Exception as exc:  # whatever the model raises about its input
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model {self.name} does not take {height}x{width} frames: {first}") from exc
+
     def frame_model(self) -> nn.Module:
         """uint8 ``(N, 3, H, W)`` frames in, features out."""
         from torch import nn
