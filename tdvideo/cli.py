@@ -240,7 +240,9 @@ def models(
         raise _fail(f"no model matches {pattern!r}", EXIT_USAGE)
     from .models._catalog import save_descriptions
 
-    rows = [describe_model(name) for name in tqdm(names, desc="describing", unit="model", disable=len(names) < 20, leave=False)]
+    # timm's shapes are computed on the meta device the first time (0.1-0.5 s a model), then cached.
+    slow = pattern is not None and pattern.startswith("timm:") and len(names) > 10
+    rows = [describe_model(name) for name in tqdm(names, desc="describing", unit="model", disable=not slow, leave=False)]
     save_descriptions()
     if as_json:
         typer.echo(json.dumps(rows))
