@@ -109,6 +109,14 @@ def _device(name: str, value: Any) -> str:
     return value
 
 
+def _shard(name: str, value: Any) -> str:
+    """``I/N``: this process is shard I (from 0) of N."""
+    rank, _, world = str(value).partition("/") if isinstance(value, str) else ("", "", "")
+    if not (rank.isdigit() and world.isdigit() and 0 <= int(rank) < int(world)):
+        raise UsageError(f"{name} must be I/N with 0 <= I < N (this process's share, e.g. 0/4), got {value!r}")
+    return f"{int(rank)}/{int(world)}"
+
+
 def _extensions(name: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not all(isinstance(v, str) and v.strip(".") for v in value):
         raise UsageError(f"{name} must be a list of file extensions such as mp4, got {value!r}")
@@ -206,6 +214,10 @@ class Settings:
         None, "Decoding processes (0: decode in this process).", "Running", (int,), check=_non_negative_int, metavar="N", unset="by input size"
     )
     threads: int = _setting(0, "FFmpeg threads per video (0: shared out over the cores).", "Running", (int,), check=_non_negative_int, metavar="N")
+    shard: str | None = _setting(
+        None, "Take only share I of N of the videos (as RANK/WORLD_SIZE do).", "Running", (str,), check=_shard, metavar="I/N",
+        unset="torchrun/SLURM environment, else all",
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -71,7 +71,7 @@ BYTES_PER_WORKER = 4 * 2**20
 _AHEAD = 16
 _AHEAD_BYTES = 4 * BATCH_BYTES
 # Settings a run may change (the others shape the features, and are the Extractor's).
-_RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob")
+_RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob", "shard")
 
 
 class Extractor:
@@ -173,8 +173,8 @@ class Extractor:
     ) -> Iterator[VideoResult]:
         """Extract every video under ``inputs``, yielding a result per video as it finishes.
 
-        ``run_settings`` change ``out``, ``format``, ``overwrite``, ``ext`` or ``glob`` for
-        this run. Before any work, inputs are found, outputs planned (collisions are an
+        ``run_settings`` change ``out``, ``format``, ``overwrite``, ``ext``, ``glob`` or
+        ``shard`` for this run. Before any work, inputs are found, outputs planned (collisions are an
         error) and the output folder checked (:class:`UsageError`). Finished outputs of
         the same source and settings are skipped unless ``overwrite``. A failing video
         never stops the run: it yields a ``failed`` result and goes to the failures log;
@@ -182,12 +182,16 @@ class Extractor:
         removed, so nothing stale looks current. A full disk or a read-only file system
         stops the run with :class:`~tdvideo.OutputError`.
 
-        ``shard``: under torchrun/SLURM (``"auto"`` reads the environment) or with an
-        explicit :class:`Shard`, this process takes only its share of the videos, and
-        its failures go to ``failures.rank{N}.jsonl``; ``None`` takes every video.
+        ``shard``: with the ``shard`` setting (``"I/N"``), under torchrun/SLURM (``"auto"``
+        reads the setting, else the environment) or with an explicit :class:`Shard`, this
+        process takes only its share of the videos, and its failures go to
+        ``failures.rank{N}.jsonl``; ``None`` takes every video.
         """
         settings = self._for_run(run_settings)
-        shard = Shard.from_env() if shard == "auto" else shard
+        if shard == "auto":
+            shard = Shard.parse(settings.shard) if settings.shard is not None else Shard.from_env()
+        if shard is not None and shard.world == 1:
+            shard = None  # one share of one: every video, one failures log
         plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=shard)
         prepare_output(plan.out)
         failures = FailuresLog(plan.failures_log)

@@ -283,6 +283,12 @@ class Shard:
                 return shard if shard.world > 1 else None
         return None
 
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``I/N`` (as ``--shard`` takes it)."""
+        rank, _, world = text.partition("/")
+        return cls(int(rank), int(world))
+
     def owns(self, video: InputVideo) -> bool:
         # A stable hash of the output name: every process agrees without talking, and a
         # rerun with the same world size gives each process the same videos.
