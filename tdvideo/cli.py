@@ -256,6 +256,31 @@ def models(
         typer.echo(f"{row['name']:<{width}} {shape:<12} {weights:<14} {row['description']}")
 
 
+@app.command()
+def status(
+    out: Annotated[Path, typer.Argument(help="The output folder of one or more runs (every rank's).", metavar="OUT")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Where the runs writing into OUT stand: done, failed, not yet done, and the failures.
+
+    Exit code 0 when every planned video is done, 1 otherwise.
+    """
+    from .extract import run_status
+
+    try:
+        report = run_status(out)
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        for record in report.failures:
+            typer.echo(f"failed: {show_path(record.get('path', '?'))}: {record.get('error_type')}: {record.get('message')}")
+        typer.echo(f"{report.done} done, {report.failed} failed, {report.pending} not yet done ({report.total} videos)")
+    if report.failed or report.pending:
+        raise typer.Exit(EXIT_FAILED)
+
+
 # -- the process -------------------------------------------------------------------------------
 
 

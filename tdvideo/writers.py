@@ -53,6 +53,11 @@ __all__ = [
     "remove_output",
     "Temporaries",
     "remove_temporaries",
+    "RUN_DIR",
+    "plan_path",
+    "read_failures",
+    "read_plans",
+    "write_plan",
     "write_features",
 ]
 
@@ -422,3 +427,47 @@ class FailuresLog:
         except OSError as exc:
             stopped = "; stopped" if exc.errno in FATAL_WRITE_ERRORS else ""
             raise OutputError(f"cannot write {show_path(self.path)}: {exc.strerror or exc}{stopped}") from exc
+
+
+# -- run records -------------------------------------------------------------------------------
+
+RUN_DIR = ".tdvideo"
+"""The folder under ``--out`` where runs keep their plans (and, in claim mode, their claims)."""
+
+
+def plan_path(out: Path, rank: int | None) -> Path:
+    """Where a run (rank ``rank`` of a sharded one) records what it set out to do."""
+    return out / RUN_DIR / ("plan.json" if rank is None else f"plan.rank{rank}.json")
+
+
+def write_plan(out: Path, rank: int | None, *, fmt: Format, jobs: list[tuple[Path, Path]]) -> Path:
+    """Record a run's videos and their output bases (relative to ``out``), for ``tdvideo status``."""
+    path = plan_path(out, rank)
+    path.parent.mkdir(exist_ok=True)
+    record = {"format": fmt, "videos": [{"source": str(src), "output": base.relative_to(out).as_posix()} for src, base in jobs]}
+    data = json.dumps(record, indent=1).encode()
+    _atomic_write(path, lambda fh: fh.write(data))
+    return path
+
+
+def read_plans(out: Path) -> list[dict[str, Any]]:
+    """Every plan recorded under ``out`` (each rank's, and an unsharded run's)."""
+    plans = []
+    for path in sorted((out / RUN_DIR).glob("plan*.json")):
+        try:
+            plans.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue  # a plan being replaced, or damaged: the others still count
+    return plans
+
+
+def read_failures(out: Path) -> list[dict[str, Any]]:
+    """Every failure record under ``out``, from all ranks' logs, in file order."""
+    records = []
+    for path in sorted(out.glob("failures*.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a kill
+    return records

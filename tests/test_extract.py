@@ -41,7 +41,7 @@ def test_load_round_trips_each_format(clips: dict[str, Clip], tmp_path: Path, fm
     assert loaded.array.dtype == np.dtype(dtype)
     assert loaded.metadata["format"] == fmt and loaded.metadata["sampling"] == {"fps": 10}
     assert tdvideo.load(tmp_path / "idx.json").array.shape == loaded.array.shape
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".tdvideo"], "temporary files left behind"
 
 
 def test_extract_equals_the_cli_output(clips: dict[str, Clip], tmp_path: Path) -> None:
@@ -117,7 +117,8 @@ def test_interrupted_write_leaves_nothing_under_the_final_name(clips: dict[str, 
     monkeypatch.setattr(np, "save", exploding_save)
     [result] = list(Extractor().run([clips["h264"].path], out=tmp_path, progress=False))
     assert result.status == "failed" and "disk full" in result.error
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["failures.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tdvideo", "failures.jsonl"]  # the run's plan, its failure
+    assert sorted(p.name for p in (tmp_path / ".tdvideo").iterdir()) == ["plan.json"]
 
 
 def test_discovery_and_output_planning(folder: Path, tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ runner = CliRunner()
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    """The files under ``root``, but the run records (``.tdvideo/``)."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".tdvideo" not in p.relative_to(root).parts)
 
 
 def test_names_made_of_dots_stay_inside_out(clips: dict[str, Clip], tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_a_kill_between_the_two_renames_never_pairs_new_features_with_old_metada
         import tdvideo
         list(tdvideo.Extractor(fps=5).run([{str(video)!r}], out={str(out)!r}, progress=False))
     """
-    for n in (1, 2):  # killed at the array's rename, then at the metadata's
+    for n in (2, 3):  # killed at the array's rename, then at the metadata's (the 1st: the run's plan)
         killed = _kill_at_rename(n, script, tmp_path)
         assert killed.returncode == -9, killed.stderr
         with pytest.raises(OutputError, match="no finished tdvideo output"):
@@ -142,7 +142,7 @@ def test_a_failed_reextraction_does_not_leave_old_features_looking_current(
     shutil.copy(broken["truncated"], video)  # the source changes, and now fails
     [failed] = list(Extractor().run([video], out=out, progress=False))
     assert failed.status == "failed" and "earlier output" in failed.error
-    assert sorted(p.name for p in out.iterdir()) == ["failures.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".tdvideo", "failures.jsonl"]  # the run's plan, its failure
     with pytest.raises(OutputError):
         tdvideo.load(out / "x.npy")
 

@@ -39,6 +39,7 @@ from ..writers import (
     is_finished,
     remove_output,
     write_features,
+    write_plan,
 )
 from ._batcher import Batch, Failure, Restart, batches
 from ._collect import Collector
@@ -194,6 +195,7 @@ class Extractor:
             shard = None  # one share of one: every video, one failures log
         plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=shard)
         prepare_output(plan.out)
+        write_plan(plan.out, shard.rank if shard is not None else None, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job])
         failures = FailuresLog(plan.failures_log)
         failures.reset()
         total = len(plan.jobs) + len(plan.unreadable)

@@ -19,6 +19,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import NoVideosError, OutputCollisionError, UsageError, show_path
+from ..writers import RUN_DIR
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -212,8 +213,8 @@ def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
 
     The tree below each input folder is mirrored, so ``a/x.mp4`` and ``b/x.mp4`` never
     share an output. Two inputs that would (``x.mp4`` beside ``x.webm``, or the same
-    name from two folders given as files), and a subfolder named like the failures log,
-    are reported together before any work starts.
+    name from two folders given as files), and a subfolder named like the failures log or
+    the run records (``.tdvideo``), are reported together before any work starts.
     """
     out = Path(out)
     owners: dict[Path, list[Path]] = {}
@@ -226,6 +227,8 @@ def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
         top = video.relative.parts[0]
         if len(video.relative.parts) > 1 and fnmatch.fnmatch(top, "failures*.jsonl"):
             lines.append(f"{show_path(out / top)}: a folder of outputs for {show_path(video.path)}, but also the failures log")
+        elif top == RUN_DIR:
+            lines.append(f"{show_path(out / top)}: outputs for {show_path(video.path)}, but also the folder of run records")
     clashes = {b: ps for b, ps in owners.items() if len(ps) > 1}
     lines += [f"{show_path(b)}: {', '.join(show_path(p) for p in ps)}" for b, ps in sorted(clashes.items())]
     if lines:
@@ -312,6 +315,7 @@ class RunPlan:
     unreadable: list[Unreadable]
     out: Path
     failures_log: Path
+    every_job: list[Job]  # every shard's: what `tdvideo status` counts, whichever ranks ran
 
 
 def plan_run(
@@ -325,5 +329,6 @@ def plan_run(
     """Discover the inputs and plan their outputs; collisions are checked over all inputs, whatever the shard."""
     found = discover_videos(inputs, extensions=extensions, glob=glob)
     bases = plan_outputs(found.videos, out)
-    jobs = [Job(v.path, base) for v, base in zip(found.videos, bases) if shard is None or shard.owns(v)]
-    return RunPlan(jobs, found.unreadable, Path(out), Path(out) / failures_log_name(shard))
+    every = [(v, Job(v.path, base)) for v, base in zip(found.videos, bases)]
+    jobs = [job for v, job in every if shard is None or shard.owns(v)]
+    return RunPlan(jobs, found.unreadable, Path(out), Path(out) / failures_log_name(shard), [job for _, job in every])
