@@ -19,3 +19,6 @@ OutputDType = Literal["float32", "float16"]
 Precision = Literal["fp32", "fp16", "bf16"]
 OnError = Literal["raise", "keep"]
 """A video damaged part-way: ``raise`` (it fails) or ``keep`` the frames decoded before."""
+Balance = Literal["static", "claim"]
+"""How processes sharing an output folder split the videos: a fixed hash share each, or
+one video at a time through claim files."""

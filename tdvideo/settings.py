@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from ._types import Format, Interpolation, OnError, OutputDType, Pool, Precision, Size
+from ._types import Balance, Format, Interpolation, OnError, OutputDType, Pool, Precision, Size
 from .errors import UsageError, show_path
 from .sampling import MAX_SECONDS, Sampling
 
@@ -75,6 +75,13 @@ def _seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
         raise UsageError(f"{name} must be a number of seconds in [0, {MAX_SECONDS:g}], got {value!r}")
     return float(value)
+
+
+def _positive_seconds(name: str, value: Any) -> float:
+    seconds = _seconds(name, value)
+    if seconds <= 0:
+        raise UsageError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _number(name: str, value: Any) -> float:
@@ -214,6 +221,14 @@ class Settings:
         None, "Decoding processes (0: decode in this process).", "Running", (int,), check=_non_negative_int, metavar="N", unset="by input size"
     )
     threads: int = _setting(0, "FFmpeg threads per video (0: shared out over the cores).", "Running", (int,), check=_non_negative_int, metavar="N")
+    balance: Balance = _setting(
+        "static", "static: a fixed hash share per process; claim: processes claim videos one at a time.", "Running", (str,),
+        choices=_choices(Balance),
+    )
+    claim_timeout: float = _setting(
+        120.0, "Seconds without a heartbeat after which a claim's process counts as gone.", "Running", (int, float),
+        check=_positive_seconds, metavar="S",
+    )
     shard: str | None = _setting(
         None, "Take only share I of N of the videos (as RANK/WORLD_SIZE do).", "Running", (str,), check=_shard, metavar="I/N",
         unset="torchrun/SLURM environment, else all",

@@ -56,7 +56,7 @@ __all__ = [
     "RUN_DIR",
     "plan_path",
     "read_failures",
-    "read_plans",
+    "read_plan",
     "write_plan",
     "write_features",
 ]
@@ -435,14 +435,16 @@ RUN_DIR = ".tdvideo"
 """The folder under ``--out`` where runs keep their plans (and, in claim mode, their claims)."""
 
 
-def plan_path(out: Path, rank: int | None) -> Path:
-    """Where a run (rank ``rank`` of a sharded one) records what it set out to do."""
-    return out / RUN_DIR / ("plan.json" if rank is None else f"plan.rank{rank}.json")
+def plan_path(out: Path) -> Path:
+    """Where runs record what they set out to do: every video of the run, whatever the
+    shard, so that every rank writes the same plan and ``tdvideo status`` knows the videos
+    of ranks that have not started."""
+    return out / RUN_DIR / "plan.json"
 
 
-def write_plan(out: Path, rank: int | None, *, fmt: Format, jobs: list[tuple[Path, Path]]) -> Path:
+def write_plan(out: Path, *, fmt: Format, jobs: list[tuple[Path, Path]]) -> Path:
     """Record a run's videos and their output bases (relative to ``out``), for ``tdvideo status``."""
-    path = plan_path(out, rank)
+    path = plan_path(out)
     path.parent.mkdir(exist_ok=True)
     record = {"format": fmt, "videos": [{"source": str(src), "output": base.relative_to(out).as_posix()} for src, base in jobs]}
     data = json.dumps(record, indent=1).encode()
@@ -450,15 +452,12 @@ def write_plan(out: Path, rank: int | None, *, fmt: Format, jobs: list[tuple[Pat
     return path
 
 
-def read_plans(out: Path) -> list[dict[str, Any]]:
-    """Every plan recorded under ``out`` (each rank's, and an unsharded run's)."""
-    plans = []
-    for path in sorted((out / RUN_DIR).glob("plan*.json")):
-        try:
-            plans.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue  # a plan being replaced, or damaged: the others still count
-    return plans
+def read_plan(out: Path) -> dict[str, Any] | None:
+    """The plan recorded under ``out``, or None when no run wrote one (or it is damaged)."""
+    try:
+        return json.loads(plan_path(out).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def read_failures(out: Path) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,10 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return video_tree(tmp_path_factory.mktemp("videos"), files)
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def cli(*args: str, env: dict[str, str] | None = None, quiet: bool = True) -> subprocess.Popen:
     environ = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS")}
     return subprocess.Popen(
-        [sys.executable, "-m", "tdvideo", "extract", *args, "-q", "--workers", "0"],
+        [sys.executable, "-m", "tdvideo", "extract", *args, *(["-q"] if quiet else []), "--workers", "0"],
         env={**environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -105,3 +106,79 @@ def test_status_counts_what_every_rank_planned(many: Path, tmp_path: Path) -> No
 def test_status_of_a_folder_no_run_wrote_is_a_usage_error(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "no tdvideo run recorded its plan here" in done.stderr
+
+
+# -- claim mode -------------------------------------------------------------------------------
+
+
+def test_claims_are_exclusive_kept_alive_and_taken_over_when_stale(tmp_path: Path) -> None:
+    from tdvideo.extract._claims import Claims
+
+    mine, theirs = Claims(tmp_path, timeout=0.4), Claims(tmp_path, timeout=0.4)
+    claim = mine.folder / "k.claim"
+    assert mine.take(claim) and not theirs.take(claim)
+    time.sleep(1.2)  # three timeouts: the heartbeat keeps it fresh
+    assert not theirs.take(claim)
+    mine._stop.set()  # its process stalls (or died): no more heartbeats
+    time.sleep(0.6)
+    assert theirs.take(claim)  # taken over
+    assert json.loads(claim.read_text())["pid"] == os.getpid()
+    assert sorted(p.name for p in claim.parent.iterdir()) == ["k.claim"]  # the old claim renamed away and removed
+    theirs.release(claim)
+    assert mine.take(claim)
+    mine.close()
+    theirs.close()
+    assert not claim.exists()
+
+
+def claimed_by(folder: Path, pid: int) -> bool:
+    for claim in folder.glob("*.claim"):
+        try:
+            if json.loads(claim.read_text()).get("pid") == pid:
+                return True
+        except ValueError:
+            continue  # being written
+    return False
+
+
+def summary(stderr: str) -> dict[str, int]:
+    """The counts of a run's last line: "3 done, 2 skipped, 0 failed; ..."."""
+    counts = [line for line in stderr.splitlines() if " done, " in line][-1].split(";")[0]
+    return {word: int(n) for n, word in (part.split() for part in counts.split(", "))}
+
+
+def test_claiming_processes_share_the_videos_and_a_rerun_takes_over_a_dead_ones_claim(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, frames in enumerate([60, 12, 45, 8, 30, 20, 50, 10]):
+        write_clip(src / f"v{i}.mp4", frames, make_frame=lambda k: index_frame(k, 64, 96))
+    out = tmp_path / "out"
+    slow = ["--model", "resnet18", "--weights", "none", "--balance", "claim"]  # a few frames a second here
+    victim = cli(str(src), "-o", str(out), *slow)
+    claims = out / ".tdvideo" / "claims"
+    deadline = time.monotonic() + 60
+    while not claimed_by(claims, victim.pid):
+        assert victim.poll() is None and time.monotonic() < deadline, "the first process never claimed a video"
+        time.sleep(0.05)
+    others = [cli(str(src), "-o", str(out), *slow, quiet=False) for _ in range(2)]
+    victim.kill()  # SIGKILL mid-video: its claim stays, with no heartbeat
+    victim.wait()
+    counts = []
+    for proc in others:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        counts.append(summary(err))
+    finished = len(list(out.glob("*.npy")))
+    assert sum(c["done"] for c in counts) <= finished < 8  # nothing twice; the dead one's video left
+    assert all(c["done"] + c["skipped"] == 8 for c in counts)
+    assert status(out)[1]["pending"] == 8 - finished
+
+    time.sleep(1.5)
+    rerun = cli(str(src), "-o", str(out), *slow, "--claim-timeout", "1", quiet=False)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert summary(err) == {"done": 8 - finished, "skipped": finished, "failed": 0}
+    assert status(out) == (0, {"done": 8, "failed": 0, "pending": 0, "total": 8})
+    assert not list(out.glob(".*.tmp")) and not list(claims.iterdir())  # no half files, no claims left
+    for i in range(8):
+        assert len(tdvideo.load(out / f"v{i}.npy")) == [60, 12, 45, 8, 30, 20, 50, 10][i]

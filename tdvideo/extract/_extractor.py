@@ -42,6 +42,7 @@ from ..writers import (
     write_plan,
 )
 from ._batcher import Batch, Failure, Restart, batches
+from ._claims import ClaimQueue, Claims
 from ._collect import Collector
 from ._inputs import Job, Shard, plan_run, prepare_output
 from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_chunks
@@ -193,9 +194,10 @@ class Extractor:
             shard = Shard.parse(settings.shard) if settings.shard is not None else Shard.from_env()
         if shard is not None and shard.world == 1:
             shard = None  # one share of one: every video, one failures log
-        plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=shard)
+        claim = settings.balance == "claim"
+        plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=None if claim else shard, claim=claim)
         prepare_output(plan.out)
-        write_plan(plan.out, shard.rank if shard is not None else None, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job])
+        write_plan(plan.out, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job])
         failures = FailuresLog(plan.failures_log)
         failures.reset()
         total = len(plan.jobs) + len(plan.unreadable)
@@ -203,16 +205,34 @@ class Extractor:
             for problem in plan.unreadable:
                 yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
             todo: list[Job] = []
+            # Leftovers of interrupted commits are swept for this process's own videos only:
+            # in claim mode, those it has claimed (another process may be committing).
             temporaries = Temporaries()
             for job in plan.jobs:
-                skipped = self._skip(job, settings, temporaries)
+                skipped = self._skip(job, settings, None if claim else temporaries)
                 if skipped is not None:
                     yield record(skipped)
                 else:
                     todo.append(job)
             log.info("%d video(s): %d to extract, %d finished earlier; model %s", total, len(todo), record.summary.skipped, self.backbone.name)
-            for index, result in self._features([job.path for job in todo], progress=record.frames):
-                yield record(self._commit(todo[index], result, settings))
+            if not claim:
+                for index, result in self._features([job.path for job in todo], progress=record.frames):
+                    yield record(self._commit(todo[index], result, settings))
+                return
+            # Claim mode: videos are claimed one at a time, as decoding workers free up.
+            claims = Claims(plan.out, timeout=settings.claim_timeout)
+            queue = ClaimQueue(
+                todo, plan.out, claims, finished=lambda job: self._skip(job, settings, None) is not None, sweep=lambda job: temporaries.remove(job.base)
+            )
+            try:
+                for index, result in self._features(todo, progress=record.frames, claims=queue):
+                    job = queue.claimed[index]
+                    yield record(self._commit(job, result, settings))
+                    queue.done_with(job)
+            finally:
+                claims.close()
+            for job in queue.elsewhere:  # finished, or being extracted, by another process
+                yield record(VideoResult(job.path, array_path(job.base, settings.format), "skipped"))
 
     def extract(self, path: str | Path) -> Features:
         """Features of one video, in memory (no files written). Raises the video's error."""
@@ -225,20 +245,30 @@ class Extractor:
         return result
 
     def _features(
-        self, paths: Sequence[Path], progress: Any = None, *, workers: int | None = None
+        self, paths: Sequence[Path] | Sequence[Job], progress: Any = None, *, workers: int | None = None, claims: ClaimQueue | None = None
     ) -> Iterator[tuple[int, Features | BaseException]]:
         """Each video's features (or the error that failed it), in the order they finish;
-        decoded in ``workers`` processes (None: :meth:`_worker_count`'s choice)."""
+        decoded in ``workers`` processes (None: :meth:`_worker_count`'s choice). With
+        ``claims``, ``paths`` are the candidate jobs and the videos are claimed as they are
+        started; an index is then a place in ``claims.claimed``."""
         if not paths:
             return
-        chunks, stop = self._chunks(paths, self._worker_count(paths) if workers is None else workers)
+        candidates = [p.path if isinstance(p, Job) else p for p in paths]
+        workers = self._worker_count(candidates) if workers is None else workers
+        videos: Sequence[Path] | Iterator[Path] = iter(claims) if claims is not None else candidates
+        where = f"in {workers} worker processes" if workers else "in this process"
+        log.info("decoding %s%d video(s) %s", "up to " if claims is not None else "", len(candidates), where)
+        chunks, stop = self._chunks(videos, workers)
         stream = batches(chunks, batch_size=self.settings.batch_size, max_bytes=BATCH_BYTES)
         # Decoding and batching start now, in a thread (and worker processes) ...
         ahead = Prefetch(stream, depth=_AHEAD, max_bytes=_AHEAD_BYTES, weight=_batch_bytes, on_stop=stop)
         try:
             runner = self._runner_now()  # ... while torch loads and the model is built.
             collector = Collector(
-                dtype=self.settings.dtype, paths=list(paths), describe=self._metadata, per_window=self.backbone.kind == "window"
+                dtype=self.settings.dtype,
+                paths=claims.paths if claims is not None else candidates,
+                describe=self._metadata,
+                per_window=self.backbone.kind == "window",
             )
             for item in ahead:
                 if isinstance(item, (Restart, Failure)):
@@ -261,9 +291,11 @@ class Extractor:
             raise UsageError(f"{', '.join(others)} shape the features: give them to Extractor(), not run()")
         return self.settings.replace(**run_settings)
 
-    def _skip(self, job: Job, settings: Settings, temporaries: Temporaries) -> VideoResult | None:
-        """A result when ``job`` needs no work (finished, or its source unreadable), else None."""
-        temporaries.remove(job.base)
+    def _skip(self, job: Job, settings: Settings, temporaries: Temporaries | None) -> VideoResult | None:
+        """A result when ``job`` needs no work (finished, or its source unreadable), else None.
+        ``temporaries``: sweep the job's leftovers of an interrupted commit first."""
+        if temporaries is not None:
+            temporaries.remove(job.base)
         if settings.overwrite:
             return None
         try:
@@ -324,9 +356,8 @@ class Extractor:
             )
         return self._runner
 
-    def _chunks(self, paths: Sequence[Path], workers: int) -> tuple[Iterator[Chunk], Any]:
+    def _chunks(self, paths: Sequence[Path] | Iterator[Path], workers: int) -> tuple[Iterator[Chunk], Any]:
         """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them early."""
-        log.info("decoding %d video(s) %s", len(paths), f"in {workers} worker processes" if workers else "in this process")
         if workers == 0:
             chunks = (
                 chunk

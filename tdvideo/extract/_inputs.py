@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -203,9 +204,20 @@ def _read_text_bytes(fh: Any, path: str | Path) -> bytes:
     return b"".join(blocks)
 
 
-def failures_log_name(shard: Shard | None) -> str:
+def rank_name(shard: Shard | None, *, claim: bool = False) -> str | None:
+    """How a process names its failures log: by rank, or by host and process id when
+    processes claim videos without ranks; None for a lone run."""
+    if shard is not None:
+        return f"rank{shard.rank}"
+    if claim:
+        return f"{socket.gethostname()}-{os.getpid()}"
+    return None
+
+
+def failures_log_name(shard: Shard | None, *, claim: bool = False) -> str:
     """Where a run writes its failures under ``--out``."""
-    return "failures.jsonl" if shard is None else f"failures.rank{shard.rank}.jsonl"
+    name = rank_name(shard, claim=claim)
+    return "failures.jsonl" if name is None else f"failures.{name}.jsonl"
 
 
 def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
@@ -325,10 +337,14 @@ def plan_run(
     extensions: Iterable[str] | None = None,
     glob: str | None = None,
     shard: Shard | None = None,
+    claim: bool = False,
 ) -> RunPlan:
-    """Discover the inputs and plan their outputs; collisions are checked over all inputs, whatever the shard."""
+    """Discover the inputs and plan their outputs; collisions are checked over all inputs,
+    whatever the shard. With ``claim``, ``shard`` only names the process (its logs): every
+    video is a candidate, claimed when started."""
     found = discover_videos(inputs, extensions=extensions, glob=glob)
     bases = plan_outputs(found.videos, out)
     every = [(v, Job(v.path, base)) for v, base in zip(found.videos, bases)]
-    jobs = [job for v, job in every if shard is None or shard.owns(v)]
-    return RunPlan(jobs, found.unreadable, Path(out), Path(out) / failures_log_name(shard), [job for _, job in every])
+    jobs = [job for v, job in every if claim or shard is None or shard.owns(v)]
+    failures = Path(out) / failures_log_name(shard, claim=claim)
+    return RunPlan(jobs, found.unreadable, Path(out), failures, [job for _, job in every])

@@ -24,7 +24,7 @@ import signal
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
@@ -364,6 +364,9 @@ class _Worker:
 class DecodePool:
     """Decode ``videos`` in ``workers`` processes; :meth:`chunks` yields them as they come.
 
+    ``videos`` may be an iterator: it is advanced only when a worker is free, so that a
+    video can be claimed from other processes at the moment it is started (claim mode).
+
     ``options`` are :func:`~tdvideo.video.read_chunks`'s; ``decode`` replaces
     :func:`~tdvideo.video.read_chunks`, and ``identify`` is :func:`decode_chunks`'s
     (both cross to the workers by reference: module-level functions).
@@ -375,7 +378,7 @@ class DecodePool:
 
     def __init__(
         self,
-        videos: Sequence[Path],
+        videos: Iterable[Path],
         options: ReadOptions,
         *,
         workers: int,
@@ -384,7 +387,8 @@ class DecodePool:
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
-        self.videos = list(videos)
+        self.videos: list[Path] = []  # as taken from ``videos``: a video's index is its place here
+        self._source = iter(videos)
         self.options = options
         self.workers = workers
         self.decode = decode
@@ -393,7 +397,7 @@ class DecodePool:
         self._stop = threading.Event()
         self._frames_dir: Path | None = None
         self._pool: dict[int, _Worker] = {}  # by process sentinel
-        self._todo: deque[int] = deque(range(len(self.videos)))
+        self._todo: deque[int] = deque()
         self._again: deque[int] = deque()  # videos whose worker died, decoded alone at the end
         self._deaths: dict[int, str] = {}
 
@@ -408,7 +412,9 @@ class DecodePool:
         root = _frames_root()
         _remove_stale_frame_dirs(root)
         self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{os.getpid()}-", dir=root))
-        for _ in range(min(self.workers, len(self._todo))):
+        for _ in range(self.workers):
+            if not self._want():
+                break
             self._assign(self._spawn())
 
     def _spawn(self) -> _Worker:
@@ -426,9 +432,19 @@ class DecodePool:
         self._pool[process.sentinel] = worker
         return worker
 
+    def _want(self) -> bool:
+        """Whether a video waits for a worker, taking the next one from ``videos`` if none
+        does yet: an iterator of videos is only advanced when a worker is free for one."""
+        if not self._todo:
+            path = next(self._source, None)
+            if path is not None:
+                self.videos.append(path)
+                self._todo.append(len(self.videos) - 1)
+        return bool(self._todo)
+
     def _assign(self, worker: _Worker) -> bool:
         """Give ``worker`` its next video; False when there is none for it now."""
-        if self._todo:
+        if self._want():
             index = self._todo.popleft()
         elif self._again and len(self._pool) == 1:
             index = self._again.popleft()  # alone: no other worker is left
@@ -506,9 +522,9 @@ class DecodePool:
                     elif worker.current is None and not self._assign(worker):
                         worker.conn.send(None)
                         self._retire(worker)
-                    if (self._todo or self._again) and not pool:
+                    if not pool and (self._again or self._want()):
                         self._assign(self._spawn())
-                    elif self._todo and len(pool) < self.workers:
+                    elif len(pool) < self.workers and self._want():
                         self._assign(self._spawn())
         finally:
             # Left early (an error, Ctrl-C, a consumer that stopped): workers still busy

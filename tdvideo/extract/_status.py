@@ -1,7 +1,8 @@
 """Where a run stands, over every process that wrote into one output folder.
 
-Each run records its plan under ``OUT/.tdvideo/`` (one per rank of a sharded run); the
-outputs themselves say which videos are done, and the failures logs which failed. A video
+Each run records its plan (every video, whatever the shard) in ``OUT/.tdvideo/plan.json``;
+the outputs themselves say which videos are done, and the failures logs of every process
+which failed. A video
 is counted once: done if its output is finished, else failed if its last failure record
 says so, else not yet done.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, show_path
-from ..writers import RUN_DIR, read_failures, read_metadata, read_plans
+from ..writers import RUN_DIR, read_failures, read_metadata, read_plan
 
 __all__ = ["RunStatus", "run_status"]
 
@@ -39,13 +40,10 @@ class RunStatus:
 def run_status(out: str | Path) -> RunStatus:
     """The status of the runs that wrote into ``out`` (:class:`UsageError` if none did)."""
     out = Path(out)
-    plans = read_plans(out)
-    if not plans:
-        raise UsageError(f"{show_path(out)}: no tdvideo run recorded its plan here ({RUN_DIR}/plan*.json)")
-    videos: dict[str, str] = {}  # output base -> source, over every rank's plan
-    for plan in plans:
-        for video in plan.get("videos", []):
-            videos[video["output"]] = video["source"]
+    plan = read_plan(out)
+    if plan is None:
+        raise UsageError(f"{show_path(out)}: no tdvideo run recorded its plan here ({RUN_DIR}/plan.json)")
+    videos = {video["output"]: video["source"] for video in plan.get("videos", [])}  # output base -> source
     last_failure = {record.get("path"): record for record in read_failures(out)}
     status = RunStatus(out=str(out))
     for output, source in sorted(videos.items()):
