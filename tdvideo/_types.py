@@ -22,3 +22,5 @@ OnError = Literal["raise", "keep"]
 Balance = Literal["static", "claim"]
 """How processes sharing an output folder split the videos: a fixed hash share each, or
 one video at a time through claim files."""
+Engine = Literal["local", "ray"]
+"""Where a run works: this process and its decoding workers, or a Ray cluster (Ray Data)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from ._types import Balance, Format, Interpolation, OnError, OutputDType, Pool, Precision, Size
+from ._types import Balance, Engine, Format, Interpolation, OnError, OutputDType, Pool, Precision, Size
 from .errors import UsageError, show_path
 from .sampling import MAX_SECONDS, Sampling
 
@@ -221,6 +221,14 @@ class Settings:
         None, "Decoding processes (0: decode in this process).", "Running", (int,), check=_non_negative_int, metavar="N", unset="by input size"
     )
     threads: int = _setting(0, "FFmpeg threads per video (0: shared out over the cores).", "Running", (int,), check=_non_negative_int, metavar="N")
+    engine: Engine = _setting(
+        "local", "local: this process and its decoding workers; ray: a Ray cluster (pip install 'tdvideo[ray]').", "Running",
+        (str,), choices=_choices(Engine),
+    )
+    ray_address: str | None = _setting(
+        None, "The Ray cluster to join (ray://HOST:PORT, or auto).", "Running", (str,), check=_text, metavar="ADDR",
+        unset="RAY_ADDRESS, else a local Ray instance",
+    )
     balance: Balance = _setting(
         "static", "static: a fixed hash share per process; claim: processes claim videos one at a time.", "Running", (str,),
         choices=_choices(Balance),

@@ -182,3 +182,49 @@ def test_claiming_processes_share_the_videos_and_a_rerun_takes_over_a_dead_ones_
     assert not list(out.glob(".*.tmp")) and not list(claims.iterdir())  # no half files, no claims left
     for i in range(8):
         assert len(tdvideo.load(out / f"v{i}.npy")) == [60, 12, 45, 8, 30, 20, 50, 10][i]
+
+
+# -- the Ray engine ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_the_ray_engine_gives_the_local_engines_outputs(ray_cluster, many: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    shutil.copytree(many, src)
+    (src / "bad.mp4").write_bytes(b"not a video" * 100)
+    local = {r.path.name + r.path.parent.name: r for r in Extractor(workers=0).run([src], out=tmp_path / "local", progress=False)}
+    remote = {r.path.name + r.path.parent.name: r for r in Extractor().run([src], out=tmp_path / "ray", engine="ray", progress=False)}
+    assert local.keys() == remote.keys() and len(remote) == 9
+    for key, result in remote.items():
+        assert result.status == local[key].status, key
+        if result.status == "done":
+            ours, theirs = tdvideo.load(result.output), tdvideo.load(local[key].output)
+            np.testing.assert_allclose(ours.array, theirs.array, rtol=1e-6, atol=1e-7)
+            np.testing.assert_array_equal(ours.timestamps, theirs.timestamps)
+            assert result.output.relative_to(tmp_path / "ray") == local[key].output.relative_to(tmp_path / "local")
+    failures = [json.loads(line) for line in (tmp_path / "ray" / "failures.jsonl").read_text().splitlines()]
+    assert [f["path"] for f in failures] == [str(src / "bad.mp4")]
+    assert status(tmp_path / "ray") == (1, {"done": 8, "failed": 1, "pending": 0, "total": 9})
+    again = list(Extractor().run([src], out=tmp_path / "ray", engine="ray", progress=False))
+    assert sorted(r.status for r in again) == ["failed"] + ["skipped"] * 8
+
+
+def test_the_ray_engine_windows_and_maps(ray_cluster, many: Path, tmp_path: Path) -> None:
+    """Outputs that are not one vector per frame travel the same way: clip windows, spatial maps."""
+    for options in ({"model": "conv2d", "num_frames": 3}, {"model": "thumbnail", "clip_len": 2}):
+        [local] = Extractor(workers=0, **options).run([many / "v3.mp4"], out=tmp_path / "l", progress=False)
+        [remote] = Extractor(**options).run([many / "v3.mp4"], out=tmp_path / "r", engine="ray", progress=False)
+        np.testing.assert_allclose(tdvideo.load(remote.output).array, tdvideo.load(local.output).array, rtol=1e-6, atol=1e-7)
+
+
+def test_claim_mode_is_not_for_the_ray_engine(many: Path, tmp_path: Path) -> None:
+    with pytest.raises(tdvideo.UsageError, match="the Ray engine balances the work itself"):
+        list(Extractor().run([many], out=tmp_path, engine="ray", balance="claim", progress=False))

@@ -73,7 +73,7 @@ BYTES_PER_WORKER = 4 * 2**20
 _AHEAD = 16
 _AHEAD_BYTES = 4 * BATCH_BYTES
 # Settings a run may change (the others shape the features, and are the Extractor's).
-_RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob", "shard")
+_RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob", "shard", "balance", "claim_timeout", "engine", "ray_address")
 
 
 class Extractor:
@@ -175,8 +175,10 @@ class Extractor:
     ) -> Iterator[VideoResult]:
         """Extract every video under ``inputs``, yielding a result per video as it finishes.
 
-        ``run_settings`` change ``out``, ``format``, ``overwrite``, ``ext``, ``glob`` or
-        ``shard`` for this run. Before any work, inputs are found, outputs planned (collisions are an
+        ``run_settings`` change how this run goes, not the features: ``out``, ``format``,
+        ``overwrite``, ``ext``, ``glob``, ``shard``, ``balance``, ``claim_timeout``,
+        ``engine`` (``"ray"``: on a Ray cluster, see :mod:`tdvideo.extract._ray`) and
+        ``ray_address``. Before any work, inputs are found, outputs planned (collisions are an
         error) and the output folder checked (:class:`UsageError`). Finished outputs of
         the same source and settings are skipped unless ``overwrite``. A failing video
         never stops the run: it yields a ``failed`` result and goes to the failures log;
@@ -195,6 +197,8 @@ class Extractor:
         if shard is not None and shard.world == 1:
             shard = None  # one share of one: every video, one failures log
         claim = settings.balance == "claim"
+        if claim and settings.engine == "ray":
+            raise UsageError("balance 'claim' is for processes you launch; the Ray engine balances the work itself")
         plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=None if claim else shard, claim=claim)
         prepare_output(plan.out)
         write_plan(plan.out, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job])
@@ -215,6 +219,12 @@ class Extractor:
                 else:
                     todo.append(job)
             log.info("%d video(s): %d to extract, %d finished earlier; model %s", total, len(todo), record.summary.skipped, self.backbone.name)
+            if settings.engine == "ray":
+                from ._ray import ray_features
+
+                for index, result in ray_features(self, [job.path for job in todo], address=settings.ray_address, progress=record.frames):
+                    yield record(self._commit(todo[index], result, settings))
+                return
             if not claim:
                 for index, result in self._features([job.path for job in todo], progress=record.frames):
                     yield record(self._commit(todo[index], result, settings))

@@ -1,0 +1,139 @@
+"""The Ray Data engine: decoding as CPU tasks, the model in a pool of actors, on a cluster.
+
+Used with ``engine="ray"`` (``--engine ray``), from the ``tdvideo[ray]`` extra. The flow is
+the local engine's, spread out by Ray Data's own operators:
+
+- the videos to extract become a dataset of paths, one block each;
+- ``flat_map`` decodes a video into chunks in a CPU task, with the same reader, sampling
+  and chunk bounds as the local engine; a video that fails to decode becomes one error row;
+- ``map_batches`` with an actor pool runs the model, each actor holding it on its device
+  (a GPU each where there are GPUs, else the CPU);
+- the driver reassembles each video's rows in order and writes them with the same writer,
+  metadata, resume checks and failure records as the local engine.
+
+Ray Data retries a task whose process died and restarts a dead actor (its defaults);
+blocks that still fail are skipped (``max_errored_blocks``), and their videos recorded as
+failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import UsageError, VideoError
+from ..writers import SourceIdentity
+from ._batcher import Batch, batches
+from ._collect import Collector
+from ._loader import Chunk, decode_chunks
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from ._extractor import Extractor
+
+__all__ = ["ray_features"]
+
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError("--engine ray needs Ray Data: pip install 'tdvideo[ray]'") from None
+    return ray
+
+
+def _decode(row: dict[str, Any], *, options: Any, decode: Any) -> Iterator[dict[str, Any]]:
+    """A video's chunks as rows: uint8 ``frames`` and the rest of the chunk, pickled."""
+    for seq, chunk in enumerate(decode_chunks(int(row["index"]), Path(row["path"]), options, decode, identify=SourceIdentity.of)):
+        frames = chunk.clip.frames if chunk.clip is not None else np.zeros((0,), np.uint8)
+        rest = replace(chunk, clip=replace(chunk.clip, frames=np.zeros((0,), np.uint8))) if chunk.clip is not None else chunk
+        yield {"index": chunk.index, "seq": seq, "frames": frames, "chunk": pickle.dumps(rest)}
+
+
+class _Model:
+    """An actor holding the model: one decoded chunk in, its features and placement out."""
+
+    def __init__(self, settings: Settings) -> None:
+        from ._extractor import Extractor
+
+        # Built here from the settings: weights resolve on the actor's machine, as locally.
+        self.extractor = Extractor(settings)
+        self.runner = self.extractor._runner_now()
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        chunk: Chunk = pickle.loads(rows["chunk"][0])
+        if chunk.clip is None:  # an error row: passed on as it is
+            return {"index": rows["index"], "seq": rows["seq"], "features": np.zeros((1, 0), np.float32), "batch": rows["chunk"]}
+        chunk = replace(chunk, clip=replace(chunk.clip, frames=rows["frames"][0]))
+        settings = self.extractor.settings
+        [batch] = batches([chunk], batch_size=max(settings.batch_size, len(chunk.clip.frames)), max_bytes=2**62)
+        assert isinstance(batch, Batch)
+        features = self.runner(batch)
+        for piece in batch.pieces:  # the driver needs where the rows go, not the frames again
+            piece.chunk = replace(piece.chunk, frames=np.zeros((0,), np.uint8))
+        stub = pickle.dumps(replace(batch, frames=np.zeros((0,), np.uint8)))
+        return {"index": rows["index"], "seq": rows["seq"], "features": features[None], "batch": np.array([stub], dtype=object)}
+
+
+def ray_features(extractor: Extractor, paths: Sequence[Path], *, address: str | None, progress: Any = None) -> Iterator[tuple[int, Any]]:
+    """:meth:`Extractor._features` on Ray Data: each video's features or error, as they finish."""
+    ray = _ray()
+    if extractor.settings.model != extractor.backbone.name:
+        raise UsageError("engine 'ray' builds the model by name on each actor: give model='NAME', not a module")
+    if not paths:
+        return
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-dataset lines, amid our progress bars
+    context = ray.data.DataContext.get_current()
+    context.max_errored_blocks = -1  # a video whose task keeps failing is recorded, not fatal
+    context.enable_progress_bars = False
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if extractor.settings.device in ("auto", "cuda") else 0
+    items = [{"index": i, "path": str(p)} for i, p in enumerate(paths)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.flat_map(_decode, fn_kwargs={"options": extractor.read_options, "decode": extractor._decode}, num_cpus=1)
+    ds = ds.map_batches(
+        _Model,
+        fn_constructor_kwargs={"settings": extractor.settings},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),
+        num_gpus=1 if gpus else 0,
+    )
+    collector = Collector(
+        dtype=extractor.settings.dtype, paths=list(paths), describe=extractor._metadata, per_window=extractor.backbone.kind == "window"
+    )
+    pending: dict[int, dict[int, tuple[Any, np.ndarray]]] = {}  # index -> seq -> (batch or chunk, features)
+    expected: dict[int, int] = {}  # index -> the seq of its last row, once seen
+    finished: set[int] = set()
+    for row in ds.iter_rows():
+        index, seq = int(row["index"]), int(row["seq"])
+        item = pickle.loads(row["batch"])
+        pending.setdefault(index, {})[seq] = (item, row["features"])
+        last = item if isinstance(item, Chunk) else item.pieces[-1]
+        if last.last:
+            expected[index] = seq
+        if index not in expected or len(pending[index]) != expected[index] + 1:
+            continue  # rows of one video may come back out of order: wait for all of them
+        finished.add(index)
+        for _, (part, features) in sorted(pending.pop(index).items()):
+            if isinstance(part, Chunk):  # the video failed to decode
+                collector.forget(index)
+                yield index, part.error
+                break
+            if progress is not None:
+                progress.update(part.frame_count)
+            yield from collector.add(part, features)
+    for index in range(len(paths)):
+        if index not in finished:
+            collector.forget(index)
+            yield index, VideoError(paths[index], "its Ray tasks failed, retries included (a crashed decoder or model process)")
+
