@@ -232,18 +232,32 @@ def models(
             raise _fail("--layers needs a model name: tdvideo models NAME --layers", EXIT_USAGE)
         from .models import layer_names
 
-        names = layer_names(pattern)
+        try:
+            names = layer_names(pattern)
+        except TdvideoError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
         typer.echo(json.dumps(names) if as_json else "\n".join(names))
         return
-    names = list_models(pattern)
+    try:
+        names = list_models(pattern)
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     if not names:
         raise _fail(f"no model matches {pattern!r}", EXIT_USAGE)
     from .models._catalog import save_descriptions
 
-    # timm's shapes are computed on the meta device the first time (0.1-0.5 s a model), then cached.
-    slow = pattern is not None and pattern.startswith("timm:") and len(names) > 10
-    rows = [describe_model(name) for name in tqdm(names, desc="describing", unit="model", disable=not slow, leave=False)]
-    save_descriptions()
+    # timm's shapes are computed on the meta device the first time (0.1-0.5 s a model), then
+    # cached, also when the listing is stopped part-way.
+    slow = pattern is not None and pattern.startswith("timm:") and len(names) > 10 and sys.stderr.isatty()
+    rows = []
+    try:
+        for name in tqdm(names, desc="describing", unit="model", disable=not slow, leave=False):
+            try:
+                rows.append(describe_model(name))
+            except TdvideoError as exc:  # a broken plugin: named, and the others still listed
+                typer.echo(f"warning: {exc}", err=True)
+    finally:
+        save_descriptions()
     if as_json:
         typer.echo(json.dumps(rows))
         return

@@ -250,11 +250,17 @@ class Settings:
             checked = _check_one(f, value)
             if checked is not value:
                 object.__setattr__(self, f.name, checked)
-        self.sampling()  # the sampling settings check each other
+        # The sampling settings check each other; a clip_stride without clip_len waits for
+        # the model, as a video model brings its own window length.
+        self.sampling(clip_len=1 if self.clip_len is None and self.clip_stride is not None else None)
 
-    def sampling(self) -> Sampling:
-        """The sampling settings as a :class:`Sampling`."""
-        return Sampling(**{name: getattr(self, name) for name in SAMPLING_FIELDS})
+    def sampling(self, *, clip_len: int | None = None) -> Sampling:
+        """The sampling settings as a :class:`Sampling`; ``clip_len`` is the window length
+        when none is set (a video model's)."""
+        fields = {name: getattr(self, name) for name in SAMPLING_FIELDS}
+        if fields["clip_len"] is None:
+            fields["clip_len"] = clip_len
+        return Sampling(**fields)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (checked); unknown names are a :class:`UsageError`."""

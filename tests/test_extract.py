@@ -188,6 +188,7 @@ def test_padded_steps_never_reach_the_model(folder: Path, tmp_path: Path) -> Non
 
     extractor = Extractor(model="thumbnail", batch_size=64, workers=0)
     extractor.backbone._module = Counting()  # the frames the model sees, not the thumbnail
+    extractor.backbone.feature_shape = (1,)
     list(extractor.run([folder], out=tmp_path, progress=False))
     assert counted == [60, 31]  # 30 + 1 valid steps of the padded (2, 30) batch
 

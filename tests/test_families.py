@@ -397,3 +397,114 @@ def test_a_models_own_input_check_during_a_run_is_one_error(clips: dict[str, Cli
     extractor = tdvideo.Extractor(model=Picky(), preprocessing=Preprocessing(size=16), num_frames=4)
     with pytest.raises(tdvideo.TdvideoError, match="model Picky failed on frames of shape .*: at most 2 frames at a time"):
         extractor.extract(clips["h264"].path)
+
+
+# -- what the newcomer and attacker pass found ---------------------------------------------------
+
+
+def test_a_broken_plugin_is_a_warning_in_the_listing(plugin_path: Path) -> None:
+    (plugin_path / "tdv_test_plugin.py").write_text("raise RuntimeError('no GPU found')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")])}
+    listed = subprocess.run([sys.executable, "-m", "tdvideo", "models"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "colorhist" in listed.stdout and "channel-means" not in listed.stdout
+    assert listed.stderr.strip() == (
+        "warning: plugin 'channel-means' (tdv_test_plugin:entry) failed to load: RuntimeError: no GPU found"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["models", "nosuch", "--layers"], "error: unknown model 'nosuch'"),
+        (["models", "colorhist", "--layers"], "error: model colorhist: its graph cannot be traced"),
+    ],
+)
+def test_layer_listing_errors_are_one_line(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.output
+
+
+@random_weights
+def test_nodes_that_give_no_per_frame_tensor_are_refused() -> None:
+    with pytest.raises(ModelError, match="does not give one tensor per frame"):
+        tdvideo.Extractor(model="conv2d", layer="weight")
+    with pytest.raises(ModelError, match="ColorHistogram: its graph cannot be traced"):
+        tdvideo.Extractor(model="colorhist", layer="x")
+
+
+def test_a_module_that_drops_frames_is_one_error(clips: dict[str, Clip]) -> None:
+    class FirstOnly(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:1].mean((2, 3))  # one output for the whole batch
+
+    extractor = tdvideo.Extractor(model=FirstOnly(), preprocessing=Preprocessing(size=16), num_frames=4)
+    with pytest.raises(tdvideo.TdvideoError, match=r"model FirstOnly (failed on|gave) "):
+        extractor.extract(clips["h264"].path)
+
+    class Growing(nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Growing.calls += 1
+            return x.mean((2, 3)).repeat(1, Growing.calls)  # a wider output on every call
+
+    extractor = tdvideo.Extractor(model=Growing(), preprocessing=Preprocessing(size=16), num_frames=4)
+    with pytest.raises(tdvideo.TdvideoError, match=r"model Growing gave \(1, 4, 6\) .* expected \(1, 4, 3\)"):
+        extractor.extract(clips["h264"].path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"size": -1}, "size must be a positive integer or"),
+        ({"size": "abc"}, "size must be a positive integer or"),
+        ({"size": 32, "std": (0, 0, 0)}, "std must be 3 positive numbers"),
+        ({"size": 32, "mean": (0.5, 0.5)}, "mean must be 3 numbers"),
+        ({"size": 32, "interpolation": "cubic"}, "interpolation must be one of"),
+    ],
+)
+def test_preprocessing_is_checked(kwargs: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Preprocessing(**kwargs)
+
+
+def test_settings_that_do_not_apply_to_a_module_are_refused() -> None:
+    pre = Preprocessing(size=16)
+    with pytest.raises(UsageError, match="layer, weights apply to models by name"):
+        tdvideo.Extractor(model=TinyNet(), preprocessing=pre, weights="w.pth", layer="conv")
+    with pytest.raises(UsageError, match="preprocessing and model_name go with model=<an nn.Module>"):
+        tdvideo.Extractor(model="resnet18", weights="none", preprocessing=pre)
+    with pytest.raises(UsageError, match="model_name must be a non-empty string"):
+        tdvideo.Extractor(model=TinyNet(), preprocessing=pre, model_name="")
+
+
+def test_custom_model_checks_what_it_is_given() -> None:
+    from tdvideo.models import custom_model
+
+    with pytest.raises(TypeError, match="preprocessing must be a tdvideo.Preprocessing, got NoneType"):
+        custom_model("x", build=TinyNet, preprocessing=None)  # type: ignore[arg-type]
+    entry = custom_model("x", build=lambda: 42, preprocessing=Preprocessing(size=16))
+    from tdvideo.models._modules import build_module
+
+    with pytest.raises(ModelError, match="model x: its build gave int, not a torch.nn.Module"):
+        build_module(entry, None, None, "avg")
+
+
+@random_weights
+def test_a_safetensors_file_is_read_whatever_its_name(clips: dict[str, Clip], tmp_path: Path) -> None:
+    import torchvision
+    from safetensors.torch import save_file
+
+    model = torchvision.models.resnet18()
+    save_file(model.state_dict(), str(tmp_path / "weights.PTH"))
+    backbone = tdvideo.build_backbone("resnet18", weights=tmp_path / "weights.PTH")
+    assert backbone.weights_sha256 == hashlib.sha256((tmp_path / "weights.PTH").read_bytes()).hexdigest()
+
+
+@random_weights
+def test_clip_stride_alone_takes_the_video_models_window(clips: dict[str, Clip]) -> None:
+    extractor = tdvideo.Extractor(model="r3d_18", weights="none", size=32, crop=32, clip_stride=8, end=1.0)
+    assert (extractor.sampling.clip_len, extractor.sampling.clip_stride) == (16, 8)
+    with pytest.raises(UsageError, match="clip_stride needs clip_len"):
+        tdvideo.Extractor(clip_stride=8)  # a frame model has no window of its own

@@ -105,10 +105,15 @@ class Extractor:
         module = None
         if model is not None and not isinstance(model, str):
             module = model  # your own module: checked by Backbone.from_module
+            given = sorted(k for k in ("weights", "pool", "layer") if options.get(k) is not None)
+            if given:
+                raise UsageError(f"{', '.join(given)} apply to models by name; with model=<an nn.Module>, load weights and cut it before")
+            if model_name is not None and not (isinstance(model_name, str) and model_name.strip()):
+                raise UsageError(f"model_name must be a non-empty string, got {model_name!r}")
         elif model is not None:
             options["model"] = model
-        elif preprocessing is not None or model_name is not None:
-            raise UsageError("preprocessing and model_name go with model=<an nn.Module>")
+        if module is None and (preprocessing is not None or model_name is not None):
+            raise UsageError("preprocessing and model_name go with model=<an nn.Module>; a named model's are its weights' (size=, crop= change them)")
         if settings is None:
             settings = Settings.from_mapping(options, source="Extractor")
         elif options:
@@ -124,10 +129,8 @@ class Extractor:
             self.backbone: Backbone = Backbone.from_module(module, preprocessing=preprocessing, name=model_name)
         else:
             self.backbone = resolve_backbone(settings.model, weights=settings.weights, pool=settings.pool, layer=settings.layer)
-        self.sampling = settings.sampling()
-        if self.backbone.kind == "window" and self.sampling.clip_len is None:
-            # A video model sees windows of the length its weights were evaluated with.
-            self.sampling = replace(self.sampling, clip_len=self.backbone.clip_len)
+        # A video model sees windows of the length its weights were evaluated with, unless told.
+        self.sampling = settings.sampling(clip_len=self.backbone.clip_len if self.backbone.kind == "window" else None)
         pre = self.backbone.preprocessing
         self.read_options = ReadOptions(
             sampling=self.sampling,

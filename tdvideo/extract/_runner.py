@@ -100,9 +100,19 @@ class Runner:
                 torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None),
             ):
                 y = self.model(x, **kwargs)
-        except (RuntimeError, AssertionError) as exc:  # AssertionError: a model's own input checks (timm's)
+        except (RuntimeError, AssertionError, ValueError) as exc:  # AssertionError: a model's own input checks (timm's)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise TdvideoError(f"model {self.backbone.name} failed on frames of shape {tuple(frames.shape)}: {first}") from exc
+        # One output per frame (or window), of the shape the model was described with: a
+        # module that drops rows or changes its output would otherwise misplace features.
+        per_item = tuple(y.shape[1:] if self.backbone.kind == "window" else y.shape[2:])
+        leading = tuple(y.shape[:1] if self.backbone.kind == "window" else y.shape[:2])
+        expected = tuple(frames.shape[:1] if self.backbone.kind == "window" else frames.shape[:2])
+        if leading != expected or per_item != tuple(self.backbone.feature_shape):
+            raise TdvideoError(
+                f"model {self.backbone.name} gave {tuple(y.shape)} for frames of shape {tuple(frames.shape)}; "
+                f"expected {(*expected, *self.backbone.feature_shape)}"
+            )
         return y.float().cpu().numpy()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,8 @@ def feature_shape(module: nn.Module, preprocessing: Preprocessing, *, clip_len: 
         with torch.no_grad():
             out = module(torch.zeros((1, *one)))
         shape = out.shape if isinstance(out, Tensor) else out
+    except (ValueError, AttributeError, TypeError) as exc:  # an output that is no tensor per frame
+        raise ModelError(f"{type(module).__name__} does not give one tensor per {'frame' if clip_len is None else 'window'}: {_first_line(exc)}") from exc
     if not isinstance(shape, torch.Size):
         raise ModelError(f"{type(module).__name__} returns {type(shape).__name__}, not one tensor per {'frame' if clip_len is None else 'window'}")
     return tuple(shape[1:])
@@ -125,7 +128,7 @@ def build_module(
     With ``layer``, the module is cut at that node of its graph (``pool`` is then the
     caller's), after the weights are loaded: checkpoints are saved from the whole model.
     """
-    module = entry.build(named)
+    module = _checked(entry, entry.build(named))
     sha256 = load_state_dict_file(module, path) if path is not None else None
     if layer is None:
         return entry.adapt(module, pool).eval(), sha256
@@ -142,12 +145,24 @@ def _default_layer(module: nn.Module, node: str) -> nn.Module:
 def layer_names(entry: ModelEntry) -> list[str]:
     """The node names ``--layer`` takes for ``entry``'s model (built on the meta device)."""
     with parameters_on_meta():
-        module = entry.build(None).eval()
-    if entry.layer_names is not None:
-        return entry.layer_names(module)
-    from ._torchvision import layer_names as fx_names
+        module = _checked(entry, entry.build(None)).eval()
+    if entry.layer_names is None:
+        from ._torchvision import layer_names as fx_names
+    try:
+        return (entry.layer_names or fx_names)(module)
+    except Exception as exc:  # FX cannot trace every model (data-dependent control flow)
+        raise ModelError(f"model {entry.name}: its graph cannot be traced, so it has no layers to take ({_first_line(exc)})") from exc
 
-    return fx_names(module)
+
+def _checked(entry: ModelEntry, module: Any) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"model {entry.name}: its build gave {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, Tensor]:
@@ -160,6 +175,13 @@ def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, Tensor]:
     if obj and all(k.startswith(prefix) for k in obj):
         obj = {k[len(prefix) :]: v for k, v in obj.items()}
     return obj
+
+
+def _is_safetensors(path: Path) -> bool:
+    """By content, whatever the name: an 8-byte little-endian header length, then JSON."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -185,12 +207,22 @@ def load_state_dict_file(module: nn.Module, path: Path) -> str:
         what = "is not a regular file" if path.exists() else "does not exist"
         raise WeightsError(f"weights file {show_path(path)} {what}")
     try:
-        obj = _read_safetensors(path) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+        obj = _read_safetensors(path) if _is_safetensors(path) else torch.load(path, map_location="cpu", weights_only=True)
     except WeightsError:
         raise
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: refused to load (only plain tensor checkpoints are allowed): {first}") from exc
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError or others here
+        text = str(exc)
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        if named:
+            # The pickle names something other than tensors and plain containers: loading
+            # it would run that code, so it is refused (nothing in it has run).
+            raise WeightsError(
+                f"{show_path(path)}: refused, loading it would run code from the file (it calls {named.group(1)}); nothing in it has run"
+            ) from exc
+        # torch wraps the unpickler's own reason (a bad load key, a short file) in advice that
+        # does not apply here: show the reason.
+        reason = next((line.split("error:", 1)[1].strip() for line in text.splitlines() if "Unpickler error:" in line), _first_line(exc))
+        raise WeightsError(f"{show_path(path)}: not a readable checkpoint (damaged, cut short, or another format): {reason}") from exc
     state = _unwrap_state_dict(obj, path)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
@@ -234,13 +266,23 @@ class NodeOutput(nn.Module):
         return self.extractor(x)["out"]
 
 
-def take_node(model: nn.Module, node: str, *, create: Callable[..., nn.Module], names: list[str]) -> nn.Module:
-    """``model`` cut at graph node ``node`` (one of ``names``) by the FX feature-extractor
-    factory ``create``; its output as it is. A submodule's name (``layer2``) stands for
-    its last node, as in torchvision."""
+def take_node(
+    model: nn.Module, node: str, *, create: Callable[..., nn.Module], names_of: Callable[[nn.Module], list[str]]
+) -> nn.Module:
+    """``model`` cut at graph node ``node`` (one of ``names_of(model)``) by the FX
+    feature-extractor factory ``create``; its output as it is. A submodule's name
+    (``layer2``) stands for its last node, as in torchvision."""
+    try:
+        names = names_of(model)
+    except Exception as exc:  # FX cannot trace every model (data-dependent control flow)
+        raise ModelError(f"{type(model).__name__}: its graph cannot be traced, so it has no layers to take ({_first_line(exc)})") from exc
     modules = {name.rsplit(".", i)[0] for name in names for i in range(1, name.count(".") + 1)}
     if node not in names and node not in modules:
         close = difflib.get_close_matches(node, [*modules, *names], n=5)
-        hint = f"close: {', '.join(close)}" if close else "see `tdvideo models NAME --layers`"
-        raise ModelError(f"no layer {node!r} in {type(model).__name__}; {hint}")
-    return NodeOutput(create(model.eval(), return_nodes={node: "out"}))
+        hint = f"close: {', '.join(close)}" if close else "`tdvideo models` with the model's name and --layers lists them"
+        shown = node if len(node) <= 80 else node[:80] + "..."
+        raise ModelError(f"no layer {shown!r} in {type(model).__name__}; {hint}")
+    try:
+        return NodeOutput(create(model.eval(), return_nodes={node: "out"}))
+    except Exception as exc:  # FX cannot trace every model (data-dependent control flow)
+        raise ModelError(f"cannot cut {type(model).__name__} at {node!r}: its graph cannot be traced ({_first_line(exc)})") from exc

@@ -182,6 +182,11 @@ def custom_model(
     object a ``tdvideo.models`` entry point names. ``--weights PATH`` loads a state dict
     into it; ``spatial`` says its output is a map (then ``pool="avg"`` averages it)."""
 
+    if not callable(build):
+        raise TypeError(f"custom_model {name!r}: build must be a callable that returns an nn.Module, got {type(build).__name__}")
+    if not isinstance(preprocessing, Preprocessing):
+        raise TypeError(f"custom_model {name!r}: preprocessing must be a tdvideo.Preprocessing, got {type(preprocessing).__name__}")
+
     def adapt(module: Any, pool: Pool) -> Any:
         return _late("_builtin", "pooled")(module) if spatial and pool == "avg" else module
 
@@ -280,7 +285,7 @@ def model_entry(name: str) -> ModelEntry:
     if name in plugins:
         return _FOUND.setdefault(name, _plugin_entry(plugins[name]))
     close = difflib.get_close_matches(name, list_models(), n=5)
-    hint = f"close: {', '.join(close)}" if close else "see `tdvideo models` (and `tdvideo models 'timm:*'`)"
+    hint = f"close: {', '.join(close)}" if close else "see `tdvideo models` (timm's: `tdvideo models 'timm:*clip*'`)"
     raise ModelError(f"unknown model {name!r}; {hint}")
 
 

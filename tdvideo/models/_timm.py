@@ -189,7 +189,7 @@ def _hf_cache() -> str:
 
 
 def _take_layer(model: nn.Module, node: str) -> nn.Module:
-    return take_node(model, node, create=timm.models.create_feature_extractor, names=_layer_names(model))
+    return take_node(model, node, create=timm.models.create_feature_extractor, names_of=_layer_names)
 
 
 def _layer_names(model: nn.Module) -> list[str]:

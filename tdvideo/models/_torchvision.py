@@ -139,7 +139,7 @@ def adapt(name: str, model: nn.Module, pool: Pool) -> nn.Module:
 
 def take_layer(model: nn.Module, node: str) -> nn.Module:
     """``model`` cut at ``node`` of its FX graph, with torchvision's feature extraction."""
-    return take_node(model, node, create=create_feature_extractor, names=layer_names(model))
+    return take_node(model, node, create=create_feature_extractor, names_of=layer_names)
 
 
 def layer_names(model: nn.Module) -> list[str]:
