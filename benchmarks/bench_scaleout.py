@@ -40,9 +40,9 @@ def make_folder(root: Path) -> Path:
     return folder
 
 
-def run_processes(commands: list[list[str]]) -> float:
+def run_processes(commands: list[list[str]], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env) for c in commands]
     for proc in procs:
         _, err = proc.communicate()
         if proc.returncode != 0:
@@ -55,25 +55,38 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "tdvideo-bench")
+    parser.add_argument(
+        "--one-core-each", action="store_true",
+        help="each process on one core (OMP_NUM_THREADS=1, --threads 1), as each rank on its own GPU would be; skips Ray",
+    )
     args = parser.parse_args()
     folder = make_folder(args.cache)
     tmp = Path(tempfile.mkdtemp(prefix="tdvideo-scale-"))
     base = [sys.executable, "-m", "tdvideo", "extract", str(folder), "-q", "--model", args.model, "--weights", "none", "--workers", "0"]
     out = str(tmp / "out")
+    env = dict(os.environ)
+    if args.one_core_each:
+        env["OMP_NUM_THREADS"] = "1"
+        base += ["--threads", "1"]
     cases = {
         "1 process": [[*base, "-o", out]],
         "2 processes, static": [[*base, "-o", out, "--shard", f"{r}/2"] for r in range(2)],
         "2 processes, claim": [[*base, "-o", out, "--balance", "claim"] for _ in range(2)],
-        "ray engine (local Ray, 2 CPUs)": [[*base[:-2], "-o", out, "--engine", "ray"]],
+        "ray engine (local Ray, 2 CPUs)": [[*base[:-2], "-o", out, "--engine", "ray"]],  # without --workers 0
     }
     print(f"{len(LENGTHS)} clips of {sum(LENGTHS)} frames (longest {max(LENGTHS)}), 320x180; model {args.model}; {os.cpu_count()} cores")
+    if args.one_core_each:
+        del cases["ray engine (local Ray, 2 CPUs)"]
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, commands in cases.items():
             shutil.rmtree(out, ignore_errors=True)
-            times[name].append(run_processes(commands))
+            times[name].append(run_processes(commands, env))
     for name, seconds in times.items():
         print(f"{name:<32} {statistics.median(seconds):6.2f} s  (runs: {', '.join(f'{s:.2f}' for s in seconds)})")
+    if args.one_core_each:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
 
     import ray
 
