@@ -191,7 +191,9 @@ def test_claiming_processes_share_the_videos_and_a_rerun_takes_over_a_dead_ones_
 def ray_cluster():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    # The tests' own decoders cross to Ray's workers by reference: they import the tests too.
+    root = str(Path(__file__).resolve().parents[1])
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
     yield ray
     ray.shutdown()
 
@@ -228,3 +230,21 @@ def test_the_ray_engine_windows_and_maps(ray_cluster, many: Path, tmp_path: Path
 def test_claim_mode_is_not_for_the_ray_engine(many: Path, tmp_path: Path) -> None:
     with pytest.raises(tdvideo.UsageError, match="the Ray engine balances the work itself"):
         list(Extractor().run([many], out=tmp_path, engine="ray", balance="claim", progress=False))
+
+
+def test_a_ray_decoder_that_dies_fails_its_video_alone(ray_cluster, many: Path, tmp_path: Path) -> None:
+    """Once: Ray's retry decodes it. Every time: the video fails, the others are done."""
+    from .test_loader import crashing_decode
+
+    src = tmp_path / "in"
+    shutil.copytree(many, src)
+    shutil.copy(many / "v2.mp4", src / "crash_once.mp4")
+    shutil.copy(many / "v3.mp4", src / "crash_always.mp4")
+    extractor = Extractor()
+    extractor._decode = crashing_decode
+    every = list(extractor.run([src], out=tmp_path / "out", engine="ray", progress=False))
+    results = {r.path.name: r for r in every}
+    assert results["crash_once.mp4"].status == "done"
+    assert len(tdvideo.load(results["crash_once.mp4"].output)) == len(tdvideo.load(results["v2.mp4"].output))
+    assert results["crash_always.mp4"].status == "failed" and "its process died" in results["crash_always.mp4"].error
+    assert sorted(r.status for r in every) == ["done"] * 9 + ["failed"]

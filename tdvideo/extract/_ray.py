@@ -11,9 +11,9 @@ the local engine's, spread out by Ray Data's own operators:
 - the driver reassembles each video's rows in order and writes them with the same writer,
   metadata, resume checks and failure records as the local engine.
 
-Ray Data retries a task whose process died and restarts a dead actor (its defaults);
-blocks that still fail are skipped (``max_errored_blocks``), and their videos recorded as
-failures.
+A decoding task whose process died is tried once more; a block that still fails is skipped
+(``max_errored_blocks``) and its video recorded as a failure, while the rest go on. A dead
+model actor is restarted by Ray Data.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from ._extractor import Extractor
 
 __all__ = ["ray_features"]
+
+_RETRIES = 1
 
 
 
@@ -99,7 +101,14 @@ def ray_features(extractor: Extractor, paths: Sequence[Path], *, address: str | 
     gpus = int(ray.cluster_resources().get("GPU", 0)) if extractor.settings.device in ("auto", "cuda") else 0
     items = [{"index": i, "path": str(p)} for i, p in enumerate(paths)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.flat_map(_decode, fn_kwargs={"options": extractor.read_options, "decode": extractor._decode}, num_cpus=1)
+    # Ray Data retries a task whose process died without end by default: a video that
+    # crashes its decoder every time would stall the run, so it gets _RETRIES more tries.
+    ds = ds.flat_map(
+        _decode,
+        fn_kwargs={"options": extractor.read_options, "decode": extractor._decode},
+        num_cpus=1,
+        ray_remote_args_fn=lambda: {"max_retries": _RETRIES},
+    )
     ds = ds.map_batches(
         _Model,
         fn_constructor_kwargs={"settings": extractor.settings},
@@ -135,5 +144,5 @@ def ray_features(extractor: Extractor, paths: Sequence[Path], *, address: str | 
     for index in range(len(paths)):
         if index not in finished:
             collector.forget(index)
-            yield index, VideoError(paths[index], "its Ray tasks failed, retries included (a crashed decoder or model process)")
+            yield index, VideoError(paths[index], f"its Ray decoding task failed {_RETRIES + 1} times (its process died)")
 
