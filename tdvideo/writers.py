@@ -46,6 +46,7 @@ __all__ = [
     "OutputDType",
     "SourceIdentity",
     "array_path",
+    "changed_settings",
     "is_finished",
     "load",
     "metadata_path",
@@ -404,6 +405,21 @@ def is_finished(base: Path, fmt: Format, *, source: Path, settings: Mapping[str,
     if not SourceIdentity.of(source).same_file(meta.get("source") or {}):
         return False
     return all(meta.get(k) == v for k, v in settings.items())
+
+
+def changed_settings(base: Path, fmt: Format, *, source: Path, settings: Mapping[str, Any]) -> list[str]:
+    """The settings in which the finished output of this very ``source`` at ``base`` differs
+    from ``settings`` (``format`` too); empty when there is none, or it is another source's."""
+    meta = read_metadata(base)
+    if meta is None:
+        return []
+    try:
+        if not SourceIdentity.of(source).same_file(meta.get("source") or {}):
+            return []  # the source changed: its output is stale, not another choice of settings
+    except OSError:
+        return []  # the source cannot be read: the run reports that
+    changed = [k for k, v in settings.items() if meta.get(k) != v]
+    return changed + (["format"] if meta.get("file") != array_path(base, fmt).name else [])
 
 
 class FailuresLog:

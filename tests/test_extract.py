@@ -75,11 +75,18 @@ def test_rerun_skips_finished_and_recomputes_what_changed(folder: Path, tmp_path
     os.utime(folder / "one.mp4", (1_000_000_000, 1_000_000_000))
     changed = list(Extractor().run([folder], out=out, progress=False))
     assert [r.status for r in changed] == ["skipped", "skipped", "done"]
-    # Another model or sampling changes every output.
-    assert {r.status for r in Extractor(model="thumbnail").run([folder], out=out, progress=False)} == {"done"}
-    assert {r.status for r in Extractor(model="thumbnail", fps=5).run([folder], out=out, progress=False)} == {"done"}
+    # Another model or sampling: the run stops before any work, and says what differs.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    with pytest.raises(UsageError, match=r"^3 finished output\(s\) under .* were made with other settings: .*model \(3\).*; rerun with --overwrite"):
+        list(Extractor(model="thumbnail").run([folder], out=out, progress=False))
+    with pytest.raises(UsageError, match=r"sampling \(3\)"):
+        list(Extractor(fps=5).run([folder], out=out, progress=False))
+    with pytest.raises(UsageError, match=r"format \(3\)"):
+        list(Extractor().run([folder], out=out, format="npz", progress=False))
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == before  # nothing touched
     assert {r.status for r in Extractor(model="thumbnail", fps=5).run([folder], out=out, progress=False, overwrite=True)} == {"done"}
     assert tdvideo.load(out / "one.npy").metadata["model"] == "thumbnail"
+    assert {r.status for r in Extractor(model="thumbnail", fps=5).run([folder], out=tmp_path / "other", progress=False)} == {"done"}
 
 
 def test_a_bad_video_does_not_stop_the_run(folder: Path, broken: dict[str, Path], tmp_path: Path) -> None:

@@ -269,7 +269,10 @@ def test_the_layer_is_part_of_the_resume_key(clips: dict[str, Clip], tmp_path: P
     run = lambda extractor: [r.status for r in extractor.run([clips["h264"].path], out=tmp_path, progress=False)]  # noqa: E731
     assert run(tdvideo.Extractor(layer="layer4", **options)) == ["done"]
     assert run(tdvideo.Extractor(layer="layer4", **options)) == ["skipped"]
-    assert run(tdvideo.Extractor(layer="layer3", **options)) == ["done"]
+    with pytest.raises(UsageError, match=r"made with other settings: .*layer \(1\)"):
+        run(tdvideo.Extractor(layer="layer3", **options))
+    assert [r.status for r in tdvideo.Extractor(layer="layer3", **options).run(
+        [clips["h264"].path], out=tmp_path, progress=False, overwrite=True)] == ["done"]
 
 
 def test_listing_layers_from_the_command_line() -> None:
@@ -304,9 +307,12 @@ def test_a_module_from_python(clips: dict[str, Clip], tmp_path: Path) -> None:
     assert features.metadata["module_class"] == f"{__name__}.TinyNet"
 
     # The user's name is part of the resume key: another name is another model.
-    run = lambda name: [r.status for r in tdvideo.Extractor(model=module, preprocessing=pre, model_name=name).run(  # noqa: E731
-        [clips["h264"].path], out=tmp_path, progress=False)]
-    assert run("tiny-v1") == ["done"] and run("tiny-v1") == ["skipped"] and run("tiny-v2") == ["done"]
+    run = lambda name, **kw: [r.status for r in tdvideo.Extractor(model=module, preprocessing=pre, model_name=name).run(  # noqa: E731
+        [clips["h264"].path], out=tmp_path, progress=False, **kw)]
+    assert run("tiny-v1") == ["done"] and run("tiny-v1") == ["skipped"]
+    with pytest.raises(UsageError, match=r"made with other settings: model \(1\)"):
+        run("tiny-v2")
+    assert run("tiny-v2", overwrite=True) == ["done"]
 
 
 def test_a_module_needs_its_preprocessing() -> None:

@@ -49,7 +49,7 @@ def test_a_kill_between_the_two_renames_never_pairs_new_features_with_old_metada
     assert first.status == "done" and len(tdvideo.load(first.output)) == 8
     script = f"""
         import tdvideo
-        list(tdvideo.Extractor(fps=5).run([{str(video)!r}], out={str(out)!r}, progress=False))
+        list(tdvideo.Extractor(fps=5).run([{str(video)!r}], out={str(out)!r}, progress=False, overwrite=True))
     """
     for n in (2, 3):  # killed at the array's rename, then at the metadata's (the 1st: the run's plan)
         killed = _kill_at_rename(n, script, tmp_path)
@@ -62,7 +62,7 @@ def test_a_kill_between_the_two_renames_never_pairs_new_features_with_old_metada
         loaded = tdvideo.load(out / "long.npy")
         assert len(loaded) == len(loaded.timestamps) == 40
         assert not list(out.glob(".*.tmp")), "temporaries of the kill were not removed"
-        list(Extractor(fps=1).run([video], out=out, progress=False))  # back to the 8-row output
+        list(Extractor(fps=1).run([video], out=out, progress=False, overwrite=True))  # back to the 8-row output
 
 
 def test_load_checks_that_the_pair_belongs_together(clips: dict[str, Clip], tmp_path: Path) -> None:

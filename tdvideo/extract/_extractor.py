@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..writers import (
     SourceIdentity,
     Temporaries,
     array_path,
+    changed_settings,
     is_finished,
     remove_output,
     write_features,
@@ -204,6 +206,8 @@ class Extractor:
             raise UsageError("balance 'claim' is for processes you launch; the Ray engine balances the work itself")
         plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=None if claim else shard, claim=claim)
         prepare_output(plan.out)
+        if not settings.overwrite:
+            self._refuse_changed_settings(plan.jobs, plan.out, settings)
         write_plan(plan.out, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job])
         failures = FailuresLog(plan.failures_log)
         failures.reset()
@@ -303,6 +307,22 @@ class Extractor:
         if others and set(others) <= {f for f in Settings.__dataclass_fields__}:
             raise UsageError(f"{', '.join(others)} shape the features: give them to Extractor(), not run()")
         return self.settings.replace(**run_settings)
+
+    def _refuse_changed_settings(self, jobs: Sequence[Job], out: Path, settings: Settings) -> None:
+        """Stop before any work when finished outputs of these very videos were made with
+        other settings: features that may have cost GPU hours are never replaced silently."""
+        differ = 0
+        names: Counter[str] = Counter()
+        for job in jobs:
+            changed = changed_settings(job.base, settings.format, source=job.path, settings=self._stored)
+            differ += bool(changed)
+            names.update(changed)
+        if differ:
+            which = ", ".join(f"{name} ({count})" for name, count in sorted(names.items()))
+            raise UsageError(
+                f"{differ} finished output(s) under {show_path(out)} were made with other settings: {which}; "
+                f"rerun with --overwrite to replace them, or choose another --out"
+            )
 
     def _skip(self, job: Job, settings: Settings, temporaries: Temporaries | None) -> VideoResult | None:
         """A result when ``job`` needs no work (finished, or its source unreadable), else None.
