@@ -96,6 +96,7 @@ def _extract(**params: Any) -> None:
     """Extract per-timestep features from videos into OUT (one array + one JSON per video)."""
     inputs, from_list, config = params.pop("inputs"), params.pop("from_list"), params.pop("config")
     print_config, quiet, log_level = params.pop("print_config"), params.pop("quiet"), params.pop("log_level")
+    dry_run = params.pop("dry_run")
     _configure_logging(log_level)
     summary: RunSummary | None = None
     try:
@@ -113,8 +114,11 @@ def _extract(**params: Any) -> None:
         paths = [*(inputs or []), *(read_list_file(from_list) if from_list is not None else [])]
         if not paths:
             raise UsageError("no inputs: give video files or folders, or --from-list FILE")
-        summary = RunSummary()
         extractor = Extractor(settings)
+        if dry_run:
+            _print_dry_run(extractor.dry_run(paths))
+            return
+        summary = RunSummary()
         for result in extractor.run(paths, progress=False if quiet else None, summary=summary):
             if result.status == "failed":
                 # Through tqdm, so the line lands above the progress bars instead of in them.
@@ -133,6 +137,19 @@ def _extract(**params: Any) -> None:
     if summary.failed:
         typer.echo(f"{summary.failed} input(s) failed; see {show_path(summary.failures_log or '')}", err=True)
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_dry_run(report: Any) -> None:
+    """One line per video on stdout (what would happen to it), the counts on stderr."""
+    for path in report.todo:
+        typer.echo(f"extract  {show_path(path)}")
+    for path in report.skipped:
+        typer.echo(f"skip     {show_path(path)}")
+    for path, reason in report.refused:
+        typer.echo(f"refuse   {show_path(path)}: {reason}")
+    typer.echo(report.line(), err=True)
+    if report.stop:
+        raise typer.Exit(EXIT_USAGE)
 
 
 def _parse_flags(params: dict[str, Any]) -> dict[str, Any]:
@@ -154,10 +171,13 @@ def _extract_signature() -> tuple[inspect.Signature, dict[str, Any]]:
         ("from_list", Optional[str], typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).", metavar="FILE")),
         ("config", Optional[Path], typer.Option("--config", help="TOML preset (see configs/); options given here override it.", metavar="FILE")),
         ("print_config", bool, typer.Option("--print-config", help="Print every setting as TOML (a preset to edit) and exit.")),
+        ("dry_run", bool, typer.Option("--dry-run", help="Print what would be extracted, skipped and refused, and exit; runs no model.")),
         ("quiet", bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")),
         ("log_level", Literal["debug", "info", "warning", "error"], typer.Option(help="Logging level.")),
     ]
-    defaults = {"inputs": None, "from_list": None, "config": None, "print_config": False, "quiet": False, "log_level": "warning"}
+    defaults = {
+        "inputs": None, "from_list": None, "config": None, "print_config": False, "dry_run": False, "quiet": False, "log_level": "warning",
+    }
     params = []
     annotations: dict[str, Any] = {}
     for name, kind, info in own:

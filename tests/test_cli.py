@@ -394,3 +394,29 @@ def _processes_with(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_dry_run_says_what_would_happen_and_writes_nothing(clips: dict[str, Clip], tmp_path: Path) -> None:
+    src = video_tree(tmp_path / "in", {"a.mp4": clips["h264"].path, "b.webm": clips["vp9"].path, "sub/c.avi": clips["mpeg4"].path})
+    (src / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["extract", str(src), "-o", str(out), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"extract  {src / 'a.mp4'}", f"extract  {src / 'b.webm'}", f"extract  {src / 'sub' / 'c.avi'}",
+        f"refuse   {src / 'gone.mp4'}: broken symbolic link",
+    ]
+    assert result.stderr.strip() == "dry run: 3 to extract, 0 finished (skipped), 1 refused; nothing was written, no model was run"
+    assert not out.exists()
+
+    assert runner.invoke(app, ["extract", str(src / "a.mp4"), "-o", str(out), "-q"]).exit_code == 0
+    extractor = tdvideo.Extractor()
+    report = extractor.dry_run([src], out=out)
+    assert (report.todo, report.skipped, report.stop) == ([src / "b.webm", src / "sub" / "c.avi"], [src / "a.mp4"], None)
+    assert extractor._runner is None  # no model was built to run
+    # The run would stop: a finished output with other settings, or colliding outputs.
+    result = runner.invoke(app, ["extract", str(src), "-o", str(out), "--dry-run", "--fps", "2"])
+    assert result.exit_code == 2 and "the run would stop: 1 finished output(s)" in result.stderr
+    shutil.copy(clips["h264"].path, src / "b.mp4")  # b.mp4 and b.webm both map to OUT/b
+    report = tdvideo.Extractor().dry_run([src], out=out)
+    assert report.stop is not None and "would be written by more than one input" in report.stop

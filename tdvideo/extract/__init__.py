@@ -15,7 +15,7 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from ._extractor import Extractor
     from ._inputs import VIDEO_EXTENSIONS, Discovery, InputVideo, Shard, Unreadable, discover_videos, plan_outputs, read_list_file
-    from ._report import RunSummary, VideoResult
+    from ._report import DryRun, RunSummary, VideoResult
     from ._runner import resolve_device
     from ._status import RunStatus, run_status
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _MODULES = {
     "_extractor": ("Extractor",),
     "_inputs": ("VIDEO_EXTENSIONS", "Discovery", "InputVideo", "Shard", "Unreadable", "discover_videos", "plan_outputs", "read_list_file"),
-    "_report": ("RunSummary", "VideoResult"),
+    "_report": ("DryRun", "RunSummary", "VideoResult"),
     "_runner": ("resolve_device",),
     "_status": ("RunStatus", "run_status"),
 }

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._system import available_cpus, available_memory
 from .._version import __version__
-from ..errors import OutputError, UsageError, VideoOpenError, show_path
+from ..errors import OutputCollisionError, OutputError, UsageError, VideoOpenError, show_path
 from ..models._backbone import Backbone, resolve_backbone
 from ..settings import Settings
 from ..video._geometry import MAX_WINDOW_BYTES
@@ -46,9 +46,9 @@ from ..writers import (
 from ._batcher import Batch, Failure, Restart, batches
 from ._claims import ClaimQueue, Claims
 from ._collect import Collector
-from ._inputs import Job, Shard, plan_run, prepare_output
+from ._inputs import Job, RunPlan, Shard, plan_run, prepare_output
 from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_chunks
-from ._report import Recorder, RunSummary, VideoResult
+from ._report import DryRun, Recorder, RunSummary, VideoResult
 
 if TYPE_CHECKING:
     from torch import nn
@@ -196,15 +196,8 @@ class Extractor:
         process takes only its share of the videos, and its failures go to
         ``failures.rank{N}.jsonl``; ``None`` takes every video.
         """
-        settings = self._for_run(run_settings)
-        if shard == "auto":
-            shard = Shard.parse(settings.shard) if settings.shard is not None else Shard.from_env()
-        if shard is not None and shard.world == 1:
-            shard = None  # one share of one: every video, one failures log
+        settings, plan = self._plan(inputs, shard, run_settings)
         claim = settings.balance == "claim"
-        if claim and settings.engine == "ray":
-            raise UsageError("balance 'claim' is for processes you launch; the Ray engine balances the work itself")
-        plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=None if claim else shard, claim=claim)
         prepare_output(plan.out)
         if not settings.overwrite:
             self._refuse_changed_settings(plan.jobs, plan.out, settings)
@@ -250,6 +243,30 @@ class Extractor:
                 claims.close()
             for job in queue.elsewhere:  # finished, or being extracted, by another process
                 yield record(VideoResult(job.path, array_path(job.base, settings.format), "skipped"))
+
+    def dry_run(self, inputs: Iterable[str | Path], *, shard: Shard | Literal["auto"] | None = "auto", **run_settings: Any) -> DryRun:
+        """What :meth:`run` would do with the same arguments, without doing it: the videos it
+        would extract, skip (finished) and refuse, and why it would stop before any work.
+        Writes nothing and runs no model."""
+        try:
+            settings, plan = self._plan(inputs, shard, run_settings)
+        except OutputCollisionError as exc:
+            return DryRun(stop=str(exc))
+        report = DryRun(refused=[(u.path, u.reason) for u in plan.unreadable])
+        for job in plan.jobs:
+            finished = self._skip(job, settings, None)
+            if finished is None:
+                report.todo.append(job.path)
+            elif finished.status == "skipped":
+                report.skipped.append(job.path)
+            else:
+                report.refused.append((job.path, finished.error or finished.status))
+        if not settings.overwrite:
+            try:
+                self._refuse_changed_settings(plan.jobs, plan.out, settings)
+            except UsageError as exc:
+                report.stop = str(exc)
+        return report
 
     def extract(self, path: str | Path) -> Features:
         """Features of one video, in memory (no files written). Raises the video's error."""
@@ -301,6 +318,19 @@ class Extractor:
             ahead.close()
 
     # -- the parts --------------------------------------------------------------------------
+
+    def _plan(self, inputs: Iterable[str | Path], shard: Shard | Literal["auto"] | None, run_settings: dict[str, Any]) -> tuple[Settings, RunPlan]:
+        """The run's settings and plan: its shard, its videos and their outputs (collisions are an error)."""
+        settings = self._for_run(run_settings)
+        if shard == "auto":
+            shard = Shard.parse(settings.shard) if settings.shard is not None else Shard.from_env()
+        if shard is not None and shard.world == 1:
+            shard = None  # one share of one: every video, one failures log
+        claim = settings.balance == "claim"
+        if claim and settings.engine == "ray":
+            raise UsageError("balance 'claim' is for processes you launch; the Ray engine balances the work itself")
+        plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=None if claim else shard, claim=claim)
+        return settings, plan
 
     def _for_run(self, run_settings: dict[str, Any]) -> Settings:
         others = sorted(set(run_settings) - set(_RUN_SETTINGS))

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from ..errors import show_path
 from ..writers import FailuresLog
 
-__all__ = ["Recorder", "RunSummary", "VideoResult", "reason_of"]
+__all__ = ["DryRun", "Recorder", "RunSummary", "VideoResult", "reason_of"]
 
 
 def reason_of(exc: BaseException) -> str:
@@ -113,3 +113,19 @@ class Recorder:
         self.summary.wall = time.perf_counter() - self._started
         self.frames.close()
         self._videos.close()
+
+
+@dataclass
+class DryRun:
+    """What a run would do (:meth:`Extractor.dry_run`): videos to extract, finished ones it
+    would skip, inputs it would refuse with why, and ``stop``: why the whole run would stop
+    before any work (colliding outputs, finished outputs made with other settings)."""
+
+    todo: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    refused: list[tuple[Path, str]] = field(default_factory=list)
+    stop: str | None = None
+
+    def line(self) -> str:
+        counts = f"{len(self.todo)} to extract, {len(self.skipped)} finished (skipped), {len(self.refused)} refused"
+        return f"dry run: {counts}; {'the run would stop: ' + self.stop if self.stop else 'nothing was written, no model was run'}"
