@@ -178,6 +178,10 @@ class Settings:
         check=_extensions, repeat=True, metavar="EXT", unset="common video extensions",
     )
     glob: str | None = _setting(None, "Only files whose path below the input folder matches this glob.", "Inputs", (str,), metavar="PATTERN", unset="all")
+    root: str | None = _setting(
+        None, "Files given one by one are named by their path below DIR.", "Inputs", (str,), check=_text, metavar="DIR",
+        unset="their deepest common folder",
+    )
     # Model
     model: str = _setting("colorhist", "Model name (see `tdvideo models`).", "Model", (str,), metavar="NAME")
     weights: str | None = _setting(

@@ -15,7 +15,7 @@ from tdvideo.cli import app
 from tdvideo.errors import OutputCollisionError, UsageError
 from tdvideo.extract._inputs import discover_videos, plan_outputs, prepare_output, read_list_file
 
-from .conftest import Clip
+from .conftest import Clip, video_tree
 
 runner = CliRunner()
 
@@ -208,3 +208,27 @@ def test_write_checks_left_by_a_kill_are_removed(tmp_path: Path) -> None:
 
 def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def test_files_given_one_by_one_keep_their_folders(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """`find /data -name '*.mp4' | tdvideo extract --from-list -`: same names in different folders."""
+    data = video_tree(tmp_path / "data", {"a/0001.mp4": clips["one"].path, "b/0001.mp4": clips["one"].path, "b/c/0002.mp4": clips["one"].path})
+    listed = "".join(f"{p}\n" for p in sorted(data.rglob("*.mp4")))
+    out = tmp_path / "feats"
+    result = runner.invoke(app, ["extract", "--from-list", "-", "-o", str(out), "-q"], input=listed)
+    assert result.exit_code == 0, result.output
+    assert _files(out) == sorted(f"{n}.{ext}" for n in ("a/0001", "b/0001", "b/c/0002") for ext in ("json", "npy"))
+
+    # --root names them below another folder; a file outside it is a usage error.
+    names = [v.relative.as_posix() for v in discover_videos(sorted(data.rglob("*.mp4")), root=tmp_path).videos]
+    assert names == ["data/a/0001", "data/b/0001", "data/b/c/0002"]
+    with pytest.raises(UsageError, match=r"0001.mp4 is not below --root .*b"):
+        discover_videos([data / "a" / "0001.mp4"], root=data / "b")
+    # A lone file keeps its stem; relative paths work as given.
+    assert [v.relative.as_posix() for v in discover_videos([data / "b" / "c" / "0002.mp4"]).videos] == ["0002"]
+
+
+def test_files_and_folders_together(clips: dict[str, Clip], tmp_path: Path) -> None:
+    data = video_tree(tmp_path / "data", {"x/1.mp4": clips["one"].path, "y/2.mp4": clips["one"].path, "z/3.mp4": clips["one"].path})
+    found = discover_videos([data / "x" / "1.mp4", data / "z", data / "y" / "2.mp4"])
+    assert [v.relative.as_posix() for v in found.videos] == ["x/1", "3", "y/2"]  # in the order given

@@ -221,9 +221,9 @@ def test_the_ray_engine_gives_the_local_engines_outputs(ray_cluster, many: Path,
 
 def test_the_ray_engine_windows_and_maps(ray_cluster, many: Path, tmp_path: Path) -> None:
     """Outputs that are not one vector per frame travel the same way: clip windows, spatial maps."""
-    for options in ({"model": "conv2d", "num_frames": 3}, {"model": "thumbnail", "clip_len": 2}):
-        [local] = Extractor(workers=0, **options).run([many / "v3.mp4"], out=tmp_path / "l", progress=False)
-        [remote] = Extractor(**options).run([many / "v3.mp4"], out=tmp_path / "r", engine="ray", progress=False)
+    for case, options in enumerate(({"model": "conv2d", "num_frames": 3}, {"model": "thumbnail", "clip_len": 2})):
+        [local] = Extractor(workers=0, **options).run([many / "v3.mp4"], out=tmp_path / f"l{case}", progress=False)
+        [remote] = Extractor(**options).run([many / "v3.mp4"], out=tmp_path / f"r{case}", engine="ray", progress=False)
         np.testing.assert_allclose(tdvideo.load(remote.output).array, tdvideo.load(local.output).array, rtol=1e-6, atol=1e-7)
 
 

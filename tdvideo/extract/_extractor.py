@@ -75,7 +75,7 @@ BYTES_PER_WORKER = 4 * 2**20
 _AHEAD = 16
 _AHEAD_BYTES = 4 * BATCH_BYTES
 # Settings a run may change (the others shape the features, and are the Extractor's).
-_RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob", "shard", "balance", "claim_timeout", "engine", "ray_address")
+_RUN_SETTINGS = ("out", "format", "overwrite", "ext", "glob", "root", "shard", "balance", "claim_timeout", "engine", "ray_address")
 
 
 class Extractor:
@@ -329,7 +329,9 @@ class Extractor:
         claim = settings.balance == "claim"
         if claim and settings.engine == "ray":
             raise UsageError("balance 'claim' is for processes you launch; the Ray engine balances the work itself")
-        plan = plan_run(inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, shard=None if claim else shard, claim=claim)
+        plan = plan_run(
+            inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, root=settings.root, shard=None if claim else shard, claim=claim
+        )
         return settings, plan
 
     def _for_run(self, run_settings: dict[str, Any]) -> Settings:

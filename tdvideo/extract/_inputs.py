@@ -83,13 +83,33 @@ def _output_name(relative: PurePath) -> PurePath:
     return PurePath(*(_safe_part(part) for part in relative.parts)) if relative.parts else PurePath("_")
 
 
+def _file_names(files: list[Path], root: str | Path | None) -> list[PurePath]:
+    """Output names of files given one by one (as arguments or in a list): their path below
+    ``root``, else below their deepest common folder, without the extension, as files found
+    inside a folder input are named; a lone file is named by its stem."""
+    if root is None and len(files) < 2:
+        return [_output_name(PurePath(f.stem)) for f in files]
+    absolute = [Path(os.path.abspath(f)) for f in files]
+    base = Path(os.path.abspath(root)) if root is not None else Path(os.path.commonpath([a.parent for a in absolute]))
+    names = []
+    for given, path in zip(files, absolute):
+        relative = PurePath(os.path.relpath(path, base))
+        if relative.parts[0] == "..":
+            raise UsageError(f"{show_path(given)} is not below --root {show_path(base)}")
+        names.append(_output_name(PurePath(*relative.parent.parts, relative.stem)))
+    return names
+
+
 def discover_videos(
     inputs: Iterable[str | Path],
     *,
     extensions: Iterable[str] | None = None,
     glob: str | None = None,
+    root: str | Path | None = None,
 ) -> Discovery:
     """Expand files and folders into a deterministic list of videos.
+
+    Files named one by one keep their folders: see :func:`_file_names` (``root``).
 
     Folders are searched recursively (following links to folders, once each) for files
     with a video extension (``extensions``, default :data:`VIDEO_EXTENSIONS`) whose path
@@ -104,6 +124,8 @@ def discover_videos(
     exts = _normalize_exts(extensions) if extensions else set(VIDEO_EXTENSIONS)
     found: list[InputVideo] = []
     unreadable: list[Unreadable] = []
+    files: list[tuple[int, Path]] = []  # files given one by one, and their place in ``found``
+    under = root
     for item in inputs:
         if str(item) == "":
             raise UsageError("an empty path was given as an input (a shell variable that was not set?)")
@@ -116,11 +138,14 @@ def discover_videos(
             found.extend(videos)
             unreadable.extend(problems)
         elif root.is_file():
-            found.append(InputVideo(root, _output_name(PurePath(root.stem))))
+            files.append((len(found), root))
+            found.append(InputVideo(root, PurePath()))  # named below, with the other files
         elif root.exists():
             raise UsageError(f"{show_path(root)}: not a regular file or folder")
         else:
             raise UsageError(f"{show_path(root)}: no such file or folder")
+    for (index, path), name in zip(files, _file_names([path for _, path in files], under)):
+        found[index] = InputVideo(path, name)
     if not found and not unreadable:
         raise NoVideosError("no input videos given")
     return Discovery(found, unreadable)
@@ -223,10 +248,11 @@ def failures_log_name(shard: Shard | None, *, claim: bool = False) -> str:
 def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
     """Output base paths (no extension) for ``videos`` under ``out``; collisions are an error.
 
-    The tree below each input folder is mirrored, so ``a/x.mp4`` and ``b/x.mp4`` never
-    share an output. Two inputs that would (``x.mp4`` beside ``x.webm``, or the same
-    name from two folders given as files), and a subfolder named like the failures log or
-    the run records (``.tdvideo``), are reported together before any work starts.
+    The tree below each input folder (and below the common folder of files given one by
+    one) is mirrored, so ``a/x.mp4`` and ``b/x.mp4`` never share an output. Two inputs
+    that would (``x.mp4`` beside ``x.webm``, or a file also found in a folder input), and a
+    subfolder named like the failures log or the run records (``.tdvideo``), are reported
+    together before any work starts.
     """
     out = Path(out)
     owners: dict[Path, list[Path]] = {}
@@ -338,11 +364,12 @@ def plan_run(
     glob: str | None = None,
     shard: Shard | None = None,
     claim: bool = False,
+    root: str | Path | None = None,
 ) -> RunPlan:
     """Discover the inputs and plan their outputs; collisions are checked over all inputs,
     whatever the shard. With ``claim``, ``shard`` only names the process (its logs): every
     video is a candidate, claimed when started."""
-    found = discover_videos(inputs, extensions=extensions, glob=glob)
+    found = discover_videos(inputs, extensions=extensions, glob=glob, root=root)
     bases = plan_outputs(found.videos, out)
     every = [(v, Job(v.path, base)) for v, base in zip(found.videos, bases)]
     jobs = [job for v, job in every if claim or shard is None or shard.owns(v)]
