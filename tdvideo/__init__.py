@@ -37,6 +37,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .export import export_parquet, load_dir
     from .extract import Extractor, VideoResult
     from .models import Backbone, Preprocessing, build_backbone, list_models
     from .sampling import Sampling
@@ -54,6 +55,7 @@ _MODULES = {
     "settings": ("Settings",),
     "timedistributed": ("TimeDistributed",),
     "writers": ("Features", "load"),
+    "export": ("export_parquet", "load_dir"),
 }
 __getattr__, __dir__, _LAZY = lazy_exports(__name__, _MODULES, globals())
 

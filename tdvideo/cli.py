@@ -315,6 +315,23 @@ def status(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def export(
+    out: Annotated[Path, typer.Argument(help="The output folder of a run.", metavar="OUT")],
+    to: Annotated[Path, typer.Option("--to", help="The Parquet file to write (and TO's stem + .videos.parquet).", metavar="FILE")],
+) -> None:
+    """Write every finished output under OUT as one Parquet table: a row per timestep."""
+    from .export import export_parquet
+
+    try:
+        videos, rows = export_parquet(out, to)
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    typer.echo(f"{videos} videos, {rows} rows -> {show_path(to)} (+ {show_path(to.with_name(to.stem + '.videos.parquet'))})", err=True)
+
+
 # -- the process -------------------------------------------------------------------------------
 
 
