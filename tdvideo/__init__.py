@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .models import Backbone, Preprocessing, build_backbone, list_models
     from .sampling import Sampling
     from .settings import Settings
+    from .show import plot
     from .timedistributed import TimeDistributed
     from .video import VideoClip, VideoInfo, iter_video, probe, read_video
     from .writers import Features, load
@@ -56,6 +57,7 @@ _MODULES = {
     "timedistributed": ("TimeDistributed",),
     "writers": ("Features", "load"),
     "export": ("export_parquet", "load_dir"),
+    "show": ("plot",),
 }
 __getattr__, __dir__, _LAZY = lazy_exports(__name__, _MODULES, globals())
 

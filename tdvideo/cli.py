@@ -316,6 +316,21 @@ def status(
 
 
 @app.command()
+def show(
+    features: Annotated[Path, typer.Argument(help="An output: OUT/clip, or its .npy/.npz/.pt/.json.", metavar="FEATURES")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The PNG to write.", metavar="FILE")] = None,
+) -> None:
+    """Draw an output's features to a PNG: thumbnails, self-similarity, PCA timeline, cuts."""
+    from .show import plot
+
+    try:
+        path = plot(features, output)
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    typer.echo(str(path))
+
+
+@app.command()
 def export(
     out: Annotated[Path, typer.Argument(help="The output folder of a run.", metavar="OUT")],
     to: Annotated[Path, typer.Option("--to", help="The Parquet file to write (and TO's stem + .videos.parquet).", metavar="FILE")],
