@@ -41,7 +41,6 @@ app = typer.Typer(
     name="tdvideo",
     help="Per-timestep video features: decode with PyAV, run a TimeDistributed backbone, write arrays.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
@@ -210,30 +209,66 @@ def _interrupted(summary: RunSummary | None) -> typer.Exit:
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="A video file.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    paths: Annotated[list[Path], typer.Argument(help="Video files, or folders (searched recursively).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object (one per line for several videos).")] = False,
 ) -> None:
-    """Show a video's container, codec, size, frame rate, duration, frame count and rotation."""
+    """Show videos' container, codec, size, frame rate, duration, frame count and rotation.
+
+    One file: every field, one per line. Several files or a folder: a table, one row each.
+    """
     from .video import file_kind, probe
 
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        what = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read ({exc.strerror or exc})"
-        raise _fail(f"{show_path(path)}: {what}", EXIT_USAGE) from None
-    if not stat.S_ISREG(mode):
-        raise _fail(f"{show_path(path)}: not a regular file (a {file_kind(mode)})", EXIT_USAGE)
-    try:
-        video = probe(path)
-    except TdvideoError as exc:
-        raise _fail(str(exc), EXIT_FAILED) from None
-    data = video.to_dict()
-    if as_json:
-        typer.echo(json.dumps(data))
+    if len(paths) == 1 and not paths[0].is_dir():
+        path = paths[0]
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            what = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read ({exc.strerror or exc})"
+            raise _fail(f"{show_path(path)}: {what}", EXIT_USAGE) from None
+        if not stat.S_ISREG(mode):
+            raise _fail(f"{show_path(path)}: not a regular file (a {file_kind(mode)})", EXIT_USAGE)
+        try:
+            video = probe(path)
+        except TdvideoError as exc:
+            raise _fail(str(exc), EXIT_FAILED) from None
+        data = video.to_dict()
+        if as_json:
+            typer.echo(json.dumps(data))
+            return
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            typer.echo(f"{key:<{width}}  {value}")
         return
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        typer.echo(f"{key:<{width}}  {value}")
+    from .extract import discover_videos
+
+    try:
+        found = discover_videos(paths)
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    failed = [f"failed: {show_path(u.path)}: {u.reason}" for u in found.unreadable]
+    rows = []
+    for video in found.videos:
+        try:
+            rows.append(probe(video.path).to_dict())
+        except TdvideoError as exc:
+            failed.append(f"failed: {exc}")
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+    elif rows:
+        table = [
+            (show_path(r["path"]), r["codec"], f"{r['width']}x{r['height']}", f"{r['fps']:g}" if r["fps"] else "?",
+             f"{r['duration']:.2f}" if r["duration"] is not None else "?", str(r["frames"] or "?"), str(r["rotation"]))
+            for r in rows
+        ]
+        header = ("path", "codec", "size", "fps", "seconds", "frames", "rotation")
+        widths = [max(len(cell) for cell in column) for column in zip(header, *table)]
+        for line in (header, *table):
+            typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    for line in failed:
+        typer.echo(line, err=True)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -421,3 +421,26 @@ def test_dry_run_says_what_would_happen_and_writes_nothing(clips: dict[str, Clip
     shutil.copy(clips["h264"].path, src / "b.mp4")  # b.mp4 and b.webm both map to OUT/b
     report = tdvideo.Extractor().dry_run([src], out=out)
     assert report.stop is not None and "would be written by more than one input" in report.stop
+
+
+def test_info_on_several_files_and_folders(clips: dict[str, Clip], broken: dict[str, Path], tmp_path: Path) -> None:
+    folder = video_tree(tmp_path / "in", {"a.mp4": clips["h264"].path, "sub/b.webm": clips["vp9"].path})
+    shutil.copy(broken["text"], folder / "bad.mp4")
+    result = run("info", folder, clips["mpeg4"].path)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["path", "codec", "size", "fps", "seconds", "frames", "rotation"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        [str(folder / "a.mp4"), "h264", f"{clips['h264'].width}x{clips['h264'].height}"],
+        [str(folder / "sub" / "b.webm"), "vp9", f"{clips['vp9'].width}x{clips['vp9'].height}"],
+        [str(clips["mpeg4"].path), "mpeg4", f"{clips['mpeg4'].width}x{clips['mpeg4'].height}"],
+    ]
+    assert error_lines(result) == [f"failed: {folder / 'bad.mp4'}: not a video FFmpeg can open (Invalid data found when processing input)"]
+    as_json = run("info", folder / "a.mp4", folder / "sub" / "b.webm", "--json")
+    assert as_json.exit_code == 0
+    assert [json.loads(line)["codec"] for line in as_json.stdout.splitlines()] == ["h264", "vp9"]
+
+
+def test_shell_completion_is_offered() -> None:
+    result = run("--help")
+    assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
