@@ -178,6 +178,7 @@ class Settings:
         check=_extensions, repeat=True, metavar="EXT", unset="common video extensions",
     )
     glob: str | None = _setting(None, "Only files whose path below the input folder matches this glob.", "Inputs", (str,), metavar="PATTERN", unset="all")
+    stream: int = _setting(0, "Which video stream to read, counting video streams from 0 (see `tdvideo info`).", "Inputs", (int,), check=_non_negative_int, metavar="N")
     root: str | None = _setting(
         None, "Files given one by one are named by their path below DIR.", "Inputs", (str,), check=_text, metavar="DIR",
         unset="their deepest common folder",

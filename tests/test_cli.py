@@ -444,3 +444,35 @@ def test_info_on_several_files_and_folders(clips: dict[str, Clip], broken: dict[
 def test_shell_completion_is_offered() -> None:
     result = run("--help")
     assert "--install-completion" in result.stdout and "--show-completion" in result.stdout
+
+
+def _two_streams(path: Path) -> Path:
+    """A Matroska file with two video streams: 20 frames of 96x64 at 10 fps, 10 of 48x32 at 5 fps."""
+    with av.open(str(path), "w") as container:
+        big = container.add_stream("libx264", rate=10)
+        big.width, big.height, big.pix_fmt = 96, 64, "yuv420p"
+        small = container.add_stream("mpeg4", rate=5)
+        small.width, small.height, small.pix_fmt = 48, 32, "yuv420p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), i * 10, np.uint8), format="rgb24")
+            container.mux(big.encode(frame))
+            if i % 2 == 0:
+                frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 200 - i * 5, np.uint8), format="rgb24")
+                container.mux(small.encode(frame))
+        container.mux(big.encode())
+        container.mux(small.encode())
+    return path
+
+
+def test_the_stream_is_chosen_listed_and_recorded(tmp_path: Path) -> None:
+    video = _two_streams(tmp_path / "two.mkv")
+    info = json.loads(run("info", video, "--json").stdout)
+    assert [(s["index"], s["width"], s["height"], s["fps"]) for s in info["video_streams"]] == [(0, 96, 64, 10.0), (1, 48, 32, 5.0)]
+    for stream, rows, width in ((0, 20, 96), (1, 10, 48)):
+        result = run("extract", video, "-o", tmp_path / f"s{stream}", "--stream", str(stream), "-q")
+        assert result.exit_code == 0, result.output
+        features = tdvideo.load(tmp_path / f"s{stream}" / "two.npy")
+        assert len(features) == rows and features.metadata["stream"] == stream and features.metadata["video"]["width"] == width
+    assert tdvideo.read_video(video, stream=1).frames.shape[0] == 10
+    result = run("extract", video, "-o", tmp_path / "s2", "--stream", "2", "-q")
+    assert result.exit_code == 1 and error_lines(result)[0] == f"failed: {video}: no video stream 2 (it has 2, from 0)"

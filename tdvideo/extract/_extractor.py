@@ -143,6 +143,7 @@ class Extractor:
             interpolation=settings.interpolation or pre.interpolation,
             threads=settings.threads,
             on_error=settings.on_error,
+            stream=settings.stream,
         )
         self.size, self.crop = self.read_options.size, self.read_options.crop
         self.interpolation = self.read_options.interpolation
@@ -162,6 +163,7 @@ class Extractor:
         return {
             **self.backbone.metadata(),
             "sampling": self.sampling.to_dict(),
+            "stream": self.settings.stream,
             "resize": {"size": self.size, "crop": self.crop, "interpolation": self.interpolation},
             "precision": self.settings.precision,
             "dtype": self.settings.dtype,

@@ -77,6 +77,7 @@ def iter_video(
     interpolation: Interpolation = "bilinear",
     threads: int = 0,
     on_error: OnError = "raise",
+    stream: int = 0,
     **sampling_options: Any,
 ) -> Iterator[VideoClip]:
     """Stream a video as :class:`VideoClip` chunks of at most ``chunk_frames`` frames.
@@ -101,6 +102,7 @@ def iter_video(
             which is fastest for small output frames.
         on_error: ``"raise"`` a :class:`DecodeError` when decoding fails part-way, or
             ``"keep"`` the frames decoded so far and mark the clip ``truncated``.
+        stream: which video stream to read, counting video streams only (0: the first).
 
     Raises:
         VideoOpenError, NoVideoStreamError, DecodeError, EmptyVideoError,
@@ -115,6 +117,7 @@ def iter_video(
         interpolation=interpolation,
         threads=threads,
         on_error=on_error,
+        stream=stream,
     )
     chunks = read_chunks(path, options)
     for chunk in chunks:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import stat
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +39,8 @@ class VideoInfo:
     ``duration`` is the video stream's, from its first frame; ``duration_source`` says
     where it was read: the stream's own header (``"stream"``), a per-stream ``DURATION``
     tag (Matroska, ``"tag"``), or the whole container (``"container"``, which may
-    include longer audio).
+    include longer audio). ``stream`` is the video stream read (counting video streams
+    only); ``video_streams`` lists every one: index, codec, size, frame rate, frames.
     """
 
     path: str
@@ -61,6 +62,8 @@ class VideoInfo:
     keyframe_interval: float | None = None
     duration_source: DurationSource | None = None
     other_streams: int = 0
+    stream: int = 0
+    video_streams: list[dict[str, Any]] = field(default_factory=list)
 
     def rotated(self, rotation: int) -> VideoInfo:
         """This info for a display rotation of ``rotation`` degrees (0/90/180/270)."""
@@ -124,12 +127,15 @@ def open_video(path: str | Path) -> av.container.InputContainer:
         raise VideoOpenError(p, f"cannot read: {exc.strerror or exc}") from exc
 
 
-def video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
-    """The first video stream, with a decoder; :class:`NoVideoStreamError` otherwise."""
+def video_stream(container: av.container.InputContainer, path: str | Path, index: int = 0) -> av.video.stream.VideoStream:
+    """Video stream ``index`` (counting video streams only), with a decoder;
+    :class:`NoVideoStreamError` otherwise."""
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["no streams"]
         raise NoVideoStreamError(path, f"no video stream (has: {', '.join(kinds)})")
-    stream = container.streams.video[0]
+    if index >= len(container.streams.video):
+        raise NoVideoStreamError(path, f"no video stream {index} (it has {len(container.streams.video)}, from 0)")
+    stream = container.streams.video[index]
     if stream.codec_context is None:
         raise NoVideoStreamError(path, "no decodable video stream (its codec is unknown to FFmpeg, or its header is damaged)")
     return stream
@@ -181,6 +187,12 @@ def header_info(
         keyframe_interval=keyframe_interval(keyframes),
         duration_source=source,
         other_streams=len(container.streams) - 1,
+        stream=list(container.streams.video).index(stream),
+        video_streams=[
+            {"index": i, "codec": v.codec_context.name if v.codec_context else None, "width": v.width, "height": v.height,
+             "fps": _to_float(v.average_rate), "frames": v.frames or None}
+            for i, v in enumerate(container.streams.video)
+        ],
     )
 
 
@@ -230,8 +242,9 @@ def _to_float(value: Fraction | None) -> float | None:
     return float(value) if value else None
 
 
-def probe(path: str | Path) -> VideoInfo:
-    """Read a video's header (and its first frame, for the display rotation).
+def probe(path: str | Path, *, stream: int = 0) -> VideoInfo:
+    """Read a video's header (and its first frame, for the display rotation), for its video
+    stream ``stream``.
 
     Raises:
         VideoOpenError: missing, empty or unreadable file.
@@ -239,10 +252,10 @@ def probe(path: str | Path) -> VideoInfo:
         DecodeError: the first frame cannot be decoded.
     """
     with open_video(path) as container:
-        stream = video_stream(container, path)
+        chosen = video_stream(container, path, stream)
         try:
-            first = next(container.decode(stream), None)
+            first = next(container.decode(chosen), None)
         except av.FFmpegError as exc:
             raise DecodeError(path, f"cannot decode the first frame ({ffmpeg_reason(exc)})") from exc
         rotation = normalize_rotation(path, first.rotation if first is not None else 0)
-        return header_info(container, stream, path, keyframe_times(stream)).rotated(rotation)
+        return header_info(container, chosen, path, keyframe_times(chosen)).rotated(rotation)

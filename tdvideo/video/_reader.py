@@ -380,6 +380,7 @@ class ReadOptions:
     interpolation: Interpolation = "bilinear"
     threads: int = 0
     on_error: OnError = "raise"
+    stream: int = 0
 
     def __post_init__(self) -> None:
         check_size("size", self.size)
@@ -388,7 +389,7 @@ class ReadOptions:
             raise UsageError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {self.interpolation!r}")
         if self.on_error not in ("raise", "keep"):
             raise UsageError(f"on_error must be 'raise' or 'keep', got {self.on_error!r}")
-        for name, least in (("chunk_frames", 1), ("chunk_bytes", 1), ("threads", 0)):
+        for name, least in (("chunk_frames", 1), ("chunk_bytes", 1), ("threads", 0), ("stream", 0)):
             value = getattr(self, name)
             if value is None and name == "chunk_bytes":
                 continue
@@ -407,7 +408,7 @@ def read_chunks(path: str | Path, options: ReadOptions) -> Iterator[RawChunk]:
     interpolation, on_error = options.interpolation, options.on_error
     chunk_frames, chunk_bytes = options.chunk_frames, options.chunk_bytes
     with open_video(path) as container:
-        stream = video_stream(container, path)
+        stream = video_stream(container, path, options.stream)
         keyframes = keyframe_times(stream)
         header = header_info(container, stream, path, keyframes)
         _configure_decoder(stream, header, sampling, keyframes, options.threads)
