@@ -24,3 +24,5 @@ Balance = Literal["static", "claim"]
 one video at a time through claim files."""
 Engine = Literal["local", "ray"]
 """Where a run works: this process and its decoding workers, or a Ray cluster (Ray Data)."""
+FpsRows = Literal["distinct", "grid"]
+"""With an fps grid: one row per distinct frame kept, or one row per grid point."""

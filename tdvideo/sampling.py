@@ -239,6 +239,32 @@ class FrameSelector(Generic[P]):
         return out
 
 
+def grid_rows(times: Iterable[float], *, step: float, end: float | None) -> tuple[list[float], list[int]]:
+    """One row per point of an fps grid, for rows kept at distinct frame ``times``.
+
+    The grid starts at the first kept frame (as :class:`FrameSelector`'s does) and runs
+    while points fall before ``end`` (when the last frame stops being shown; unknown: the
+    last frame covers its own time only). Returns the grid times and, for each, the index
+    of the row shown at that time: the last kept frame at or before it (a frame the
+    selector kept for several grid points is repeated).
+    """
+    kept = list(times)
+    if not kept:
+        return [], []
+    stop = end if end is not None and end > kept[-1] else kept[-1] + 2 * EPS
+    grid: list[float] = []
+    rows: list[int] = []
+    row = 0
+    k = 0
+    while (t := kept[0] + k * step) < stop - EPS:
+        while row + 1 < len(kept) and kept[row + 1] <= t + EPS:
+            row += 1
+        grid.append(t)
+        rows.append(row)
+        k += 1
+    return grid, rows
+
+
 def select_indices(
     timestamps: Iterable[float], sampling: Sampling, *, stop: float | None = None
 ) -> list[int]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from ._types import Balance, Engine, Format, Interpolation, OnError, OutputDType, Pool, Precision, Size
+from ._types import Balance, Engine, Format, FpsRows, Interpolation, OnError, OutputDType, Pool, Precision, Size
 from .errors import UsageError, show_path
 from .sampling import MAX_SECONDS, Sampling
 
@@ -198,6 +198,10 @@ class Settings:
     )
     # Sampling
     fps: float | None = _setting(None, "Keep frames on a grid of this many per second.", "Sampling", (int, float), check=_number, unset="every frame")
+    fps_rows: FpsRows = _setting(
+        "distinct", "With --fps: a row per distinct frame kept, or a row per grid point (a repeated frame's row copied).", "Sampling",
+        (str,), choices=_choices(FpsRows),
+    )
     stride: int | None = _setting(None, "Keep every N-th frame.", "Sampling", (int,), check=_positive_int, metavar="N")
     num_frames: int | None = _setting(None, "Keep N frames spread uniformly.", "Sampling", (int,), check=_positive_int, metavar="N")
     start: float | None = _setting(None, "Only frames at or after this time (seconds).", "Sampling", (int, float), check=_seconds)

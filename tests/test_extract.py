@@ -330,3 +330,25 @@ def test_the_worker_count_follows_the_job(tmp_path: Path, monkeypatch: pytest.Mo
     assert Extractor(workers=2)._worker_count(files([0.01] * 5)) == 2
     monkeypatch.setattr(_extractor, "available_memory", lambda: 2 * _extractor.WORKER_BYTES + 1)
     assert count(files([100] * 20)) == 2  # what the memory holds
+
+
+def test_fps_rows_grid_gives_a_row_per_grid_point(tmp_path: Path) -> None:
+    """A VFR clip with a 2.5 s gap: distinct rows skip the gap, grid rows fill it with copies."""
+    from fractions import Fraction
+
+    from tdvideo.synthetic import index_frame, write_clip
+
+    pts = [0, 10, 20, 30, 40, 50, 300, 310, 320, 330, 340, 350]
+    video = write_clip(tmp_path / "gap.mkv", len(pts), make_frame=lambda i: index_frame(i, 32, 48), pts=pts, time_base=Fraction(1, 100))
+    distinct = Extractor(fps=2).extract(video)
+    np.testing.assert_allclose(distinct.timestamps, [0.0, 0.5, 3.0, 3.5])
+    [result] = Extractor(fps=2, fps_rows="grid").run([video], out=tmp_path / "out", progress=False)
+    grid = tdvideo.load(result.output)
+    np.testing.assert_allclose(grid.timestamps, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    assert grid.metadata["frame_pts"] == pytest.approx([0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 3.0, 3.5])
+    rows = [0, 1, 1, 1, 1, 1, 2, 3]
+    np.testing.assert_array_equal(grid.array, distinct.array[rows])  # copied rows, not recomputed
+    with pytest.raises(UsageError, match="fps_rows 'grid' needs --fps"):
+        Extractor(fps_rows="grid")
+    with pytest.raises(UsageError, match="fps_rows 'grid' needs --fps, and rows of frames"):
+        Extractor(fps=2, fps_rows="grid", clip_len=2)

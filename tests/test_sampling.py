@@ -81,3 +81,14 @@ def test_invalid_sampling_names_the_value(kwargs: dict, message: str) -> None:
 def test_to_dict_keeps_only_what_was_set() -> None:
     assert Sampling().to_dict() == {}
     assert Sampling(fps=2.0, start=1.0).to_dict() == {"fps": 2.0, "start": 1.0}
+
+
+def test_grid_rows_repeat_the_frame_shown_at_each_grid_point() -> None:
+    from tdvideo.sampling import grid_rows
+
+    # Frames kept at 0, 0.5, 3.0 and 3.5 (a gap of 2.5 s after 0.5), a 2 fps grid, shown until 3.6 s.
+    grid, rows = grid_rows([0.0, 0.5, 3.0, 3.5], step=0.5, end=3.6)
+    assert grid == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    assert rows == [0, 1, 1, 1, 1, 1, 2, 3]
+    assert grid_rows([0.0, 0.5], step=0.5, end=None) == ([0.0, 0.5], [0, 1])  # unknown end: the last frame's own time
+    assert grid_rows([], step=0.5, end=1.0) == ([], [])

@@ -23,10 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from .._system import available_cpus, available_memory
 from .._version import __version__
 from ..errors import OutputCollisionError, OutputError, UsageError, VideoOpenError, show_path
 from ..models._backbone import Backbone, resolve_backbone
+from ..sampling import grid_rows
 from ..settings import Settings
 from ..video._geometry import MAX_WINDOW_BYTES
 from ..video._reader import RawChunk, ReadOptions, read_chunks
@@ -131,6 +134,8 @@ class Extractor:
             self.backbone: Backbone = Backbone.from_module(module, preprocessing=preprocessing, name=model_name)
         else:
             self.backbone = resolve_backbone(settings.model, weights=settings.weights, pool=settings.pool, layer=settings.layer)
+        if settings.fps_rows == "grid" and (settings.fps is None or settings.clip_len is not None or self.backbone.kind == "window"):
+            raise UsageError("fps_rows 'grid' needs --fps, and rows of frames (not clip windows)")
         # A video model sees windows of the length its weights were evaluated with, unless told.
         self.sampling = settings.sampling(clip_len=self.backbone.clip_len if self.backbone.kind == "window" else None)
         pre = self.backbone.preprocessing
@@ -163,6 +168,7 @@ class Extractor:
         return {
             **self.backbone.metadata(),
             "sampling": self.sampling.to_dict(),
+            "fps_rows": self.settings.fps_rows,
             "stream": self.settings.stream,
             "resize": {"size": self.size, "crop": self.crop, "interpolation": self.interpolation},
             "precision": self.settings.precision,
@@ -278,7 +284,19 @@ class Extractor:
         [(_, result)] = list(self._features([Path(path)], workers=workers))
         if isinstance(result, BaseException):
             raise result
-        return result
+        return self._on_grid(result)
+
+    def _on_grid(self, features: Features) -> Features:
+        """With ``fps_rows="grid"``: one row per grid point, a repeated frame's row copied
+        (not computed again); the metadata keeps each row's frame time as ``frame_pts``."""
+        if self.settings.fps_rows != "grid":
+            return features
+        video = features.metadata.get("video") or {}
+        ends = [e for e in (self.sampling.end, _end_time(video)) if e is not None]
+        grid, rows = grid_rows(features.timestamps.tolist(), step=1.0 / float(self.sampling.fps or 1), end=min(ends) if ends else None)
+        index = np.asarray(rows, dtype=np.int64)
+        metadata = {**features.metadata, "frame_pts": features.timestamps[index].tolist()}
+        return Features(array=np.asarray(features.array)[index], timestamps=np.asarray(grid, dtype=np.float64), metadata=metadata)
 
     def _features(
         self, paths: Sequence[Path] | Sequence[Job], progress: Any = None, *, workers: int | None = None, claims: ClaimQueue | None = None
@@ -376,6 +394,8 @@ class Extractor:
 
     def _commit(self, job: Job, result: Features | BaseException, settings: Settings) -> VideoResult:
         """Write a video's features; or, for a failure, remove an older output that is now stale."""
+        if not isinstance(result, BaseException):
+            result = self._on_grid(result)
         if isinstance(result, BaseException):
             failure = VideoResult.failure(job.path, result)
             if self._remove_stale(job, settings):
@@ -503,3 +523,9 @@ def _warn_if_batch_is_capped(batch_size: int, size: Any, crop: Any) -> None:
             f"a forward pass holds at most {BATCH_BYTES // 2**20} MiB of frames, and at least one "
             f"({max(1, BATCH_BYTES // frame)} of that size)"
         )
+
+
+def _end_time(video: dict[str, Any]) -> float | None:
+    """When the video stream stops being shown, from its probe (start time + duration)."""
+    duration = video.get("duration")
+    return None if duration is None else float(video.get("start_time") or 0.0) + float(duration)
