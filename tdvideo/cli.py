@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Optional
 import typer
 from tqdm import tqdm
 
-from ._system import fix_malloc_mmap_threshold, log_to_stderr
+from ._system import fix_malloc_mmap_threshold, log_to_stderr, process_age
 from ._version import __version__
 from .errors import TdvideoError, UsageError, show_path
 from .settings import Settings
@@ -132,7 +132,8 @@ def _extract(**params: Any) -> None:
         raise _interrupted(summary) from None
     assert summary is not None
     if not quiet:
-        typer.echo(summary.line(), err=True)
+        # As the user waited: from the process's start, imports and model loading included.
+        typer.echo(summary.line(since_start=process_age()), err=True)
     if summary.failed:
         typer.echo(f"{summary.failed} input(s) failed; see {show_path(summary.failures_log or '')}", err=True)
         raise typer.Exit(EXIT_FAILED)

@@ -476,3 +476,12 @@ def test_the_stream_is_chosen_listed_and_recorded(tmp_path: Path) -> None:
     assert tdvideo.read_video(video, stream=1).frames.shape[0] == 10
     result = run("extract", video, "-o", tmp_path / "s2", "--stream", "2", "-q")
     assert result.exit_code == 1 and error_lines(result)[0] == f"failed: {video}: no video stream 2 (it has 2, from 0)"
+
+
+def test_the_summary_states_the_time_since_the_process_started(clips: dict[str, Clip], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tdvideo", "extract", str(clips["h264"].path), "-o", str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"frames in ([\d.]+) s \([\d.]+ frames/s\); ([\d.]+) s since the process started$", done.stderr.strip())
+    assert match and float(match.group(2)) >= float(match.group(1))  # imports and start-up included

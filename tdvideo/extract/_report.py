@@ -72,11 +72,13 @@ class RunSummary:
     def unfinished(self) -> int:
         return max(0, self.total - self.done - self.skipped - self.failed)
 
-    def line(self) -> str:
+    def line(self, *, since_start: float | None = None) -> str:
+        """The end-of-run line; ``since_start``: the process's age, said too when given."""
         rate = self.frames / self.wall if self.wall > 0 else 0.0
+        total = f"; {since_start:.1f} s since the process started" if since_start is not None else ""
         return (
             f"{self.done} done, {self.skipped} skipped, {self.failed} failed; "
-            f"{self.frames} frames in {self.wall:.1f} s ({rate:.1f} frames/s)"
+            f"{self.frames} frames in {self.wall:.1f} s ({rate:.1f} frames/s){total}"
         )
 
 
