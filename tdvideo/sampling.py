@@ -239,6 +239,30 @@ class FrameSelector(Generic[P]):
         return out
 
 
+def expected_rows(sampling: Sampling, *, duration: float | None, frames: int | None, fps: float | None) -> int | None:
+    """About how many frames ``sampling`` keeps of a video of this header (None: unknown),
+    for a progress bar's total: a header's counts are estimates, and VFR is not foreseen."""
+    if duration is None and frames is None:
+        return None
+    start = sampling.start or 0.0
+    end = min(e for e in (sampling.end, duration) if e is not None) if (sampling.end or duration) is not None else None
+    span = max(0.0, end - start) if end is not None else None
+    rate = fps or ((frames / duration) if frames and duration else None)
+    if sampling.num_frames is not None:
+        kept = sampling.num_frames
+    elif sampling.fps is not None and span is not None:
+        kept = math.ceil(span * min(sampling.fps, rate or sampling.fps) - EPS)
+    elif span is not None and rate is not None:
+        kept = -(-int(round(span * rate)) // (sampling.stride or 1))  # every stride-th, the first included
+    elif frames is not None and not sampling.start and not sampling.end:
+        kept = -(-frames // (sampling.stride or 1))
+    else:
+        return None
+    if sampling.keyframes_only or sampling.clip_len is not None:
+        return None
+    return max(0, kept)
+
+
 def grid_rows(times: Iterable[float], *, step: float, end: float | None) -> tuple[list[float], list[int]]:
     """One row per point of an fps grid, for rows kept at distinct frame ``times``.
 

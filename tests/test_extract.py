@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import tdvideo
 from tdvideo import Extractor
 from tdvideo.cli import app
 from tdvideo.errors import NoVideosError, OutputCollisionError, UsageError
-from tdvideo.extract import Shard, discover_videos, plan_outputs, resolve_device
+from tdvideo.extract import RunSummary, Shard, discover_videos, plan_outputs, resolve_device
 
 from .conftest import Clip, video_tree
 
@@ -352,3 +353,24 @@ def test_fps_rows_grid_gives_a_row_per_grid_point(tmp_path: Path) -> None:
         Extractor(fps_rows="grid")
     with pytest.raises(UsageError, match="fps_rows 'grid' needs --fps, and rows of frames"):
         Extractor(fps=2, fps_rows="grid", clip_len=2)
+
+
+@pytest.mark.parametrize("options", [{}, {"fps": 2}, {"fps": 7, "start": 0.5}, {"stride": 3}, {"num_frames": 5}, {"fps": 2, "end": 1.5}])
+def test_the_frames_bar_total_is_the_frames_the_model_will_see(clips: dict[str, Clip], options: dict) -> None:
+    """The estimate from the header (for the bar's total and ETA) on a constant-rate clip."""
+    extractor = Extractor(**options)
+    expected = extractor._expected_frames(clips["long_gop"].path)
+    assert expected == len(extractor.extract(clips["long_gop"].path))
+
+
+def test_the_frames_bar_gets_its_total_in_the_background(clips: dict[str, Clip], tmp_path: Path) -> None:
+    from tdvideo.extract._report import Recorder
+    from tdvideo.writers import FailuresLog
+
+    extractor = Extractor(fps=5)
+    with Recorder(RunSummary(), FailuresLog(tmp_path / "f.jsonl"), total=2, progress=True) as record:
+        record.estimate_frames([clips["h264"].path, clips["long_gop"].path], extractor._expected_frames)
+        deadline = time.monotonic() + 20
+        while record.frames.total != 12 + 40 and time.monotonic() < deadline:  # 2.4 s and 8 s at 5 fps
+            time.sleep(0.05)
+        assert record.frames.total == 52

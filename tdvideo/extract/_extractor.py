@@ -29,7 +29,7 @@ from .._system import available_cpus, available_memory
 from .._version import __version__
 from ..errors import OutputCollisionError, OutputError, UsageError, VideoOpenError, show_path
 from ..models._backbone import Backbone, resolve_backbone
-from ..sampling import grid_rows
+from ..sampling import expected_rows, grid_rows
 from ..settings import Settings
 from ..video._geometry import MAX_WINDOW_BYTES
 from ..video._reader import RawChunk, ReadOptions, read_chunks
@@ -227,6 +227,7 @@ class Extractor:
                 else:
                     todo.append(job)
             log.info("%d video(s): %d to extract, %d finished earlier; model %s", total, len(todo), record.summary.skipped, self.backbone.name)
+            record.estimate_frames([job.path for job in todo], self._expected_frames)
             if settings.engine == "ray":
                 from ._ray import ray_features
 
@@ -285,6 +286,13 @@ class Extractor:
         if isinstance(result, BaseException):
             raise result
         return self._on_grid(result)
+
+    def _expected_frames(self, path: Path) -> int | None:
+        """About how many frames of ``path`` the model will see, from its header."""
+        from ..video._probe import header_counts
+
+        duration, frames, fps = header_counts(path, stream=self.settings.stream)
+        return expected_rows(self.sampling, duration=duration, frames=frames, fps=fps)
 
     def _on_grid(self, features: Features) -> Features:
         """With ``fps_rows="grid"``: one row per grid point, a repeated frame's row copied

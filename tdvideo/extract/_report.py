@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -99,6 +101,25 @@ class Recorder:
         self._started = time.perf_counter()
         self._videos = tqdm(total=total, unit="video", disable=not show, position=0, desc="videos")
         self.frames = tqdm(unit="frame", disable=not show, position=1, desc="frames", leave=False)
+
+    def estimate_frames(self, paths: Sequence[Path], count: Callable[[Path], int | None], *, limit: int = 2000) -> None:
+        """Give the frames bar a total, and so an ETA: ``count(path)`` (a header read) for each
+        video, summed in a background thread as they come. Not for more than ``limit``
+        videos: reading every header of a huge run would cost more than the bar is worth."""
+        if self.frames.disable or not paths or len(paths) > limit:
+            return
+
+        def run() -> None:
+            total = 0
+            for path in paths:
+                try:
+                    total += count(path) or 0
+                except Exception:  # noqa: BLE001 - an estimate only: a video that cannot be read fails in the run, with its reason
+                    continue
+                self.frames.total = total
+                self.frames.refresh()
+
+        threading.Thread(target=run, name="tdvideo-estimate", daemon=True).start()
 
     def __call__(self, result: VideoResult) -> VideoResult:
         if result.status == "failed":

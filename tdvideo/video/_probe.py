@@ -242,6 +242,16 @@ def _to_float(value: Fraction | None) -> float | None:
     return float(value) if value else None
 
 
+def header_counts(path: str | Path, *, stream: int = 0) -> tuple[float | None, int | None, float | None]:
+    """Duration, frame count and frame rate as the header says, without decoding a frame."""
+    with open_video(path) as container:
+        chosen = video_stream(container, path, stream)
+        tb = chosen.time_base
+        start = float(chosen.start_time * tb) if chosen.start_time is not None and tb is not None else 0.0
+        duration, _ = stream_duration(container, chosen, start)
+        return duration, chosen.frames or None, _to_float(chosen.average_rate)
+
+
 def probe(path: str | Path, *, stream: int = 0) -> VideoInfo:
     """Read a video's header (and its first frame, for the display rotation), for its video
     stream ``stream``.
