@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -37,7 +38,42 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .extract._report import RunSummary
 
+# A flag takes no value: no metavar in --help (Typer would print "<bool>").
+_FLAG = ""
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """The parameters as --help shows them: no metavar for flags (--help and Typer's
+    completion options too), and ``<path>`` rather than ``<list[Path]>`` for repeated ones."""
+    for param in params:
+        if getattr(param, "is_flag", False) and not param.metavar:
+            param.metavar = _FLAG
+        if not getattr(param, "_tdvideo_plain", False) and hasattr(param, "display_type_rich"):
+            shown = param.display_type_rich
+
+            def display(ctx: Any, shown: Any = shown) -> Any:
+                text = shown(ctx=ctx)
+                return re.sub(r"<list\[(.+)\]>", lambda m: f"<{m.group(1).lower()}>", text) if isinstance(text, str) else text
+
+            param.display_type_rich = display
+            param._tdvideo_plain = True
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose flags show no "<bool>" metavar in --help."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="tdvideo",
     help="Per-timestep video features: decode with PyAV, run a TimeDistributed backbone, write arrays.",
     no_args_is_help=True,
@@ -61,7 +97,7 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.", metavar=_FLAG)
     ] = False,
 ) -> None:
     """Per-timestep video features."""
@@ -86,7 +122,7 @@ def _setting_option(f: dataclasses.Field[Any]) -> tuple[Any, typer.models.Option
     if spec.repeat:
         return Optional[list[str]], typer.Option(*flags, metavar=spec.metavar, **common)
     if bool in spec.toml:
-        return Optional[bool], typer.Option(*flags, **common)
+        return Optional[bool], typer.Option(*flags, metavar=_FLAG, **common)
     kind = str if spec.parse is not None else float if float in spec.toml else int if int in spec.toml else str
     return Optional[kind], typer.Option(*flags, metavar=spec.metavar, **common)
 
@@ -170,9 +206,9 @@ def _extract_signature() -> tuple[inspect.Signature, dict[str, Any]]:
         ("inputs", Optional[list[str]], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)),
         ("from_list", Optional[str], typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).", metavar="FILE")),
         ("config", Optional[Path], typer.Option("--config", help="TOML preset (see configs/); options given here override it.", metavar="FILE")),
-        ("print_config", bool, typer.Option("--print-config", help="Print every setting as TOML (a preset to edit) and exit.")),
-        ("dry_run", bool, typer.Option("--dry-run", help="Print what would be extracted, skipped and refused, and exit; runs no model.")),
-        ("quiet", bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")),
+        ("print_config", bool, typer.Option("--print-config", help="Print every setting as TOML (a preset to edit) and exit.", metavar=_FLAG)),
+        ("dry_run", bool, typer.Option("--dry-run", help="Print what would be extracted, skipped and refused, and exit; runs no model.", metavar=_FLAG)),
+        ("quiet", bool, typer.Option("--quiet", "-q", help="No progress bars or summary.", metavar=_FLAG)),
         ("log_level", Literal["debug", "info", "warning", "error"], typer.Option(help="Logging level.")),
     ]
     defaults = {
@@ -192,7 +228,7 @@ def _extract_signature() -> tuple[inspect.Signature, dict[str, Any]]:
 
 
 _extract.__signature__, _extract.__annotations__ = _extract_signature()  # type: ignore[attr-defined]
-app.command("extract", context_settings={"max_content_width": 120})(_extract)
+app.command("extract", cls=_Command, context_settings={"max_content_width": 120})(_extract)
 
 
 def _interrupted(summary: RunSummary | None) -> typer.Exit:
@@ -208,10 +244,10 @@ def _interrupted(summary: RunSummary | None) -> typer.Exit:
 # -- info and models ---------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def info(
     paths: Annotated[list[Path], typer.Argument(help="Video files, or folders (searched recursively).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object (one per line for several videos).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object (one per line for several videos).", metavar=_FLAG)] = False,
 ) -> None:
     """Show videos' container, codec, size, frame rate, duration, frame count and rotation.
 
@@ -272,13 +308,13 @@ def info(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
+@app.command(cls=_Command)
 def models(
     pattern: Annotated[
         Optional[str], typer.Argument(help="Only names matching this glob, e.g. 'resnet*'; timm's models with 'timm:*clip*'.")
     ] = None,
-    layers: Annotated[bool, typer.Option("--layers", help="List the node names --layer takes for the model PATTERN names.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    layers: Annotated[bool, typer.Option("--layers", help="List the node names --layer takes for the model PATTERN names.", metavar=_FLAG)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.", metavar=_FLAG)] = False,
 ) -> None:
     """List the available models with their feature shape and whether they need weights."""
     from .models import describe_model, list_models
@@ -326,10 +362,10 @@ def models(
         typer.echo(f"{row['name']:<{width}} {shape:<12} {weights:<14} {row['description']}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def status(
     out: Annotated[Path, typer.Argument(help="The output folder of one or more runs (every rank's).", metavar="OUT")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.", metavar=_FLAG)] = False,
 ) -> None:
     """Where the runs writing into OUT stand: done, failed, not yet done, and the failures.
 
@@ -351,7 +387,7 @@ def status(
         raise typer.Exit(EXIT_FAILED)
 
 
-@app.command()
+@app.command(cls=_Command)
 def show(
     features: Annotated[Path, typer.Argument(help="An output: OUT/clip, or its .npy/.npz/.pt/.json.", metavar="FEATURES")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The PNG to write.", metavar="FILE")] = None,
@@ -366,7 +402,7 @@ def show(
     typer.echo(str(path))
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
     out: Annotated[Path, typer.Argument(help="The output folder of a run.", metavar="OUT")],
     to: Annotated[Path, typer.Option("--to", help="The Parquet file to write (and TO's stem + .videos.parquet).", metavar="FILE")],

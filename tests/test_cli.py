@@ -485,3 +485,11 @@ def test_the_summary_states_the_time_since_the_process_started(clips: dict[str, 
     assert done.returncode == 0, done.stderr
     match = re.search(r"frames in ([\d.]+) s \([\d.]+ frames/s\); ([\d.]+) s since the process started$", done.stderr.strip())
     assert match and float(match.group(2)) >= float(match.group(1))  # imports and start-up included
+
+
+@pytest.mark.parametrize("command", [[], ["extract"], ["info"], ["models"], ["status"], ["show"], ["export"]])
+def test_help_shows_readable_metavars(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
+    assert "--help" in text and "<bool>" not in text and "list[" not in text
