@@ -19,8 +19,15 @@ __all__ = [
     "VideoError",
     "VideoOpenError",
     "WeightsError",
+    "first_line",
     "show_path",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its first), or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def show_path(path: str | Path) -> str:

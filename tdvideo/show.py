@@ -31,17 +31,18 @@ THUMBNAILS = 6
 
 def vectors(features: Features) -> tuple[np.ndarray, np.ndarray]:
     """One vector per timestep ``(T, D)`` and its time in seconds ``(T,)``: spatial maps
-    averaged over their positions, clip windows over their frames (time: the window's middle)."""
+    averaged over their positions, tokens over the sequence, clip windows over their frames
+    (time: the window's middle)."""
     array = np.asarray(features.array, dtype=np.float64)
     times = np.asarray(features.timestamps, dtype=np.float64)
-    windows = features.metadata.get("features_per") != "window" and times.ndim == 2  # per-frame features in windows
-    if windows:
-        array = array.mean(axis=1)
-    if times.ndim == 2:
+    if times.ndim == 2:  # clip windows: a window's time is its middle
+        if features.metadata.get("features_per") != "window":
+            array = array.mean(axis=1)  # per-frame features in a window: their mean
         times = times.mean(axis=1)
-    spatial = features.metadata.get("pool") == "none" and array.ndim > 2
-    if spatial or array.ndim > 2:
-        array = array.reshape(len(array), array.shape[1], -1).mean(axis=2) if spatial else array.reshape(len(array), -1)
+    if array.ndim == 3:  # tokens (N, D): their mean
+        array = array.mean(axis=1)
+    elif array.ndim > 3:  # a map (C, H, W ...): the mean over its positions
+        array = array.reshape(len(array), array.shape[1], -1).mean(axis=2)
     return array, times
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from ..errors import show_path
+from ..errors import first_line, show_path
 from ..writers import FailuresLog
 
 __all__ = ["DryRun", "Recorder", "RunSummary", "VideoResult", "reason_of"]
@@ -24,8 +24,7 @@ def reason_of(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str):
         return reason
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._types import Precision
-from ..errors import TdvideoError, UsageError
+from ..errors import TdvideoError, UsageError, first_line
 from ..models._backbone import Backbone
 from ..timedistributed import TimeDistributed
 from ._batcher import Batch
@@ -101,8 +101,7 @@ class Runner:
             ):
                 y = self.model(x, **kwargs)
         except (RuntimeError, AssertionError, ValueError) as exc:  # AssertionError: a model's own input checks (timm's)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TdvideoError(f"model {self.backbone.name} failed on frames of shape {tuple(frames.shape)}: {first}") from exc
+            raise TdvideoError(f"model {self.backbone.name} failed on frames of shape {tuple(frames.shape)}: {first_line(exc)}") from exc
         # One output per frame (or window), of the shape the model was described with: a
         # module that drops rows or changes its output would otherwise misplace features.
         per_item = tuple(y.shape[1:] if self.backbone.kind == "window" else y.shape[2:])

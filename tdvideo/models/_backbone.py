@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._types import Pool
-from ..errors import ModelError, WeightsError
+from ..errors import ModelError, WeightsError, first_line
 from ._preprocessing import Preprocessing
 from ._registry import DEFAULT_MODEL, Kind, ModelEntry, model_entry
 
@@ -97,8 +97,7 @@ class Backbone:
         try:
             feature_shape(self.module, Preprocessing(size=None, crop=(height, width)), clip_len=self.clip_len if self.kind == "window" else None)
         except Exception as exc:  # whatever the model raises about its input
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"model {self.name} does not take {height}x{width} frames: {first}") from exc
+            raise ModelError(f"model {self.name} does not take {height}x{width} frames: {first_line(exc)}") from exc
 
     def frame_model(self) -> nn.Module:
         """uint8 ``(N, 3, H, W)`` frames in, features out."""

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .._system import sha256_file
 from .._types import Pool
-from ..errors import ModelError, WeightsError, show_path
+from ..errors import ModelError, WeightsError, first_line, show_path
 from ..timedistributed import TimeDistributed
 from ._preprocessing import Preprocessing
 from ._registry import ModelEntry
@@ -161,8 +161,7 @@ def _checked(entry: ModelEntry, module: Any) -> nn.Module:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return first_line(exc)[:300]
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> Mapping[str, Tensor]:

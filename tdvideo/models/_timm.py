@@ -30,7 +30,7 @@ import timm.models
 from torch import Tensor, nn
 
 from .._types import Interpolation, Pool
-from ..errors import ModelError, WeightsError
+from ..errors import ModelError, WeightsError, first_line
 from ._modules import take_node
 from ._preprocessing import Preprocessing
 from ._registry import TIMM_PREFIX, ModelEntry
@@ -154,7 +154,7 @@ def named_weights(model_name: str, weights: str) -> tuple[str, Path]:
     except WeightsError:
         raise
     except Exception as exc:  # network, offline mode, missing entries: all mean "not available"
-        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc).split(". ")[0]
         raise WeightsError(
             f"timm weights {model_name} are not in the Hugging Face cache ({_hf_cache()}) and could not be "
             f"downloaded ({reason}); fetch them once with a connection (HF_HUB_OFFLINE=1 skips trying), "

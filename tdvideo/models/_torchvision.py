@@ -28,7 +28,7 @@ from torchvision.models import WeightsEnum
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from .._types import Interpolation, Pool
-from ..errors import ModelError, WeightsError
+from ..errors import ModelError, WeightsError, first_line
 from ._modules import take_node
 from ._preprocessing import Preprocessing
 
@@ -210,7 +210,7 @@ def fetch_weights(name: str, weights: WeightsEnum) -> Path:
     try:
         torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=match.group(1) if match else None, progress=False)
     except Exception as exc:  # URLError, HTTPError, OSError, hash mismatch: all mean "not available"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise WeightsError(
             f"{name} weights {weights.name} are not cached and could not be downloaded ({reason}): "
             f"put {path.name} (from {weights.url}) into {path.parent}/ (set TORCH_HOME to move it), "
