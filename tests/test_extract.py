@@ -348,7 +348,9 @@ def test_fps_rows_grid_gives_a_row_per_grid_point(tmp_path: Path) -> None:
     np.testing.assert_allclose(grid.timestamps, [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
     assert grid.metadata["frame_pts"] == pytest.approx([0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 3.0, 3.5])
     rows = [0, 1, 1, 1, 1, 1, 2, 3]
-    np.testing.assert_array_equal(grid.array, distinct.array[rows])  # copied rows, not recomputed
+    np.testing.assert_allclose(grid.array, distinct.array[rows], rtol=1e-6, atol=1e-7)  # another run: a tolerance
+    for copy in range(2, 6):
+        np.testing.assert_array_equal(grid.array[copy], grid.array[1])  # copied rows, not recomputed
     with pytest.raises(UsageError, match="fps_rows 'grid' needs --fps"):
         Extractor(fps_rows="grid")
     with pytest.raises(UsageError, match="fps_rows 'grid' needs --fps, and rows of frames"):
