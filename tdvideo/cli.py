@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ._system import fix_malloc_mmap_threshold, log_to_stderr, process_age
 from ._version import __version__
-from .errors import TdvideoError, UsageError, show_path
+from .errors import TdvideoError, UsageError, command_line_names, show_path
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -96,11 +96,14 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.", metavar=_FLAG)
     ] = False,
 ) -> None:
     """Per-timestep video features."""
+    # Library messages name settings as this command line spells them (--weights PATH).
+    ctx.with_resource(command_line_names())
 
 
 # -- extract: options made from the settings record -------------------------------------------

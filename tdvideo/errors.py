@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
@@ -20,8 +22,32 @@ __all__ = [
     "VideoOpenError",
     "WeightsError",
     "first_line",
+    "option",
     "show_path",
 ]
+
+# Set while the command line runs a command: messages then name settings as its flags.
+_command_line = False
+
+
+def option(name: str, value: str | bool | None = None) -> str:
+    """How a message names the setting ``name`` (with an example ``value``, ``True`` for a
+    switch): ``weights=PATH`` to a Python caller, ``--weights PATH`` on the command line."""
+    if _command_line:
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None or value is True else f"{flag} {value}"
+    return name if value is None else f"{name}={value}"
+
+
+@contextmanager
+def command_line_names() -> Iterator[None]:
+    """Within this block, :func:`option` names settings as command-line flags (the CLI's)."""
+    global _command_line
+    before, _command_line = _command_line, True
+    try:
+        yield
+    finally:
+        _command_line = before
 
 
 def first_line(exc: BaseException) -> str:

@@ -78,7 +78,7 @@ def test_rerun_skips_finished_and_recomputes_what_changed(folder: Path, tmp_path
     assert [r.status for r in changed] == ["skipped", "skipped", "done"]
     # Another model or sampling: the run stops before any work, and says what differs.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
-    with pytest.raises(UsageError, match=r"^3 finished output\(s\) under .* were made with other settings: .*model \(3\).*; rerun with --overwrite"):
+    with pytest.raises(UsageError, match=r"^3 finished output\(s\) under .* were made with other settings: .*model \(3\).*; rerun with overwrite=True to replace them, or choose another out=DIR$"):
         list(Extractor(model="thumbnail").run([folder], out=out, progress=False))
     with pytest.raises(UsageError, match=r"sampling \(3\)"):
         list(Extractor(fps=5).run([folder], out=out, progress=False))
@@ -351,9 +351,9 @@ def test_fps_rows_grid_gives_a_row_per_grid_point(tmp_path: Path) -> None:
     np.testing.assert_allclose(grid.array, distinct.array[rows], rtol=1e-6, atol=1e-7)  # another run: a tolerance
     for copy in range(2, 6):
         np.testing.assert_array_equal(grid.array[copy], grid.array[1])  # copied rows, not recomputed
-    with pytest.raises(UsageError, match="fps_rows 'grid' needs --fps"):
+    with pytest.raises(UsageError, match="fps_rows=grid needs fps"):
         Extractor(fps_rows="grid")
-    with pytest.raises(UsageError, match="fps_rows 'grid' needs --fps, and rows of frames"):
+    with pytest.raises(UsageError, match="fps_rows=grid needs fps, and rows of frames"):
         Extractor(fps=2, fps_rows="grid", clip_len=2)
 
 

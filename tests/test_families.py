@@ -120,7 +120,7 @@ def test_timm_weights_offline_say_where_they_are_looked_for(timm, tmp_path: Path
     with pytest.raises(WeightsError) as caught:
         tdvideo.build_backbone("timm:vit_tiny_patch16_224.augreg_in21k")
     message = str(caught.value)
-    assert "\n" not in message and "--weights PATH" in message and str(tmp_path / "hub") in message
+    assert "\n" not in message and "weights=PATH" in message and "--weights" not in message and str(tmp_path / "hub") in message
 
 
 def test_timm_weights_from_the_hugging_face_cache(timm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,7 +106,7 @@ def test_the_output_folder_must_be_a_writable_folder(tmp_path: Path, monkeypatch
     a_file.write_text("x")
     with pytest.raises(UsageError, match="is a file, not a folder"):
         prepare_output(a_file)
-    with pytest.raises(UsageError, match="cannot write to --out .*Not a directory"):
+    with pytest.raises(UsageError, match="cannot write to out=.*Not a directory"):
         prepare_output(a_file / "sub")
     result = runner.invoke(app, ["extract", str(clips["one"].path), "-o", str(a_file)])
     assert result.exit_code == 2 and result.stderr == f"error: --out {a_file} is a file, not a folder\n"
@@ -115,7 +115,7 @@ def test_the_output_folder_must_be_a_writable_folder(tmp_path: Path, monkeypatch
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("tempfile.mkstemp", read_only)  # root ignores permissions: simulate them
-    with pytest.raises(UsageError, match="cannot write to --out .*: Permission denied"):
+    with pytest.raises(UsageError, match="cannot write to out=.*: Permission denied"):
         prepare_output(tmp_path / "ro")
 
 
@@ -222,7 +222,7 @@ def test_files_given_one_by_one_keep_their_folders(clips: dict[str, Clip], tmp_p
     # --root names them below another folder; a file outside it is a usage error.
     names = [v.relative.as_posix() for v in discover_videos(sorted(data.rglob("*.mp4")), root=tmp_path).videos]
     assert names == ["data/a/0001", "data/b/0001", "data/b/c/0002"]
-    with pytest.raises(UsageError, match=r"0001.mp4 is not below --root .*b"):
+    with pytest.raises(UsageError, match=r"0001.mp4 is not below root=.*b"):
         discover_videos([data / "a" / "0001.mp4"], root=data / "b")
     # A lone file keeps its stem; relative paths work as given.
     assert [v.relative.as_posix() for v in discover_videos([data / "b" / "c" / "0002.mp4"]).videos] == ["0002"]

@@ -177,6 +177,10 @@ def test_offline_default_weights_give_one_clear_message(tmp_path: Path, monkeypa
     assert "resnet50-11ad3fa6.pth" in message and str(tmp_path / "torch" / "hub" / "checkpoints") in message
     assert "--weights PATH" in message
     assert not (tmp_path / "out").exists()
+    # From Python, the same error names the argument, not the command line's flag.
+    with pytest.raises(WeightsError) as caught:
+        tdvideo.Extractor(model="resnet50")
+    assert "weights=PATH" in str(caught.value) and "--weights" not in str(caught.value)
 
 
 def test_random_weights_are_said_loudly(tmp_path: Path) -> None:

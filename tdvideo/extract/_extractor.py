@@ -27,7 +27,7 @@ import numpy as np
 
 from .._system import available_cpus, available_memory
 from .._version import __version__
-from ..errors import OutputCollisionError, OutputError, UsageError, VideoOpenError, show_path
+from ..errors import OutputCollisionError, OutputError, UsageError, VideoOpenError, option, show_path
 from ..models._backbone import Backbone, resolve_backbone
 from ..sampling import expected_rows, grid_rows
 from ..settings import Settings
@@ -93,8 +93,8 @@ class Extractor:
     frames to features, with its ``preprocessing`` (a :class:`~tdvideo.Preprocessing`)
     and, for the metadata, a ``model_name`` (default: its class name).
 
-    Decoding workers are started with ``spawn``: a script that runs with workers needs
-    the usual ``if __name__ == "__main__":`` guard.
+    Decoding workers are fresh interpreters that never import the caller's ``__main__``:
+    a script needs no ``if __name__ == "__main__":`` guard.
     """
 
     def __init__(
@@ -135,7 +135,7 @@ class Extractor:
         else:
             self.backbone = resolve_backbone(settings.model, weights=settings.weights, pool=settings.pool, layer=settings.layer)
         if settings.fps_rows == "grid" and (settings.fps is None or settings.clip_len is not None or self.backbone.kind == "window"):
-            raise UsageError("fps_rows 'grid' needs --fps, and rows of frames (not clip windows)")
+            raise UsageError(f"{option('fps_rows', 'grid')} needs {option('fps')}, and rows of frames (not clip windows)")
         # A video model sees windows of the length its weights were evaluated with, unless told.
         self.sampling = settings.sampling(clip_len=self.backbone.clip_len if self.backbone.kind == "window" else None)
         pre = self.backbone.preprocessing
@@ -279,8 +279,8 @@ class Extractor:
 
     def extract(self, path: str | Path) -> Features:
         """Features of one video, in memory (no files written). Raises the video's error."""
-        # In this process unless workers are asked for: a script that calls this needs no
-        # `if __name__ == "__main__":` guard, and its torch is usually imported already.
+        # In this process unless workers are asked for: one video gains little from a
+        # worker, and a script calling this has usually imported torch already.
         workers = 0 if self.settings.workers is None else None
         [(_, result)] = list(self._features([Path(path)], workers=workers))
         if isinstance(result, BaseException):
@@ -381,7 +381,7 @@ class Extractor:
             which = ", ".join(f"{name} ({count})" for name, count in sorted(names.items()))
             raise UsageError(
                 f"{differ} finished output(s) under {show_path(out)} were made with other settings: {which}; "
-                f"rerun with --overwrite to replace them, or choose another --out"
+                f"rerun with {option('overwrite', True)} to replace them, or choose another {option('out', 'DIR')}"
             )
 
     def _skip(self, job: Job, settings: Settings, temporaries: Temporaries | None) -> VideoResult | None:

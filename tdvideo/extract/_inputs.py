@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..errors import NoVideosError, OutputCollisionError, UsageError, show_path
+from ..errors import NoVideosError, OutputCollisionError, UsageError, option, show_path
 from ..writers import RUN_DIR
 
 __all__ = [
@@ -95,7 +95,7 @@ def _file_names(files: list[Path], root: str | Path | None) -> list[PurePath]:
     for given, path in zip(files, absolute):
         relative = PurePath(os.path.relpath(path, base))
         if relative.parts[0] == "..":
-            raise UsageError(f"{show_path(given)} is not below --root {show_path(base)}")
+            raise UsageError(f"{show_path(given)} is not below {option('root', show_path(base))}")
         names.append(_output_name(PurePath(*relative.parent.parts, relative.stem)))
     return names
 
@@ -288,7 +288,7 @@ def prepare_output(out: str | Path) -> Path:
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {show_path(out)} is a file, not a folder")
+        raise UsageError(f"{option('out', show_path(out))} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         for leftover in out.glob(f"{_WRITE_TEST}*"):  # of a run killed right here
@@ -297,7 +297,7 @@ def prepare_output(out: str | Path) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UsageError(f"cannot write to --out {show_path(out)}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write to {option('out', show_path(out))}: {exc.strerror or exc}") from None
     return out
 
 

@@ -1,10 +1,15 @@
 """Decoding in worker processes that survive each other's deaths, and a prefetch thread.
 
-Each worker process (``spawn``) decodes one video at a time and hands its frames to the
-main process through files in shared memory (``/dev/shm``): the worker writes a chunk
-once, the main process maps it without copying. Only small messages cross the pipe.
-Workers import PyAV and NumPy, never torch (this module does not import it), so one
-starts in a fraction of a second and decodes while the main process loads the model.
+Each worker process decodes one video at a time and hands its frames to the main process
+through files in shared memory (``/dev/shm``): the worker writes a chunk once, the main
+process maps it without copying. Only small messages cross the pipe. Workers import PyAV
+and NumPy, never torch (this module does not import it), so one starts in a fraction of a
+second and decodes while the main process loads the model.
+
+A worker is a fresh interpreter that runs this module's entry point and nothing else. It
+never imports the caller's ``__main__`` (as ``multiprocessing``'s ``spawn`` does), so a
+script that uses an :class:`~tdvideo.Extractor` at its top level, without an
+``if __name__ == "__main__":`` guard, is not run again in every worker.
 
 A worker that dies - killed by the OOM killer, or a crash inside FFmpeg - takes only
 its current video down. That video is decoded again after the others, alone, in a
@@ -21,6 +26,8 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections import deque
@@ -317,12 +324,24 @@ class _Link:
         self.in_flight.append(nbytes)
 
 
+def worker_entry(fd: int) -> None:
+    """A decoding worker's entry point: its pipe is ``fd``; see :class:`_Process`."""
+    # Ctrl-C reaches the whole process group; the main process decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by _Process.start
+    conn = Connection(fd)
+    try:
+        # The parent's import path first: ``decode`` may be a function of a module only it can see.
+        sys.path[:] = conn.recv()
+        options, decode, identify, frames_dir, log_level = conn.recv()
+    except (EOFError, OSError):
+        return  # the main process has gone before the worker started
+    _worker_main(conn, options, decode, identify, frames_dir, log_level)
+
+
 def _worker_main(
     conn: Connection, options: ReadOptions, decode: Decode, identify: Identify | None, frames_dir: str, log_level: int
 ) -> None:
-    # Ctrl-C reaches the whole process group; the main process decides what stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by DecodePool.start
     log_to_stderr(log_level)
     fix_malloc_mmap_threshold()
     link = _Link(conn)
@@ -354,9 +373,76 @@ def _sendable(exc: BaseException, path: Path) -> BaseException:
 # -- the pool -------------------------------------------------------------------------------
 
 
+_ENTRY = "import sys; from tdvideo.extract._loader import worker_entry; worker_entry(int(sys.argv[1]))"
+
+
+class _Process:
+    """A decoding worker: ``python -c`` running :func:`worker_entry`, with a pipe to it.
+
+    Not a ``multiprocessing`` process: ``spawn`` re-imports the parent's ``__main__`` in the
+    child, which runs a script's top level again (and, without a ``__main__`` guard, makes
+    every worker try to start workers of its own). ``sentinel`` is a pipe that only the
+    worker holds open, so it reads as ready once the worker has exited, as
+    ``multiprocessing``'s sentinels do; ``exitcode`` is negative for a signal.
+    """
+
+    def __init__(self, conn: Connection, setup: tuple[Any, ...]) -> None:
+        self.conn = conn
+        self._setup = setup
+        self._popen: subprocess.Popen[bytes] | None = None
+        self.sentinel = -1
+
+    def start(self, child: Connection) -> None:
+        sentinel, keep_open = os.pipe()
+        try:
+            with _stops_held():
+                self._popen = subprocess.Popen(
+                    [sys.executable, "-c", _ENTRY, str(child.fileno())],
+                    pass_fds=(child.fileno(), keep_open),
+                    stdin=subprocess.DEVNULL,  # the parent may be reading a list of inputs from stdin
+                )
+                self.sentinel = sentinel
+                try:
+                    self.conn.send(list(sys.path))
+                    self.conn.send(self._setup)
+                except OSError:
+                    pass  # it died at once: its sentinel tells
+        except BaseException:
+            if self.sentinel < 0:
+                os.close(sentinel)
+            raise
+        finally:
+            os.close(keep_open)
+            child.close()
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._popen is None else self._popen.poll()
+
+    def is_alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def kill(self) -> None:
+        if self.is_alive():
+            assert self._popen is not None
+            self._popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return
+
+    def close(self) -> None:
+        if self.sentinel >= 0:
+            os.close(self.sentinel)
+            self.sentinel = -1
+
+
 @dataclass
 class _Worker:
-    process: multiprocessing.process.BaseProcess
+    process: _Process
     conn: Connection
     current: int | None = None
 
@@ -393,7 +479,6 @@ class DecodePool:
         self.workers = workers
         self.decode = decode
         self.identify = identify
-        self._context = multiprocessing.get_context("spawn")
         self._stop = threading.Event()
         self._frames_dir: Path | None = None
         self._pool: dict[int, _Worker] = {}  # by process sentinel
@@ -418,16 +503,9 @@ class DecodePool:
             self._assign(self._spawn())
 
     def _spawn(self) -> _Worker:
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(
-            target=_worker_main,
-            args=(theirs, self.options, self.decode, self.identify, str(self._frames_dir), log.getEffectiveLevel()),
-            name="tdvideo-decoder",
-            daemon=True,
-        )
-        with _stops_held():
-            process.start()
-        theirs.close()
+        ours, theirs = multiprocessing.Pipe()
+        process = _Process(ours, (self.options, self.decode, self.identify, str(self._frames_dir), log.getEffectiveLevel()))
+        process.start(theirs)
         worker = _Worker(process, ours)
         self._pool[process.sentinel] = worker
         return worker
@@ -461,6 +539,7 @@ class DecodePool:
         del self._pool[worker.process.sentinel]
         worker.conn.close()
         worker.process.join()
+        worker.process.close()
 
     def _receive(self, worker: _Worker, message: tuple[Any, ...]) -> Chunk:
         kind, index = message[0], message[1]
@@ -543,7 +622,7 @@ def _stops_held() -> Iterator[None]:
 
     A stop in the middle of handing a child its start-up data would leave it to die on a
     half-written pipe, with a traceback. The signal mask is per thread and a child inherits
-    it: the worker unblocks the signals in :func:`_worker_main`, once Ctrl-C is ignored
+    it (through ``exec`` too): the worker unblocks the signals in :func:`worker_entry`, once Ctrl-C is ignored
     there, so it never prints a KeyboardInterrupt either. Python runs its handlers in the
     main thread whichever thread the kernel picked, so there they are also replaced by ones
     that only note the signal, which is raised again afterwards.

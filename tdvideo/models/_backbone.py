@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._types import Pool
-from ..errors import ModelError, WeightsError, first_line
+from ..errors import ModelError, WeightsError, first_line, option
 from ._preprocessing import Preprocessing
 from ._registry import DEFAULT_MODEL, Kind, ModelEntry, model_entry
 
@@ -161,11 +161,11 @@ def resolve_backbone(
     elif _is_path(weights) or Path(weights).exists():
         path = Path(weights)
     else:
-        raise WeightsError(f"model {name!r} has no named weights; --weights takes none or a checkpoint path, got {weights!r}")
+        raise WeightsError(f"model {name!r} has no named weights; {option('weights')} takes none or a checkpoint path, got {weights!r}")
     preprocessing = entry.preprocessing(named)
     random_weights = entry.needs_weights and path is None
     if random_weights:
-        warnings.warn(f"model {name} runs with RANDOM weights (--weights none): its features carry no learned meaning")
+        warnings.warn(f"model {name} runs with RANDOM weights ({option('weights', 'none')}): its features carry no learned meaning")
     describe: dict[str, Any] = {
         "name": name,
         "preprocessing": preprocessing,

@@ -30,7 +30,7 @@ import timm.models
 from torch import Tensor, nn
 
 from .._types import Interpolation, Pool
-from ..errors import ModelError, WeightsError, first_line
+from ..errors import ModelError, WeightsError, first_line, option
 from ._modules import take_node
 from ._preprocessing import Preprocessing
 from ._registry import TIMM_PREFIX, ModelEntry
@@ -150,7 +150,7 @@ def named_weights(model_name: str, weights: str) -> tuple[str, Path]:
         elif source == "url":
             path = download_cached_file(location, check_hash=True, progress=False)
         else:
-            raise WeightsError(f"timm model {model_name}: weights from {source or 'nowhere'} are not supported; pass --weights PATH")
+            raise WeightsError(f"timm model {model_name}: weights from {source or 'nowhere'} are not supported; pass {option('weights', 'PATH')}")
     except WeightsError:
         raise
     except Exception as exc:  # network, offline mode, missing entries: all mean "not available"
@@ -158,7 +158,7 @@ def named_weights(model_name: str, weights: str) -> tuple[str, Path]:
         raise WeightsError(
             f"timm weights {model_name} are not in the Hugging Face cache ({_hf_cache()}) and could not be "
             f"downloaded ({reason}); fetch them once with a connection (HF_HUB_OFFLINE=1 skips trying), "
-            f"or pass --weights PATH to a .safetensors or .pth file"
+            f"or pass {option('weights', 'PATH')} to a .safetensors or .pth file"
         ) from exc
     return model_name, Path(path)
 

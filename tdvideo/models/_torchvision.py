@@ -28,7 +28,7 @@ from torchvision.models import WeightsEnum
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from .._types import Interpolation, Pool
-from ..errors import ModelError, WeightsError, first_line
+from ..errors import ModelError, WeightsError, first_line, option
 from ._modules import take_node
 from ._preprocessing import Preprocessing
 
@@ -214,6 +214,6 @@ def fetch_weights(name: str, weights: WeightsEnum) -> Path:
         raise WeightsError(
             f"{name} weights {weights.name} are not cached and could not be downloaded ({reason}): "
             f"put {path.name} (from {weights.url}) into {path.parent}/ (set TORCH_HOME to move it), "
-            f"or pass --weights PATH to a local checkpoint"
+            f"or pass {option('weights', 'PATH')} to a local checkpoint"
         ) from exc
     return path

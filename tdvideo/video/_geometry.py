@@ -132,7 +132,7 @@ class Geometry:
             raise UnsupportedVideoError(
                 path,
                 f"frames resized to {out_h}x{out_w} would be over the frame limits ({OUTPUT_LIMIT}); "
-                f"the video is {disp_w}x{disp_h}: give --size HxW or a smaller size",
+                f"the video is {disp_w}x{disp_h}: give an exact size HxW, or a smaller one",
             )
         box = None
         if crop is not None:
