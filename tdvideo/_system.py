@@ -8,11 +8,13 @@ import logging
 import os
 import re
 import signal
+import stat
 import sys
 
 __all__ = [
     "available_cpus",
     "available_memory",
+    "file_kind",
     "file_mode",
     "fix_malloc_mmap_threshold",
     "log_to_stderr",
@@ -69,6 +71,21 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def file_kind(mode: int) -> str:
+    """What kind of file system entry ``st_mode`` describes, in words ("FIFO", "directory")."""
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISLNK, "symbolic link"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def file_mode() -> int:

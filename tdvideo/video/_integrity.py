@@ -13,26 +13,39 @@ their own length, so a cut is visible without decoding anything:
 
 MPEG-PS and raw streams declare nothing; a cut there shows only in the decoding.
 
-:func:`shortfall` reads a few bytes per box or chunk (never the media data) and says
-how a file falls short of its declared length, or None when it does not, or when the
-format declares nothing (raw streams, unknown-size Matroska segments).
+:func:`check_length` reads a few bytes per box or chunk (never the media data) and says
+how a file falls short of its declared length, if it does, and whether the file is
+known to be whole: its container declares a length and the file holds all of it.
+:func:`shortfall` is the first half alone.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["shortfall"]
+__all__ = ["Length", "check_length", "shortfall"]
 
 # Top-level boxes or chunks read at most: bounds the work on a hostile file.
 _MAX_ELEMENTS = 1_000_000
 
 
-def shortfall(path: str | Path, format_name: str) -> str | None:
-    """Why ``path`` is shorter than its container declares, or None if it is not (or cannot tell).
+@dataclass(frozen=True)
+class Length:
+    """What a file's container structure says about the file's length."""
+
+    short: str | None = None  # why the file is shorter than its container declares
+    # The container declares a length and the file holds all of it. False when the format
+    # declares none, or one that a cut can leave intact (MPEG-TS: a cut between two
+    # packets leaves whole packets), or the file cannot be read.
+    whole: bool = False
+
+
+def check_length(path: str | Path, format_name: str) -> Length:
+    """Whether ``path`` is shorter than its container declares, or known to be whole.
 
     ``format_name`` is FFmpeg's demuxer name (``container.format.name``).
     """
@@ -47,16 +60,26 @@ def shortfall(path: str | Path, format_name: str) -> str | None:
             elif "avi" in names:
                 declared = _riff_end(fh, size)
             elif "mpegts" in names:
-                return _mpegts_shortfall(fh, size)
+                return Length(short=_mpegts_shortfall(fh, size))
             elif "flv" in names:
                 declared = _flv_filesize(fh)
             else:
-                return None
+                return Length()
     except OSError:
-        return None  # reading the file itself fails later, with its own message
-    if declared is None or declared <= size:
-        return None
-    return f"file is cut short: {size} bytes of the {declared} its container declares (truncated file?)"
+        return Length()  # reading the file itself fails later, with its own message
+    if declared is None:
+        return Length()
+    if declared > size:
+        return Length(short=f"file is cut short: {size} bytes of the {declared} its container declares (truncated file?)")
+    return Length(whole=True)
+
+
+def shortfall(path: str | Path, format_name: str) -> str | None:
+    """Why ``path`` is shorter than its container declares, or None if it is not (or cannot tell).
+
+    ``format_name`` is FFmpeg's demuxer name (``container.format.name``).
+    """
+    return check_length(path, format_name).short
 
 
 def _isobmff_end(fh: BinaryIO, size: int) -> int | None:

@@ -2,21 +2,26 @@
 
 Durations are the video stream's own where the file has them: a container's duration
 may be that of a longer audio stream. Matroska and FLV declare one duration counted from
-time 0, which FFmpeg reports as is; see :func:`stream_duration`.
+time 0, which FFmpeg reports as is, and FFmpeg gives a fragmented MP4 track's as where its
+last fragment ends; see :func:`stream_duration`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import stat
+import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import av
 
+from .._system import file_kind
 from ..errors import DecodeError, NoVideoStreamError, VideoOpenError, show_path
 from ._geometry import displayed
 from ._index import keyframe_interval, keyframe_times
@@ -24,6 +29,10 @@ from ._index import keyframe_interval, keyframe_times
 __all__ = ["DurationSource", "VideoInfo", "ffmpeg_reason", "file_kind", "header_info", "open_video", "probe", "video_stream"]
 
 DurationSource = Literal["stream", "tag", "container"]
+
+# MP4 boxes read at most looking for the first fragment's decode time: it comes right
+# after the moov in a fragmented file; the bound keeps a hostile file from costing more.
+_MAX_BOXES = 4096
 
 # Real anamorphic video stays within 4:1 or so; 1:129 is a damaged header, and honouring it
 # would squeeze a 64-pixel-wide frame to nothing.
@@ -84,20 +93,6 @@ class VideoInfo:
         return asdict(self)
 
 
-def file_kind(mode: int) -> str:
-    """What kind of file system entry ``st_mode`` describes, in words."""
-    for test, name in (
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISDIR, "directory"),
-    ):
-        if test(mode):
-            return name
-    return "special file"
-
-
 def ffmpeg_reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
@@ -141,7 +136,7 @@ def video_stream(container: av.container.InputContainer, path: str | Path, index
     return stream
 
 
-def normalize_rotation(path: str | Path, rotation: float | int | None) -> int:
+def normalize_rotation(path: str | Path, rotation: float | None) -> int:
     """The frame's counter-clockwise display rotation as one of 0/90/180/270; else 0 with a warning."""
     if rotation is None or rotation == 0:
         return 0
@@ -161,7 +156,7 @@ def header_info(
     ctx = stream.codec_context
     tb = stream.time_base
     start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else 0.0
-    duration, source = stream_duration(container, stream, start)
+    duration, source = stream_duration(container, stream, start, media_start=fragments_start(container, stream, path))
     sar = stream.sample_aspect_ratio or ctx.sample_aspect_ratio
     sar_f = float(sar) if sar else 1.0
     if not 1 / _MAX_SAR <= sar_f <= _MAX_SAR:
@@ -197,7 +192,7 @@ def header_info(
 
 
 def stream_duration(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: float
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, start: float, *, media_start: float = 0.0
 ) -> tuple[float | None, DurationSource | None]:
     """The video stream's duration from its start, and where it was read.
 
@@ -206,6 +201,11 @@ def stream_duration(
     FLV whose B-frames start it at 0.08 s likewise), and FFmpeg reports it as is. So for
     them a declared duration longer than the start time is taken as the end time (a
     lower bound of the end, whichever way the writer meant it).
+
+    For a fragmented MP4 FFmpeg gives as the stream's duration where the last fragment
+    ends on the track's media timeline, counted from 0; the media may start later, at
+    the first fragment's decode time (``media_start``, see :func:`fragments_start`), and
+    that part is no duration.
     """
     tb = stream.time_base
     declared: float | None = None
@@ -221,7 +221,80 @@ def stream_duration(
     counts_from_zero = bool({"matroska", "webm", "flv"} & set(container.format.name.split(",")))
     if counts_from_zero and source != "stream" and declared > start:
         return declared - start, source
+    if source == "stream" and 0 < media_start < declared:
+        return declared - media_start, source
     return declared, source
+
+
+def fragments_start(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: str | Path) -> float:
+    """Seconds into its media timeline where a fragmented MP4 track starts: the decode
+    time (``tfdt``) of its first fragment; 0 for other files.
+
+    A track whose sample table in the ``moov`` holds samples starts at 0 (the first
+    fragment's decode time follows those samples), so only one whose samples are all in
+    fragments (FFmpeg counts no frames in its header) can start later.
+    """
+    names = set(container.format.name.split(","))
+    if not names & {"mov", "mp4"} or stream.frames or stream.time_base is None:
+        return 0.0
+    try:
+        with open(path, "rb") as fh:
+            ticks = _first_tfdt(fh, os.fstat(fh.fileno()).st_size, stream.id)
+    except OSError:
+        return 0.0  # only sharpens the header's duration; reading the file fails later with its own message
+    return float(ticks * stream.time_base) if ticks else 0.0
+
+
+def _boxes(fh: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, where its body starts, where it ends) of each ISO BMFF box between ``start`` and ``end``."""
+    offset = start
+    while offset + 8 <= end:
+        fh.seek(offset)
+        size, kind = struct.unpack(">I4s", fh.read(8))
+        header = 8
+        if size == 1:
+            large = fh.read(8)
+            if len(large) < 8:
+                return
+            size, header = struct.unpack(">Q", large)[0], 16
+        elif size == 0:
+            size = end - offset  # "extends to the end"
+        if size < header:
+            return  # not a box structure to follow
+        yield kind, min(offset + header, end), min(offset + size, end)
+        offset += size
+
+
+def _first_tfdt(fh: BinaryIO, size: int, track_id: int) -> int | None:
+    """The base decode time (``tfdt``) of track ``track_id``'s first fragment, in its timescale."""
+    budget = _MAX_BOXES
+
+    def boxes(start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+        nonlocal budget
+        for box in _boxes(fh, start, end):
+            budget -= 1
+            if budget < 0:
+                return
+            yield box
+
+    for kind, start, end in boxes(0, size):
+        if kind != b"moof":
+            continue
+        for kind, traf_start, traf_end in boxes(start, end):
+            if kind != b"traf":
+                continue
+            track: int | None = None
+            base: int | None = None
+            for kind, body_start, body_end in boxes(traf_start, traf_end):
+                fh.seek(body_start)
+                body = fh.read(min(body_end - body_start, 12))  # version and flags, then the field
+                if kind == b"tfhd" and len(body) >= 8:
+                    track = int.from_bytes(body[4:8], "big")
+                elif kind == b"tfdt" and len(body) >= (12 if body[0] == 1 else 8):
+                    base = int.from_bytes(body[4:12] if body[0] == 1 else body[4:8], "big")  # version 1: 64 bits
+            if track == track_id:
+                return base
+    return None
 
 
 def _duration_tag(stream: av.video.stream.VideoStream) -> float | None:
@@ -248,7 +321,7 @@ def header_counts(path: str | Path, *, stream: int = 0) -> tuple[float | None, i
         chosen = video_stream(container, path, stream)
         tb = chosen.time_base
         start = float(chosen.start_time * tb) if chosen.start_time is not None and tb is not None else 0.0
-        duration, _ = stream_duration(container, chosen, start)
+        duration, _ = stream_duration(container, chosen, start, media_start=fragments_start(container, chosen, path))
         return duration, chosen.frames or None, _to_float(chosen.average_rate)
 
 

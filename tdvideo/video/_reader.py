@@ -24,7 +24,7 @@ from ..errors import DecodeError, EmptyVideoError, UnsupportedVideoError, UsageE
 from ..sampling import EPS, FrameSelector, Sampling, windows
 from ._geometry import CODED_LIMIT, INTERPOLATIONS, MAX_WINDOW_BYTES, Geometry, check_size
 from ._index import has_seek_index, keyframe_times, planned_seeks, seek_pays
-from ._integrity import shortfall
+from ._integrity import check_length, shortfall
 from ._probe import VideoInfo, ffmpeg_reason, header_info, normalize_rotation, open_video, video_stream
 
 __all__ = ["OnError", "RawChunk", "ReadOptions", "Reader", "read_chunks"]
@@ -328,18 +328,25 @@ def silent_loss(header: VideoInfo, report: Report, shown_until: float, frame: fl
     """Why a stream that decoded to its end without an error still lost frames, if it did.
 
     FFmpeg drops damaged packets and ends cut-off files quietly. Three checks catch that:
-    a file shorter than its container declares (:func:`~tdvideo.video.integrity.shortfall`),
+    a file shorter than its container declares (:func:`~tdvideo.video._integrity.check_length`),
     packets that produced no frame (only meaningful without seeks, where every packet was
     decoded once), and frames ending more than two frame intervals (``frame`` seconds)
     before the video stream's declared end. The last check is skipped when the only
-    duration known is the container's and other streams (longer audio) may account for it.
+    duration known is the container's and other streams (longer audio) may account for it,
+    and when the first two show that nothing is missing: the container declares its
+    length and the file holds all of it, and every packet gave its frame.
     """
-    cut = shortfall(header.path, header.container)
-    if cut is not None:
-        return cut
+    length = check_length(header.path, header.container)
+    if length.short is not None:
+        return length.short
     if report.seeks == 0 and report.packets > report.frames_decoded:
         lost = report.packets - report.frames_decoded
         return f"{lost} of {report.packets} packets decoded to no frame (damaged data)"
+    if length.whole and report.seeks == 0:
+        # Nothing is missing, so a declared end past the frames is the header's arithmetic
+        # (as with FFmpeg's durations of fragmented MP4: see _probe.stream_duration), not a
+        # loss; the header is no better evidence than the file it describes.
+        return None
     expected = header.end_time
     own = header.duration_source in ("stream", "tag") or not header.other_streams
     if expected is not None and own and shown_until < expected - max(2 * frame, 0.05) - EPS:
@@ -419,9 +426,12 @@ def read_chunks(path: str | Path, options: ReadOptions) -> Iterator[RawChunk]:
         geometry: Geometry | None = None
         info = header
 
+        kept = 0  # counted before windowing: too few kept for one window needs its own message
+
         def converted() -> Iterator[tuple[float, np.ndarray]]:
-            nonlocal geometry, info
+            nonlocal geometry, info, kept
             for t, frame in reader.frames():
+                kept += 1
                 if geometry is None:
                     # Rotation is only known once a frame is decoded, and the frame's own
                     # size is the one to trust (a damaged header may say 0 x 0).
@@ -468,7 +478,7 @@ def read_chunks(path: str | Path, options: ReadOptions) -> Iterator[RawChunk]:
         if report.notes:
             log.debug("%s: %s", show_path(path), "; ".join(report.notes))
         if emitted == 0:
-            _raise_empty(path, header, sampling, report)
+            _raise_empty(path, header, sampling, report, kept)
 
 
 def _configure_decoder(
@@ -517,7 +527,7 @@ def _plan(info: VideoInfo, size: Size | None, crop: Size | None, clip_len: int |
     return geometry
 
 
-def _raise_empty(path: str | Path, header: VideoInfo, sampling: Sampling, report: Report) -> None:
+def _raise_empty(path: str | Path, header: VideoInfo, sampling: Sampling, report: Report, kept: int) -> None:
     if report.truncated:
         raise DecodeError(path, report.error or "decode error", frames_decoded=report.frames_decoded)
     if report.frames_decoded == 0:
@@ -525,6 +535,12 @@ def _raise_empty(path: str | Path, header: VideoInfo, sampling: Sampling, report
         if cut is not None:
             raise DecodeError(path, f"{cut}; no frames could be decoded")
         raise EmptyVideoError(path, "no frames could be decoded")
+    if kept and sampling.clip_len is not None:
+        # The sampling did keep frames: what is short is the video, not the sampling's reach.
+        of = "" if kept == report.frames_decoded else f" of {report.frames_decoded} decoded"
+        raise EmptyVideoError(
+            path, f"{kept} frames kept{of}, fewer than one window of {sampling.clip_len} frames (clip_len)"
+        )
     raise EmptyVideoError(
         path, f"sampling {sampling.to_dict() or 'all frames'} kept no frames out of {report.frames_decoded} decoded"
     )
