@@ -175,6 +175,9 @@ def _extract(**params: Any) -> None:
         typer.echo(summary.line(since_start=process_age()), err=True)
     if summary.failed:
         typer.echo(f"{summary.failed} input(s) failed; see {show_path(summary.failures_log or '')}", err=True)
+    if summary.failed_elsewhere:
+        typer.echo(f"{summary.failed_elsewhere} input(s) failed in other processes; see tdvideo status", err=True)
+    if summary.any_failed:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -372,7 +375,8 @@ def status(
 ) -> None:
     """Where the runs writing into OUT stand: done, failed, not yet done, and the failures.
 
-    Exit code 0 when every planned video is done, 1 otherwise.
+    Every run's plan counts (of two runs over the same inputs, the later). Exit code 0 when
+    every planned video is done and every record could be read, 1 otherwise.
     """
     from .extract import run_status
 
@@ -380,14 +384,27 @@ def status(
         report = run_status(out)
     except TdvideoError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
+    for problem in report.problems:
+        typer.echo(f"warning: {problem}", err=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:
         for record in report.failures:
-            typer.echo(f"failed: {show_path(record.get('path', '?'))}: {record.get('error_type')}: {record.get('message')}")
-        typer.echo(f"{report.done} done, {report.failed} failed, {report.pending} not yet done ({report.total} videos)")
-    if report.failed or report.pending:
+            typer.echo(f"failed: {show_path(str(record.get('path', '?')))}: {record.get('error_type')}: {_one_line(record.get('message'))}")
+        for conflict in report.conflicts:
+            typer.echo(f"conflict: {conflict}")
+        plans = len(report.plans)
+        typer.echo(
+            f"{report.done} done, {report.failed} failed, {report.pending} not yet done "
+            f"({report.total} videos, {plans} plan{'s' if plans != 1 else ''})"
+        )
+    if not report.complete:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _one_line(text: object) -> str:
+    """A recorded message as one line of output, whoever wrote the record."""
+    return show_path(str(text)) if text is not None else "?"
 
 
 @app.command(cls=_Command)
@@ -409,17 +426,32 @@ def show(
 def export(
     out: Annotated[Path, typer.Argument(help="The output folder of a run.", metavar="OUT")],
     to: Annotated[Path, typer.Option("--to", help="The Parquet file to write (and TO's stem + .videos.parquet).", metavar="FILE")],
+    skip_damaged: Annotated[
+        bool, typer.Option("--skip-damaged", help="Leave out outputs that cannot be read (each is named) and export the others.", metavar=_FLAG)
+    ] = False,
 ) -> None:
-    """Write every finished output under OUT as one Parquet table: a row per timestep."""
-    from .export import export_parquet
+    """Write every finished output under OUT as one Parquet table: a row per timestep.
+
+    An output that cannot be read (damaged, unfinished, a link) is named with its reason;
+    then nothing is written and the exit code is 1, unless --skip-damaged.
+    """
+    from .export import DamagedOutputsError, export_parquet
 
     try:
-        videos, rows = export_parquet(out, to)
+        report = export_parquet(out, to, on_damaged="skip" if skip_damaged else "raise")
+    except DamagedOutputsError as exc:
+        for left in exc.left_out:
+            typer.echo(left.line(), err=True)
+        raise _fail(str(exc), EXIT_FAILED) from None
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except TdvideoError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
-    typer.echo(f"{videos} videos, {rows} rows -> {show_path(to)} (+ {show_path(to.with_name(to.stem + '.videos.parquet'))})", err=True)
+    for left in report.left_out:
+        typer.echo(f"warning: {left.line()}", err=True)
+    videos = f"{report.videos} video{'s' if report.videos != 1 else ''}"
+    skipped = f", {len(report.left_out)} left out" if report.left_out else ""
+    typer.echo(f"{videos}, {report.rows} rows{skipped} -> {show_path(to)} (+ {show_path(to.with_name(to.stem + '.videos.parquet'))})", err=True)
 
 
 # -- the process -------------------------------------------------------------------------------

@@ -6,41 +6,118 @@ Features)``. :func:`export_parquet` writes one Arrow/Parquet table with a row pe
 a small table with a row per video (``<name>.videos.parquet``). Videos are written one row
 group at a time, so memory holds one video's features whatever the folder's size. pyarrow
 comes with the ``tdvideo[parquet]`` extra.
+
+The folder is read as anyone's (see :mod:`tdvideo._files`): an output that is damaged,
+unfinished, crafted, a link or a FIFO is left out with its reason, never silently, and
+never stops the others from being read. By default such an output is an error (nothing
+is written); ``on_damaged="skip"`` leaves it out and goes on.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import stat
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from ._system import file_mode
+from ._files import Leftovers, rename_into_place, temporary
+from ._system import file_kind
 from .errors import OutputError, UsageError, show_path
-from .writers import RUN_DIR, Features, load, read_metadata
+from .writers import FORMATS, RUN_DIR, Features, load
 
-__all__ = ["export_parquet", "load_dir"]
+__all__ = ["DamagedOutputsError", "ExportReport", "LeftOut", "export_parquet", "load_dir", "scan_dir"]
 
-
-def _outputs(out: Path) -> Iterator[tuple[str, Path]]:
-    """Each finished output's relative name (no extension) and base path, sorted."""
-    if not out.is_dir():
-        raise UsageError(f"{show_path(out)}: not a folder of tdvideo outputs")
-    for meta in sorted(out.rglob("*.json")):
-        relative = meta.relative_to(out).with_suffix("")
-        if relative.parts[0] == RUN_DIR or read_metadata(out / relative) is None:
-            continue  # run records, or not a finished output (half-written, foreign JSON)
-        yield relative.as_posix(), out / relative
+OnDamaged = Literal["raise", "skip"]
+_SUFFIXES = (".json", *(f".{fmt}" for fmt in FORMATS))
 
 
-def load_dir(out: str | Path) -> Iterator[tuple[str, Features]]:
-    """Every finished output under ``out``, as ``(relative path, Features)``, in path order."""
-    for name, base in _outputs(Path(out)):
-        yield name, load(base.with_suffix(".json"))
+@dataclass(frozen=True)
+class LeftOut:
+    """An output that could not be read, and why (one line)."""
+
+    name: str
+    reason: str
+
+    def line(self) -> str:
+        return f"left out {show_path(self.name)}: {self.reason}"
+
+
+class DamagedOutputsError(OutputError):
+    """Outputs under a folder could not be read; ``left_out`` names each, with its reason."""
+
+    def __init__(self, out: Path, left_out: list[LeftOut], *, what: str) -> None:
+        self.left_out = left_out
+        super().__init__(
+            f"{len(left_out)} output(s) under {show_path(out)} could not be read (first: {left_out[0].name}: "
+            f"{left_out[0].reason}); {what} (on_damaged='skip', --skip-damaged on the command line, leaves them out)"
+        )
+
+
+def _candidates(out: Path) -> list[tuple[str, Path] | LeftOut]:
+    """Each output's relative name (no extension) and base path, in name order, and what
+    cannot be looked into. Run records and failures logs are not outputs; links to
+    folders are not followed."""
+    found: list[tuple[str, Path] | LeftOut] = []
+    for folder, subfolders, files in os.walk(out, followlinks=False):
+        here = Path(folder)
+        relative = here.relative_to(out)
+        keep = []
+        for name in subfolders:
+            if relative == Path(".") and name == RUN_DIR:
+                continue
+            if os.path.islink(here / name):
+                found.append(LeftOut((relative / name).as_posix(), "a symbolic link to a folder; not followed"))
+            else:
+                keep.append(name)
+        subfolders[:] = keep
+        bases = {name[: -len(suffix)] for name in files for suffix in _SUFFIXES if name.endswith(suffix) and len(name) > len(suffix)}
+        found += [((relative / base).as_posix(), here / base) for base in bases]
+    return sorted(found, key=lambda item: item.name if isinstance(item, LeftOut) else item[0])
+
+
+def scan_dir(out: str | Path) -> Iterator[tuple[str, Features] | LeftOut]:
+    """Every output under ``out`` in name order: ``(relative path, Features)``, or the
+    :class:`LeftOut` reason it cannot be read (damaged, unfinished, not a regular file)."""
+    out = Path(out)
+    try:
+        mode = os.stat(out).st_mode
+    except OSError as exc:
+        raise UsageError(f"{show_path(out)}: not a folder of tdvideo outputs ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"{show_path(out)}: not a folder of tdvideo outputs (a {file_kind(mode)})")
+    for item in _candidates(out):
+        if isinstance(item, LeftOut):
+            yield item
+            continue
+        name, base = item
+        try:
+            yield name, load(base, root=out)
+        except OutputError as exc:
+            yield LeftOut(name, str(exc))
+
+
+def load_dir(out: str | Path, *, on_damaged: OnDamaged = "raise") -> Iterator[tuple[str, Features]]:
+    """Every finished output under ``out``, as ``(relative path, Features)``, in path order.
+
+    An output that cannot be read (damaged, unfinished, a link) raises
+    :class:`DamagedOutputsError` naming it, once the outputs before it are yielded; with
+    ``on_damaged="skip"`` it is left out with a warning that names it and the reason."""
+    import warnings
+
+    if on_damaged not in ("raise", "skip"):
+        raise UsageError(f"on_damaged must be 'raise' or 'skip', got {on_damaged!r}")
+    for item in scan_dir(out):
+        if isinstance(item, LeftOut):
+            if on_damaged == "raise":
+                raise DamagedOutputsError(Path(out), [item], what="stopped")
+            warnings.warn(item.line(), stacklevel=2)
+            continue
+        yield item
 
 
 def _pyarrow() -> Any:
@@ -52,25 +129,47 @@ def _pyarrow() -> Any:
     return pa, pq
 
 
-def export_parquet(out: str | Path, target: str | Path) -> tuple[int, int]:
-    """Write the outputs under ``out`` to ``target`` (Parquet) and ``<target stem>.videos.parquet``;
-    return (videos, rows). Every video must have one feature size: a row's ``feature`` is its
-    timestep's features flattened (a spatial map, or a clip window of per-frame vectors),
-    and its ``timestamp`` the timestep's time (a window's: its first frame's)."""
+@dataclass
+class ExportReport:
+    """What :func:`export_parquet` wrote, and the outputs it left out."""
+
+    videos: int = 0
+    rows: int = 0
+    left_out: list[LeftOut] = field(default_factory=list)
+
+
+def export_parquet(out: str | Path, target: str | Path, *, on_damaged: OnDamaged = "raise") -> ExportReport:
+    """Write the outputs under ``out`` to ``target`` (Parquet) and ``<target stem>.videos.parquet``.
+
+    Every video must have one feature size: a row's ``feature`` is its timestep's features
+    flattened (a spatial map, or a clip window of per-frame vectors), and its ``timestamp``
+    the timestep's time (a window's: its first frame's). Both files are written as
+    temporaries and renamed at the end; temporaries of an export that was killed are
+    removed. An output that cannot be read makes it write nothing and raise
+    :class:`DamagedOutputsError` naming every one, unless ``on_damaged="skip"``.
+    """
+    if on_damaged not in ("raise", "skip"):
+        raise UsageError(f"on_damaged must be 'raise' or 'skip', got {on_damaged!r}")
     pa, pq = _pyarrow()
     out, target = Path(out), Path(target)
     videos_target = target.with_name(f"{target.stem}.videos.parquet")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        Leftovers().remove(target.parent, [target.name, videos_target.name])  # of an export that was killed
+        tmp = [temporary(target), temporary(videos_target)]
     except OSError as exc:
         raise OutputError(f"cannot write {show_path(target)}: {exc.strerror or exc}") from exc
-    rows_writer = None
-    size: int | None = None
-    total = 0
-    per_video: list[dict[str, Any]] = []
-    tmp = [_temporary(target), _temporary(videos_target)]
+    report = ExportReport()
+    writer = None
     try:
-        for name, features in load_dir(out):
+        per_video: list[dict[str, Any]] = []
+        size: int | None = None
+        schema = None
+        for item in scan_dir(out):
+            if isinstance(item, LeftOut):
+                report.left_out.append(item)
+                continue
+            name, features = item
             array = np.asarray(features.array, dtype=np.float32)
             steps = len(array)
             flat = array.reshape(steps, -1)
@@ -80,14 +179,14 @@ def export_parquet(out: str | Path, target: str | Path) -> tuple[int, int]:
                     [("video", pa.string()), ("timestamp", pa.float64()), ("feature", pa.list_(pa.float32(), size))],
                     metadata={"tdvideo": json.dumps({"feature_shape": list(array.shape[1:])})},
                 )
-                rows_writer = pq.ParquetWriter(tmp[0], schema)
+                writer = pq.ParquetWriter(str(tmp[0]), schema)
             elif flat.shape[1] != size:
                 raise UsageError(f"{name}: features of size {flat.shape[1]}, but earlier videos have {size}; export one model's outputs at a time")
             times = np.asarray(features.timestamps, dtype=np.float64).reshape(steps, -1)[:, 0]
             feature = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=pa.float32()), size)
             table = pa.table({"video": pa.array([name] * steps, pa.string()), "timestamp": times, "feature": feature}, schema=schema)
-            rows_writer.write_table(table)  # one row group per video
-            total += steps
+            writer.write_table(table)  # one row group per video
+            report.rows += steps
             meta = features.metadata
             per_video.append(
                 {
@@ -99,25 +198,21 @@ def export_parquet(out: str | Path, target: str | Path) -> tuple[int, int]:
                     "metadata": json.dumps({k: v for k, v in meta.items() if k != "timestamps"}),
                 }
             )
-        if rows_writer is None:
+        if report.left_out and on_damaged == "raise":
+            raise DamagedOutputsError(out, report.left_out, what="nothing was written")
+        if writer is None:
             raise UsageError(f"{show_path(out)}: no finished tdvideo outputs to export")
-        rows_writer.close()
-        rows_writer = None
-        pq.write_table(pa.Table.from_pylist(per_video), tmp[1])
-        os.replace(tmp[0], target)
-        os.replace(tmp[1], videos_target)
+        writer.close()
+        writer = None
+        pq.write_table(pa.Table.from_pylist(per_video), str(tmp[1]))
+        rename_into_place(tmp[0], target)
+        rename_into_place(tmp[1], videos_target)
     except OSError as exc:
         raise OutputError(f"cannot write {show_path(target)}: {exc.strerror or exc}") from exc
     finally:
-        if rows_writer is not None:
-            rows_writer.close()
+        if writer is not None:
+            writer.close()
         for path in tmp:
-            Path(path).unlink(missing_ok=True)
-    return len(per_video), total
-
-
-def _temporary(target: Path) -> str:
-    fd, path = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.fchmod(fd, file_mode())  # as any new file: the umask's mode, not mkstemp's 0600
-    os.close(fd)
-    return path
+            path.unlink(missing_ok=True)
+    report.videos = len(per_video)
+    return report

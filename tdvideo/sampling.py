@@ -16,7 +16,10 @@ from typing import Any, Generic, TypeVar
 
 from .errors import UsageError
 
-__all__ = ["EPS", "MAX_FPS", "MAX_SECONDS", "FrameSelector", "Sampling", "resolve_sampling", "select_indices", "windows"]
+__all__ = [
+    "EPS", "MAX_FPS", "MAX_GRID_FPS", "MAX_GRID_ROWS", "MAX_SECONDS", "FrameSelector", "Sampling", "grid_count", "grid_rows",
+    "resolve_sampling", "select_indices", "windows",
+]
 
 P = TypeVar("P")
 
@@ -27,6 +30,11 @@ EPS = 1e-6
 # grid index a representable integer (a start of 1e300 s would overflow the seek).
 MAX_SECONDS = 1e9
 MAX_FPS = 1e6
+# Rows on a fixed grid (``fps_rows="grid"``) repeat frames, so unlike frames they are not
+# bounded by the file: a row per millisecond at most, and about 4 million rows a video
+# (11 hours at 100 per second; a few hundred MB of timestamps in the metadata).
+MAX_GRID_FPS = 1000.0
+MAX_GRID_ROWS = 2**22
 
 
 def _is_number(value: object) -> bool:
@@ -263,6 +271,13 @@ def expected_rows(sampling: Sampling, *, duration: float | None, frames: int | N
     return max(0, kept)
 
 
+def grid_count(first: float, last: float, *, step: float, end: float | None) -> int:
+    """How many rows :func:`grid_rows` gives for kept frames from ``first`` to ``last``:
+    known before a row is made, so that a grid too large for memory is refused first."""
+    stop = end if end is not None and end > last else last + 2 * EPS
+    return max(0, math.ceil((stop - EPS - first) / step))
+
+
 def grid_rows(times: Iterable[float], *, step: float, end: float | None) -> tuple[list[float], list[int]]:
     """One row per point of an fps grid, for rows kept at distinct frame ``times``.
 
@@ -275,17 +290,15 @@ def grid_rows(times: Iterable[float], *, step: float, end: float | None) -> tupl
     kept = list(times)
     if not kept:
         return [], []
-    stop = end if end is not None and end > kept[-1] else kept[-1] + 2 * EPS
     grid: list[float] = []
     rows: list[int] = []
     row = 0
-    k = 0
-    while (t := kept[0] + k * step) < stop - EPS:
+    for k in range(grid_count(kept[0], kept[-1], step=step, end=end)):
+        t = kept[0] + k * step
         while row + 1 < len(kept) and kept[row + 1] <= t + EPS:
             row += 1
         grid.append(t)
         rows.append(row)
-        k += 1
     return grid, rows
 
 

@@ -14,51 +14,56 @@ first and last bytes). A commit runs in this order:
 
 A process killed at any point leaves either the previous finished pair, or an array
 without metadata (not finished: it is redone), never new features under old metadata.
-Temporary files (``.clip.npy.XXXX.tmp``) left by a kill are removed by the next run.
-Files get the mode the umask gives (``0o666 & ~umask``), as any other new file would.
+Temporary files (``.clip.npy.w<pid>-<host>.XXXX.tmp``) left by a kill are removed by the
+next run, once their writer is gone. Files get the mode the umask gives (``0o666 & ~umask``),
+as any other new file would.
+
+Reading treats the folder as anyone's: only regular files, never through a symbolic link,
+metadata of bounded size, arrays whose headers must agree with their file's size and the
+metadata, no pickles (see :mod:`tdvideo._files`). A bad file is an
+:class:`~tdvideo.OutputError` naming it, never a hang or a traceback.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
+import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+import pickle
+import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import IO, Any, BinaryIO, get_args
 
 import numpy as np
 
-from ._system import file_mode, sha256_file
+from ._files import Leftovers, open_regular, publish, read_bytes
+from ._system import sha256_file
 from ._types import Format, OutputDType
-from .errors import OutputError, UsageError, show_path
+from .errors import OutputError, UsageError, first_line, show_path
 
 __all__ = [
     "FATAL_WRITE_ERRORS",
     "FORMATS",
-    "FailuresLog",
+    "MAX_METADATA_BYTES",
+    "RUN_DIR",
     "Features",
     "Format",
     "OutputDType",
     "SourceIdentity",
+    "Temporaries",
     "array_path",
     "changed_settings",
     "is_finished",
     "load",
     "metadata_path",
+    "output_names",
     "read_metadata",
     "remove_output",
-    "Temporaries",
     "remove_temporaries",
-    "RUN_DIR",
-    "plan_path",
-    "read_failures",
-    "read_plan",
-    "write_plan",
     "write_features",
 ]
 
@@ -152,66 +157,6 @@ def array_path(base: Path, fmt: Format) -> Path:
     return base.with_name(f"{base.name}.{fmt}")
 
 
-class _Sink(io.RawIOBase):
-    """An open file that numpy, zipfile and torch write through with plain ``write`` calls.
-
-    Given a real file, numpy writes with ``ndarray.tofile``, whose error on a full disk
-    carries no errno ("28800 requested and 19424 written"), and torch's zip writer turns a
-    short write into a ``RuntimeError``. Through this object every failure is the
-    ``OSError`` the system call gave, so a full disk is told apart from a bad video.
-    """
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self._fd = fd
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        done = 0
-        while done < len(view):
-            done += os.write(self._fd, view[done:])
-        return done
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return os.lseek(self._fd, offset, whence)
-
-    def tell(self) -> int:
-        return os.lseek(self._fd, 0, os.SEEK_CUR)
-
-
-# Most file systems allow 255 bytes a name; a temporary name adds 14 to the final one.
-_NAME_MAX = 255
-
-
-def _temp_prefix(name: str) -> str:
-    """The prefix of ``name``'s temporary files: ``.NAME.``, or a digest of it for long names."""
-    if len(os.fsencode(name)) + len(".") + len(".XXXXXXXX.tmp") + 1 <= _NAME_MAX:
-        return f".{name}."
-    return f".{hashlib.sha1(os.fsencode(name)).hexdigest()[:16]}."
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through ``write(fileobj)`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes 0600 files; a rename keeps the mode, so give the umask's mode now.
-        os.fchmod(fd, file_mode())
-        with _Sink(fd) as sink:
-            write(sink)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-
-
 def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Path:
     """Commit ``features`` under ``base`` (a path without extension); return the array's path.
 
@@ -223,11 +168,11 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     array, times = features.array, features.timestamps
     metadata_path(base).unlink(missing_ok=True)
     if fmt == "npy":
-        _atomic_write(target, lambda fh: np.save(fh, array, allow_pickle=False))
+        publish(target, lambda fh: np.save(fh, array, allow_pickle=False))
     elif fmt == "npz":
-        _atomic_write(target, lambda fh: np.savez(fh, features=array, timestamps=times))
+        publish(target, lambda fh: np.savez(fh, features=array, timestamps=times))
     else:
-        _atomic_write(target, lambda fh: _torch_save(array, times, fh))
+        publish(target, lambda fh: _torch_save(array, times, fh))
     written = target.stat()
     meta = {
         **features.metadata,
@@ -241,7 +186,9 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
         "timestamps": times.tolist(),
     }
     text = json.dumps(meta, indent=1).encode()
-    _atomic_write(metadata_path(base), lambda fh: fh.write(text))
+    if len(text) > MAX_METADATA_BYTES:
+        raise OutputError(f"{show_path(metadata_path(base))}: {len(text)} bytes of metadata, more than {MAX_METADATA_BYTES} (too many rows)")
+    publish(metadata_path(base), lambda fh: fh.write(text))
     # An earlier output of this video in another format is stale now.
     for other in FORMATS:
         if other != fmt:
@@ -278,35 +225,21 @@ def remove_output(base: Path) -> bool:
     return found
 
 
-class Temporaries:
-    """Temporary files that interrupted commits left in output folders.
+def output_names(base: Path) -> list[str]:
+    """The names of every file an output at ``base`` may have: its metadata and arrays."""
+    return [metadata_path(base).name, *(array_path(base, fmt).name for fmt in FORMATS)]
 
-    Each folder is listed once, so that sweeping before each of a folder's thousands of
-    outputs costs one directory listing, not one per output.
-    """
+
+class Temporaries:
+    """Temporary files that interrupted commits of outputs left (see :class:`~tdvideo._files.Leftovers`:
+    only those whose writer is gone). Each folder is listed once, however many outputs it holds."""
 
     def __init__(self) -> None:
-        self._names: dict[Path, set[str]] = {}
+        self._leftovers = Leftovers()
 
     def remove(self, base: Path) -> list[Path]:
         """Remove the leftovers of an interrupted commit of ``base``; return them."""
-        names = self._names.get(base.parent)
-        if names is None:
-            try:
-                with os.scandir(base.parent) as entries:
-                    names = {e.name for e in entries if e.name.startswith(".") and e.name.endswith(".tmp")}
-            except FileNotFoundError:
-                names = set()
-            self._names[base.parent] = names
-        removed = []
-        for target in (metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)):
-            prefix = _temp_prefix(target.name)
-            # Only our own names: the prefix, mkstemp's 8 random characters, ".tmp".
-            for name in [n for n in names if n.startswith(prefix) and len(n) == len(prefix) + len("XXXXXXXX.tmp")]:
-                (base.parent / name).unlink(missing_ok=True)
-                names.discard(name)
-                removed.append(base.parent / name)
-        return removed
+        return self._leftovers.remove(base.parent, output_names(base))
 
 
 def remove_temporaries(base: Path) -> list[Path]:
@@ -316,90 +249,198 @@ def remove_temporaries(base: Path) -> list[Path]:
 
 # -- reading ---------------------------------------------------------------------------------
 
+# Metadata holds a timestamp or two per row (about 25 bytes each): this is tens of millions
+# of rows, and a bound on what a crafted "metadata" file makes any command read.
+MAX_METADATA_BYTES = 512 * 2**20
+# numpy's own bound on a .npy header, which is a Python literal (np.lib.format).
+_MAX_HEADER_BYTES = 10_000
 
-def read_metadata(base: Path) -> dict[str, Any] | None:
+
+def read_metadata(base: Path, *, root: Path | None = None) -> dict[str, Any] | None:
     """The metadata of a finished output at ``base``, or None if there is none.
 
     Finished means: the metadata parses, and the array file it names is there with the
     size it records, and either the modification time it records too (cheap: the file was
     not touched since), or, if the time differs (a copy, or damage), the sha256 it records.
+    Files that are not regular, or are reached through a link below ``root``, are never
+    opened (see :mod:`tdvideo._files`).
     """
-    meta, _ = _finished(base, full=False)
+    meta, _ = finished_output(base, root=root)
     return meta
 
 
-def _finished(base: Path, *, full: bool) -> tuple[dict[str, Any] | None, str]:
+def finished_output(base: Path, *, full: bool = False, root: Path | None = None) -> tuple[dict[str, Any] | None, str]:
     """(metadata, "") for a finished output at ``base``, else (None, why it is not).
 
     ``full`` checks the array's sha256 even when its modification time is as recorded.
     """
     path = metadata_path(base)
     try:
-        meta = json.loads(path.read_bytes())
-    except OSError as exc:
-        return None, f"no finished tdvideo output here ({path.name}: {exc.strerror or exc})"
-    except ValueError:
-        return None, f"no finished tdvideo output here ({path.name} is not JSON)"
-    if not isinstance(meta, dict) or not isinstance(meta.get("file"), str) or Path(meta["file"]).name != meta["file"]:
-        return None, f"no finished tdvideo output here ({path.name} names no array file)"
+        meta = json.loads(read_bytes(path, limit=MAX_METADATA_BYTES, root=root))
+    except OutputError as exc:
+        return None, f"{exc} (no finished tdvideo output here)"
+    except ValueError:  # UnicodeDecodeError included
+        return None, f"{show_path(path)}: not JSON (no finished tdvideo output here)"
+    if not isinstance(meta, dict) or not isinstance(meta.get("file"), str) or Path(meta["file"]).name != meta["file"] or meta["file"] in ("", ".", ".."):
+        return None, f"{show_path(path)}: names no array file (not tdvideo metadata)"
     target = base.parent / meta["file"]
     try:
-        stat = target.stat()
-    except OSError as exc:
-        return None, f"the array file {target.name} that {path.name} names is missing ({exc.strerror or exc})"
+        with open_regular(target, root=root) as fh:
+            why = _same_array(fh, target, meta, full=full, path=path)
+    except OutputError as exc:
+        return None, f"{exc} (the array {path.name} names)"
+    return (meta, "") if why is None else (None, why)
+
+
+def _same_array(fh: BinaryIO, target: Path, meta: dict[str, Any], *, full: bool, path: Path) -> str | None:
+    """Why the open array file ``fh`` is not the one ``meta`` was written with, or None."""
+    stat = os.fstat(fh.fileno())
     if meta.get("file_bytes") != stat.st_size:
-        return None, f"{target.name} is {stat.st_size} bytes, not the {meta.get('file_bytes')} {path.name} was written with"
-    touched = meta.get("file_mtime_ns") != stat.st_mtime_ns
-    if (full or touched) and sha256_file(target) != meta.get("file_sha256"):
-        return None, f"{target.name} is not the array {path.name} was written with (sha256 differs)"
-    return meta, ""
+        return f"{show_path(target)}: {stat.st_size} bytes, not the {meta.get('file_bytes')} {path.name} was written with"
+    if (full or meta.get("file_mtime_ns") != stat.st_mtime_ns) and _sha256(fh) != meta.get("file_sha256"):
+        return f"{show_path(target)}: not the array {path.name} was written with (sha256 differs: damaged or replaced)"
+    return None
 
 
-def load(path: str | Path) -> Features:
-    """Read an output back: pass the array file (``.npy``/``.npz``/``.pt``) or its ``.json``.
+def _sha256(fh: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    fh.seek(0)
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
+    fh.seek(0)
+    return digest.hexdigest()
+
+
+def load(path: str | Path, *, root: str | Path | None = None) -> Features:
+    """Read an output back: pass the array file (``.npy``/``.npz``/``.pt``), its ``.json``,
+    or the name without extension.
 
     Checks that the pair is consistent: the array file is the one the metadata was
-    written with (size and sha256), and it has one row per timestamp. Raises
-    :class:`~tdvideo.errors.OutputError` otherwise.
+    written with (size and sha256), its header agrees with the metadata's shape and its
+    own size, and it has one row per timestamp. Only regular files are read, never
+    through a symbolic link (nor, with ``root``, through a linked folder below it), and
+    never a pickle. Raises :class:`~tdvideo.errors.OutputError`, naming the file and the
+    reason, otherwise.
     """
     p = Path(path)
     base = p.with_suffix("") if p.suffix in (".json", ".npy", ".npz", ".pt") else p
-    meta, why = _finished(base, full=True)
+    where = Path(root) if root is not None else None
+    meta, why = finished_output(base, full=True, root=where)
     if meta is None:
-        raise OutputError(f"{show_path(path)}: {why}")
+        raise OutputError(why)  # it names the file at fault
     target = base.parent / meta["file"]
     fmt = meta.get("format")
-    if fmt == "npy":
-        array = np.load(target, allow_pickle=False)
-        times = np.asarray(meta["timestamps"], dtype=np.float64)
-    elif fmt == "npz":
-        with np.load(target, allow_pickle=False) as data:
-            array, times = data["features"], data["timestamps"]
-    elif fmt == "pt":
-        import torch
-
-        data = torch.load(target, map_location="cpu", weights_only=True)
-        array, times = data["features"].numpy(), data["timestamps"].numpy()
-    else:
-        raise OutputError(f"{target}: unknown format {fmt!r}")
+    try:
+        shape = _shape(meta.get("shape"))
+        with open_regular(target, root=where) as fh:
+            if _sha256(fh) != meta.get("file_sha256"):  # the file just checked, not one swapped in since
+                raise OutputError(f"{show_path(target)}: changed while it was being read")
+            if fmt == "npy":
+                array = _read_npy(fh, size=os.fstat(fh.fileno()).st_size, shape=shape)
+                times = np.asarray(meta["timestamps"], dtype=np.float64)
+            elif fmt == "npz":
+                array, times = _read_npz(fh, shape=shape)
+            elif fmt == "pt":
+                array, times = _read_pt(fh, shape=shape)
+            else:
+                raise OutputError(f"{show_path(metadata_path(base))}: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    except OutputError:
+        raise
+    except (ValueError, TypeError, KeyError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError) as exc:
+        raise OutputError(f"{show_path(target)}: damaged or not a tdvideo {fmt} output ({first_line(exc)})") from None
     # One row per timestamp; a video model's row is a window, with a row of timestamps.
     rows = times.shape[:1] if meta.get("features_per") == "window" else times.shape
-    if tuple(array.shape[: len(rows)]) != tuple(rows) or list(array.shape) != meta.get("shape"):
+    if tuple(array.shape[: len(rows)]) != tuple(rows) or tuple(array.shape) != shape:
         raise OutputError(
-            f"{target}: {tuple(array.shape)} features do not match {tuple(times.shape)} timestamps "
-            f"(metadata says {meta.get('shape')})"
+            f"{show_path(target)}: {tuple(array.shape)} features do not match {tuple(times.shape)} timestamps "
+            f"(metadata says {list(shape)})"
         )
     return Features(array=array, timestamps=times, metadata=meta)
 
 
-def is_finished(base: Path, fmt: Format, *, source: Path, settings: Mapping[str, Any]) -> bool:
+def _shape(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise ValueError(f"the metadata's shape {value!r} is not a list of sizes")
+    return tuple(value)
+
+
+def _npy_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """A .npy stream's (shape, fortran order, dtype), checked to hold plain numbers."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=_MAX_HEADER_BYTES)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=_MAX_HEADER_BYTES)
+    else:
+        raise ValueError(f".npy version {version[0]}.{version[1]}, not one numpy writes for numbers")
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise ValueError(f"holds {dtype} values, not numbers (refused: it could run code or be any size)")
+    return shape, fortran, dtype
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return math.prod(shape) * dtype.itemsize
+
+
+def _read_npy(fh: IO[bytes], *, size: int, shape: tuple[int, ...] | None) -> np.ndarray:
+    """A .npy array whose header must agree with the file's size (and ``shape``): a few
+    bytes of header cannot make this read more than the file holds."""
+    declared, fortran, dtype = _npy_header(fh)
+    if shape is not None and declared != shape:
+        raise ValueError(f"its header says shape {list(declared)}, the metadata {list(shape)}")
+    if _nbytes(declared, dtype) != size - fh.tell():
+        raise ValueError(f"its header declares {_nbytes(declared, dtype)} bytes of data, the file holds {size - fh.tell()}")
+    data = np.empty(math.prod(declared), dtype=dtype)
+    view, done = memoryview(data).cast("B"), 0
+    while done < len(view):
+        got = fh.readinto(view[done:])
+        if not got:
+            raise EOFError(f"the data ends after {done} of {len(view)} bytes")
+        done += got
+    return data.reshape(declared[::-1]).transpose() if fortran else data.reshape(declared)
+
+
+def _read_npz(fh: IO[bytes], *, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``features`` and ``timestamps`` of an .npz file, each member checked as a .npy."""
+    arrays = {}
+    with zipfile.ZipFile(fh) as archive:
+        for name in ("features", "timestamps"):
+            info = archive.getinfo(f"{name}.npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{name}.npy is compressed; tdvideo writes them stored")
+            with archive.open(info) as member:
+                arrays[name] = _read_npy(member, size=info.file_size, shape=shape if name == "features" else None)
+    return arrays["features"], arrays["timestamps"].astype(np.float64, copy=False)
+
+
+def _read_pt(fh: IO[bytes], *, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``features`` and ``timestamps`` of a .pt file: torch's zip format, no code run."""
+    if not zipfile.is_zipfile(fh):
+        raise ValueError("not a torch zip file (the format torch.save writes)")
+    fh.seek(0)
+    with zipfile.ZipFile(fh) as archive:
+        if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
+            raise ValueError("compressed members; torch.save stores them")
+    fh.seek(0)
+    import torch  # only for this format
+
+    data = torch.load(fh, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), torch.Tensor) for k in ("features", "timestamps")):
+        raise ValueError("does not hold tensors named features and timestamps")
+    features = data["features"].numpy()
+    if tuple(features.shape) != shape:
+        raise ValueError(f"its features have shape {list(features.shape)}, the metadata says {list(shape)}")
+    return features, data["timestamps"].numpy().astype(np.float64, copy=False)
+
+
+def is_finished(base: Path, fmt: Format, *, source: Path, settings: Mapping[str, Any], root: Path | None = None) -> bool:
     """True when ``base`` holds ``source``'s output in format ``fmt`` for these ``settings``.
 
     The output must be a consistent pair of this very source file (size, modification
     time, fingerprint) and equal ``settings`` (as stored in the metadata). Raises
     ``OSError`` when the source cannot be read.
     """
-    meta = read_metadata(base)
+    meta = read_metadata(base, root=root)
     if meta is None or meta.get("file") != array_path(base, fmt).name:
         return False
     if not SourceIdentity.of(source).same_file(meta.get("source") or {}):
@@ -407,10 +448,10 @@ def is_finished(base: Path, fmt: Format, *, source: Path, settings: Mapping[str,
     return all(meta.get(k) == v for k, v in settings.items())
 
 
-def changed_settings(base: Path, fmt: Format, *, source: Path, settings: Mapping[str, Any]) -> list[str]:
+def changed_settings(base: Path, fmt: Format, *, source: Path, settings: Mapping[str, Any], root: Path | None = None) -> list[str]:
     """The settings in which the finished output of this very ``source`` at ``base`` differs
     from ``settings`` (``format`` too); empty when there is none, or it is another source's."""
-    meta = read_metadata(base)
+    meta = read_metadata(base, root=root)
     if meta is None:
         return []
     try:
@@ -422,67 +463,5 @@ def changed_settings(base: Path, fmt: Format, *, source: Path, settings: Mapping
     return changed + (["format"] if meta.get("file") != array_path(base, fmt).name else [])
 
 
-class FailuresLog:
-    """A run's failures: one JSON line per input, ``{"path", "error_type", "message"}``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def reset(self) -> None:
-        """Remove an earlier run's log (a :class:`UsageError` when that is not possible)."""
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot replace the failures log {show_path(self.path)}: {exc.strerror or exc}") from None
-
-    def append(self, path: Path, error_type: str | None, message: str | None) -> None:
-        line = json.dumps({"path": str(path), "error_type": error_type, "message": message})
-        try:
-            with self.path.open("a") as fh:
-                fh.write(line + "\n")
-        except OSError as exc:
-            stopped = "; stopped" if exc.errno in FATAL_WRITE_ERRORS else ""
-            raise OutputError(f"cannot write {show_path(self.path)}: {exc.strerror or exc}{stopped}") from exc
-
-
-# -- run records -------------------------------------------------------------------------------
-
 RUN_DIR = ".tdvideo"
-"""The folder under ``--out`` where runs keep their plans (and, in claim mode, their claims)."""
-
-
-def plan_path(out: Path) -> Path:
-    """Where runs record what they set out to do: every video of the run, whatever the
-    shard, so that every rank writes the same plan and ``tdvideo status`` knows the videos
-    of ranks that have not started."""
-    return out / RUN_DIR / "plan.json"
-
-
-def write_plan(out: Path, *, fmt: Format, jobs: list[tuple[Path, Path]]) -> Path:
-    """Record a run's videos and their output bases (relative to ``out``), for ``tdvideo status``."""
-    path = plan_path(out)
-    path.parent.mkdir(exist_ok=True)
-    record = {"format": fmt, "videos": [{"source": str(src), "output": base.relative_to(out).as_posix()} for src, base in jobs]}
-    data = json.dumps(record, indent=1).encode()
-    _atomic_write(path, lambda fh: fh.write(data))
-    return path
-
-
-def read_plan(out: Path) -> dict[str, Any] | None:
-    """The plan recorded under ``out``, or None when no run wrote one (or it is damaged)."""
-    try:
-        return json.loads(plan_path(out).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read_failures(out: Path) -> list[dict[str, Any]]:
-    """Every failure record under ``out``, from all ranks' logs, in file order."""
-    records = []
-    for path in sorted(out.glob("failures*.jsonl")):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a kill
-    return records
+"""The folder under ``--out`` where runs keep their records: plans, claims."""

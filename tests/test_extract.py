@@ -126,7 +126,8 @@ def test_interrupted_write_leaves_nothing_under_the_final_name(clips: dict[str, 
     [result] = list(Extractor().run([clips["h264"].path], out=tmp_path, progress=False))
     assert result.status == "failed" and "disk full" in result.error
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tdvideo", "failures.jsonl"]  # the run's plan, its failure
-    assert sorted(p.name for p in (tmp_path / ".tdvideo").iterdir()) == ["plan.json"]
+    assert sorted(p.name for p in (tmp_path / ".tdvideo").iterdir()) == ["plans"]
+    assert len(list((tmp_path / ".tdvideo" / "plans").iterdir())) == 1
 
 
 def test_discovery_and_output_planning(folder: Path, tmp_path: Path) -> None:
@@ -367,7 +368,7 @@ def test_the_frames_bar_total_is_the_frames_the_model_will_see(clips: dict[str, 
 
 def test_the_frames_bar_gets_its_total_in_the_background(clips: dict[str, Clip], tmp_path: Path) -> None:
     from tdvideo.extract._report import Recorder
-    from tdvideo.writers import FailuresLog
+    from tdvideo.extract._records import FailuresLog
 
     extractor = Extractor(fps=5)
     with Recorder(RunSummary(), FailuresLog(tmp_path / "f.jsonl"), total=2, progress=True) as record:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,12 +96,50 @@ def test_status_counts_what_every_rank_planned(many: Path, tmp_path: Path) -> No
     text = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(out)], capture_output=True, text=True)
     assert text.returncode == 1
     assert text.stdout.splitlines() == [f"failed: {bad}: VideoOpenError: not a video FFmpeg can open (Invalid data found when processing input)",
-                                        "8 done, 1 failed, 0 not yet done (9 videos)"]
+                                        "8 done, 1 failed, 0 not yet done (9 videos, 1 plan)"]
 
     # The bad file replaced by a good one: a rerun clears its failure.
     shutil.copy(many / "v0.mp4", bad)
     list(Extractor().run([tmp_path / "in"], out=out, progress=False))
     assert status(out) == (0, {"done": 9, "failed": 0, "pending": 0, "total": 9})
+
+
+def test_runs_add_to_the_record_and_status_covers_every_plan(many: Path, tmp_path: Path) -> None:
+    """Two runs over different inputs into one folder: the second neither forgets the first's
+    failure nor its videos; a rerun of the first's inputs supersedes its plan."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(many, first)
+    (first / "bad.mp4").write_bytes(b"not a video" * 100)
+    second.mkdir()
+    shutil.copy(many / "v0.mp4", second / "w.mp4")
+    out = tmp_path / "out"
+    assert [r.status for r in Extractor().run([first], out=out, progress=False)].count("failed") == 1
+    assert [r.status for r in Extractor().run([second], out=out, progress=False)] == ["done"]
+    code, counts = status(out)
+    assert code == 1 and counts == {"done": 9, "failed": 1, "pending": 0, "total": 10}
+    assert len(run_status(out).plans) == 2
+    assert len((out / "failures.jsonl").read_text().splitlines()) == 1  # the first run's failure is still there
+    # The first run's inputs again, the bad file gone: its plan is replaced by the new one.
+    (first / "bad.mp4").unlink()
+    list(Extractor().run([first], out=out, progress=False))
+    assert status(out) == (0, {"done": 9, "failed": 0, "pending": 0, "total": 9})
+
+
+def test_status_names_the_plans_that_disagree(many: Path, tmp_path: Path) -> None:
+    """Two inputs that map to one output name, from two runs: status says so, naming both plans."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, clip in ((a, "v0.mp4"), (b, "v1.mp4")):
+        folder.mkdir()
+        shutil.copy(many / clip, folder / "same.mp4")
+    out = tmp_path / "out"
+    list(Extractor().run([a], out=out, progress=False))
+    list(Extractor().run([b], out=out, progress=False, overwrite=True))
+    report = run_status(out)
+    [conflict] = report.conflicts
+    assert f"planned from {a / 'same.mp4'} (plan " in conflict and f"and from {b / 'same.mp4'} (plan " in conflict
+    text = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(out)], capture_output=True, text=True, check=False)
+    # One output cannot hold both videos' features: not all done.
+    assert text.returncode == 1 and any(line.startswith("conflict: ") for line in text.stdout.splitlines())
 
 
 def test_status_of_a_folder_no_run_wrote_is_a_usage_error(tmp_path: Path) -> None:
@@ -142,46 +181,112 @@ def claimed_by(folder: Path, pid: int) -> bool:
 
 
 def summary(stderr: str) -> dict[str, int]:
-    """The counts of a run's last line: "3 done, 2 skipped, 0 failed; ..."."""
+    """The counts of a run's last line: "3 done, 2 skipped, 0 failed, 3 by other processes; ..."."""
     counts = [line for line in stderr.splitlines() if " done, " in line][-1].split(";")[0]
-    return {word: int(n) for n, word in (part.split() for part in counts.split(", "))}
+    found = {word: int(n) for n, word in re.findall(r"(\d+) (done|skipped|failed)\b", counts)}
+    others = re.search(r"(\d+) by other processes", counts)
+    return {**found, "elsewhere": int(others.group(1)) if others else 0}
 
 
-def test_claiming_processes_share_the_videos_and_a_rerun_takes_over_a_dead_ones_claim(tmp_path: Path) -> None:
-    src = tmp_path / "in"
+def test_a_claim_of_a_dead_process_of_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    from tdvideo.extract._claims import Claims
+
+    mine = Claims(tmp_path, timeout=1000)
+    claim = mine.folder / "k.claim"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = {"host": "h", "pid": child.pid, "owner": f"w{child.pid}-{json.loads(json.dumps(mine.owner))['owner'].rsplit('-', 1)[1]}"}
+        claim.write_text(json.dumps(record))
+        assert not mine.take(claim)  # its process is alive: at work
+    finally:
+        child.kill()
+        child.wait()
+    assert mine.take(claim)  # gone: taken over at once, long before the timeout
+    # Another host's process cannot be looked up: its claim waits for the timeout.
+    other = mine.folder / "o.claim"
+    other.write_text(json.dumps({"host": "elsewhere", "pid": child.pid, "owner": f"w{child.pid}-0badcafe"}))
+    assert not mine.take(other)
+    mine.close()
+
+
+def _clips(src: Path, lengths: list[int]) -> None:
     src.mkdir()
-    for i, frames in enumerate([60, 12, 45, 8, 30, 20, 50, 10]):
+    for i, frames in enumerate(lengths):
         write_clip(src / f"v{i}.mp4", frames, make_frame=lambda k: index_frame(k, 64, 96))
-    out = tmp_path / "out"
-    slow = ["--model", "resnet18", "--weights", "none", "--balance", "claim"]  # a few frames a second here
-    victim = cli(str(src), "-o", str(out), *slow)
-    claims = out / ".tdvideo" / "claims"
+
+
+LENGTHS = [60, 12, 45, 8, 30, 20, 50, 10]
+SLOW = ["--model", "resnet18", "--weights", "none", "--balance", "claim"]  # a few frames a second here
+
+
+def _wait_for_claim(claims: Path, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
-    while not claimed_by(claims, victim.pid):
-        assert victim.poll() is None and time.monotonic() < deadline, "the first process never claimed a video"
+    while not claimed_by(claims, process.pid):
+        assert process.poll() is None and time.monotonic() < deadline, "the process never claimed a video"
         time.sleep(0.05)
-    others = [cli(str(src), "-o", str(out), *slow, quiet=False) for _ in range(2)]
+
+
+def test_claiming_processes_share_the_videos_and_finish_a_dead_ones(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    _clips(src, LENGTHS)
+    victim = cli(str(src), "-o", str(out), *SLOW)
+    claims = out / ".tdvideo" / "claims"
+    _wait_for_claim(claims, victim)
+    others = [cli(str(src), "-o", str(out), *SLOW, quiet=False) for _ in range(2)]
     victim.kill()  # SIGKILL mid-video: its claim stays, with no heartbeat
     victim.wait()
+    finished_by_victim = len(list(out.glob("*.npy")))
     counts = []
     for proc in others:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
         counts.append(summary(err))
-    finished = len(list(out.glob("*.npy")))
-    assert sum(c["done"] for c in counts) <= finished < 8  # nothing twice; the dead one's video left
-    assert all(c["done"] + c["skipped"] == 8 for c in counts)
-    assert status(out)[1]["pending"] == 8 - finished
+    # The dead one's claim was taken over at once (its process is gone from this host), and
+    # each process waited for the videos the other held: every video done, none twice.
+    assert len(list(out.glob("*.npy"))) == 8
+    assert sum(c["done"] for c in counts) == 8 - finished_by_victim
+    assert all(c["done"] + c["skipped"] + c["elsewhere"] == 8 and c["failed"] == 0 for c in counts), counts
+    assert status(out) == (0, {"done": 8, "failed": 0, "pending": 0, "total": 8})
+    assert not list(out.glob(".*.tmp")) and not list(claims.glob("*.claim"))  # no half files, no claims left
+    for i, frames in enumerate(LENGTHS):
+        assert len(tdvideo.load(out / f"v{i}.npy")) == frames
 
-    time.sleep(1.5)
-    rerun = cli(str(src), "-o", str(out), *slow, "--claim-timeout", "1", quiet=False)
+
+def test_an_immediate_rerun_after_a_kill_finishes_the_job(tmp_path: Path) -> None:
+    """The report's case: a claim-mode process killed, then the same command at once (the
+    claim timeout is two minutes): the rerun takes the dead process's videos, exit 0 only
+    when all are done."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _clips(src, LENGTHS[:4])
+    victim = cli(str(src), "-o", str(out), *SLOW)
+    _wait_for_claim(out / ".tdvideo" / "claims", victim)
+    victim.kill()
+    victim.wait()
+    finished = len(list(out.glob("*.npy")))
+    rerun = cli(str(src), "-o", str(out), *SLOW, quiet=False)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
-    assert summary(err) == {"done": 8 - finished, "skipped": finished, "failed": 0}
-    assert status(out) == (0, {"done": 8, "failed": 0, "pending": 0, "total": 8})
-    assert not list(out.glob(".*.tmp")) and not list(claims.iterdir())  # no half files, no claims left
-    for i in range(8):
-        assert len(tdvideo.load(out / f"v{i}.npy")) == [60, 12, 45, 8, 30, 20, 50, 10][i]
+    assert summary(err) == {"done": 4 - finished, "skipped": finished, "failed": 0, "elsewhere": 0}
+    assert status(out) == (0, {"done": 4, "failed": 0, "pending": 0, "total": 4})
+
+
+def test_a_claiming_process_holds_no_more_claims_than_it_decodes(tmp_path: Path) -> None:
+    """The model is the slow part here: decoding could run ahead by many videos, but each
+    claim stands for a video being decoded or not yet committed, one per decoder."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    _clips(src, [6] * 10)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tdvideo", "extract", str(src), "-o", str(out), *SLOW, "--workers", "2", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    claims = out / ".tdvideo" / "claims"
+    most = 0
+    while proc.poll() is None:
+        most = max(most, len(list(claims.glob("*.claim"))) if claims.is_dir() else 0)
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    assert 1 <= most <= 2
+    assert len(list(out.glob("*.npy"))) == 10
 
 
 # -- the Ray engine ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ import pytest
 
 import tdvideo
 from tdvideo import Extractor
+from tdvideo._files import STALE_SECONDS, owner_tag, temporary_prefix
 from tdvideo.errors import DecodeError, OutputError
-from tdvideo.writers import Features, SourceIdentity, _temp_prefix, remove_temporaries, write_features
+from tdvideo.writers import Features, SourceIdentity, remove_temporaries, write_features
 
 from .conftest import Clip
 
@@ -51,7 +53,9 @@ def test_a_kill_between_the_two_renames_never_pairs_new_features_with_old_metada
         import tdvideo
         list(tdvideo.Extractor(fps=5).run([{str(video)!r}], out={str(out)!r}, progress=False, overwrite=True))
     """
-    for n in (2, 3):  # killed at the array's rename, then at the metadata's (the 1st: the run's plan)
+    # Killed at the array's rename, then at the metadata's (the run's plan is the first run's,
+    # recorded already: it is not written again).
+    for n in (1, 2):
         killed = _kill_at_rename(n, script, tmp_path)
         assert killed.returncode == -9, killed.stderr
         with pytest.raises(OutputError, match="no finished tdvideo output"):
@@ -80,6 +84,10 @@ def test_load_checks_that_the_pair_belongs_together(clips: dict[str, Clip], tmp_
     meta = json.loads(meta_path.read_text())
     meta.update(file_bytes=result.output.stat().st_size, file_sha256=_sha256(result.output))
     meta_path.write_text(json.dumps(meta))
+    with pytest.raises(OutputError, match=r"idx.npy: .*its header says shape \[5, 48\], the metadata \[12, 48\]"):
+        tdvideo.load(result.output)
+    meta["shape"] = [5, 48]
+    meta_path.write_text(json.dumps(meta))
     with pytest.raises(OutputError, match=r"\(5, 48\) features do not match \(12,\) timestamps"):
         tdvideo.load(result.output)
 
@@ -90,14 +98,33 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_only_our_own_temporaries_are_removed(tmp_path: Path) -> None:
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_temporaries_whose_writer_is_gone_are_removed(tmp_path: Path) -> None:
+    """A temporary names its writer: one of a process of this host that is gone is removed at
+    once, one of a live process (another run committing right now) never; one of another
+    host, or of a tdvideo that did not name writers, once it is an hour old."""
     base = tmp_path / "clip"
-    ours = [tmp_path / ".clip.npy.a1b2c3d4.tmp", tmp_path / ".clip.json.zz99_x_y.tmp"]
-    theirs = [tmp_path / ".clip.notes.tmp", tmp_path / ".clip.v2.npy.x1234567.tmp", tmp_path / ".clip.npy.tmp", tmp_path / "clip.npy"]
-    for path in ours + theirs:
+    host = owner_tag().rsplit("-", 1)[1]
+    old = time.time() - STALE_SECONDS - 60
+    gone = [tmp_path / f".clip.npy.w{_dead_pid()}-{host}.a1b2c3d4.tmp", tmp_path / ".clip.json.w9-0badcafe.zz99_x_y.tmp", tmp_path / ".clip.npy.k2k2k2k2.tmp"]
+    kept = [
+        tmp_path / f".clip.npy.{owner_tag()}.a1b2c3d4.tmp",  # this very process
+        tmp_path / f".clip.json.w1-{host}.a1b2c3d4.tmp",  # pid 1 is alive
+        tmp_path / ".clip.npz.w9-0badcafe.abcdefgh.tmp",  # another host's, and recent
+        tmp_path / ".clip.pt.q1w2e3r4.tmp",  # an older tdvideo's, and recent
+        tmp_path / ".clip.notes.tmp", tmp_path / ".clip.v2.npy.x1234567.tmp", tmp_path / ".clip.npy.tmp", tmp_path / "clip.npy",
+    ]
+    for path in gone + kept:
         path.write_text("x")
-    assert sorted(remove_temporaries(base)) == sorted(ours)
-    assert all(p.exists() for p in theirs)
+    for path in gone[1:]:
+        os.utime(path, (old, old))
+    assert sorted(remove_temporaries(base)) == sorted(gone)
+    assert all(p.exists() for p in kept)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
@@ -192,7 +219,8 @@ def test_names_near_the_file_system_limit(tmp_path: Path) -> None:
     features = Features(np.zeros((2, 3), np.float32), np.arange(2.0), {})
     write_features(base, features)
     assert tdvideo.load(base.with_name(base.name + ".npy")).array.shape == (2, 3)
-    leftover = tmp_path / (_temp_prefix(base.name + ".npy") + "abcd1234.tmp")
+    leftover = tmp_path / (temporary_prefix(base.name + ".npy") + f"w{_dead_pid()}-{owner_tag().rsplit('-', 1)[1]}.abcd1234.tmp")
+    assert len(leftover.name) <= 255
     leftover.write_text("x")
     assert remove_temporaries(base) == [leftover]
 
@@ -240,14 +268,15 @@ def test_a_damaged_array_of_the_same_size_is_extracted_again(clips: dict[str, Cl
 
 def test_leftovers_are_found_with_one_listing_per_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rerun over thousands of finished outputs sweeps each folder once, not once per output."""
-    from tdvideo import writers
+    from tdvideo import _files, writers
 
-    leftovers = [tmp_path / (_temp_prefix(f"v{i}.npy") + "abcd1234.tmp") for i in range(3)]
+    dead = f"w{_dead_pid()}-{owner_tag().rsplit('-', 1)[1]}"
+    leftovers = [tmp_path / (temporary_prefix(f"v{i}.npy") + f"{dead}.abcd1234.tmp") for i in range(3)]
     for path in leftovers:
         path.write_text("x")
     listings = []
-    scandir = writers.os.scandir
-    monkeypatch.setattr(writers.os, "scandir", lambda path: listings.append(path) or scandir(path))
+    scandir = _files.os.scandir
+    monkeypatch.setattr(_files.os, "scandir", lambda path: listings.append(path) or scandir(path))
     temporaries = writers.Temporaries()
     removed = [path for i in range(3) for path in temporaries.remove(tmp_path / f"v{i}")]
     assert removed == leftovers and not any(p.exists() for p in leftovers)

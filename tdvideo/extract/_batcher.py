@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..video._reader import RawChunk
-from ._loader import Chunk
+from ._loader import FLUSH, Chunk
 
 __all__ = ["Batch", "Failure", "Piece", "Restart", "batches"]
 
@@ -90,9 +90,16 @@ def _shape(chunk: RawChunk) -> tuple[int, int]:
 
 
 def batches(chunks: Iterable[Chunk], *, batch_size: int, max_bytes: int) -> Iterator[Batch | Restart | Failure]:
-    """Batches of ``chunks`` as they fill up, in between the videos' restarts and failures."""
+    """Batches of ``chunks`` as they fill up, in between the videos' restarts and failures;
+    :data:`~._loader.FLUSH` hands on what is batched so far, full or not."""
     open_batches: dict[tuple[int, ...], _Open] = {}  # by frame shape (H, W, C)
     for chunk in chunks:
+        if chunk is FLUSH:
+            for key, batch in list(open_batches.items()):
+                if batch.chunks:
+                    yield _assemble(batch.chunks)
+                open_batches[key] = _Open()
+            continue
         if chunk.restart or chunk.error is not None:
             for batch in open_batches.values():
                 batch.chunks = [c for c in batch.chunks if c.index != chunk.index]

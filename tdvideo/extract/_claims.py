@@ -3,10 +3,18 @@
 With ``--balance claim`` every process plans every video, and takes them one at a time:
 it creates ``OUT/.tdvideo/claims/<key>.claim`` with ``O_CREAT | O_EXCL`` (which one process
 wins, on local and NFSv3+ file systems alike), extracts the video, and removes the claim
-once the output is committed. A thread touches the claims a process holds; a claim left
-untouched for longer than the timeout belongs to a process that has gone, and is taken
-over (renamed away first, so that one process alone takes it). A finished output is
-never extracted again: it is checked before and after claiming.
+once the output is committed. A thread touches the claims a process holds.
+
+A claim is taken over (renamed away first, so that one process alone takes it) when its
+process has gone: at once when that process was on this host and no longer exists, else
+once the claim has not been touched for the timeout. A finished output is never
+extracted again: it is checked before and after claiming. A video that fails leaves a
+``<key>.failed`` marker, so the other processes of the run do not try it again.
+
+A process holds at most as many claims as it decodes videos at once: a video stays
+claimed from the moment it is started until it is committed, and no video is claimed
+ahead. When nothing is left to claim, a process waits for the videos others hold, and
+stops when each is finished, has failed, or was taken over from a process that has gone.
 """
 
 from __future__ import annotations
@@ -15,19 +23,26 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from .._files import open_regular, owner_tag, process_alive
+from ..errors import OutputError
 from ..writers import RUN_DIR
 from ._inputs import Job
 
-__all__ = ["ClaimQueue", "Claims"]
+__all__ = ["ClaimQueue", "Claims", "Elsewhere"]
 
 log = logging.getLogger("tdvideo")
+
+_OWNER = re.compile(r"w(\d+)-([0-9a-f]{8})")
+_MAX_CLAIM_BYTES = 4096
 
 
 class Claims:
@@ -37,7 +52,8 @@ class Claims:
         self.folder = out / RUN_DIR / "claims"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.started = time.time()
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "owner": owner_tag()}
         self._held: set[Path] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -49,28 +65,43 @@ class Claims:
         return self.folder / f"{key}.claim"
 
     def take(self, claim: Path) -> bool:
-        """Claim ``claim``: True if this process now holds it (it was free, or stale)."""
+        """Claim ``claim``: True if this process now holds it (it was free, or its holder has gone)."""
         if self._create(claim):
             return True
         try:
             age = time.time() - claim.stat().st_mtime
         except FileNotFoundError:
             return self._create(claim)  # released just now
-        if age <= self.timeout:
+        gone = self._holder_gone(claim)
+        if not gone and age <= self.timeout:
             return False  # its owner is at work
-        # Stale: rename it away first. Of several processes that saw it stale, one wins.
-        grave = claim.with_name(f"{claim.name}.stale-{self.owner['host']}-{self.owner['pid']}")
+        # Its process has gone: rename the claim away first. Of several processes that saw
+        # it so, one wins.
+        grave = claim.with_name(f"{claim.name}.stale-{owner_tag()}")
         try:
             os.rename(claim, grave)
         except FileNotFoundError:
             return False
         grave.unlink(missing_ok=True)
-        log.info("%s: took over a claim untouched for %.0f s", claim.name, age)
+        log.info("%s: took over a claim %s", claim.name, "whose process has gone" if gone else f"untouched for {age:.0f} s")
         return self._create(claim)
+
+    def _holder_gone(self, claim: Path) -> bool:
+        """Whether the claim names a process of this host that no longer exists."""
+        try:
+            with open_regular(claim) as fh:
+                record = json.loads(fh.read(_MAX_CLAIM_BYTES))
+        except (OutputError, ValueError):
+            return False  # being written, or not ours to judge: the timeout decides
+        match = _OWNER.fullmatch(str(record.get("owner"))) if isinstance(record, dict) else None
+        if match is None or f"w{match.group(1)}-{match.group(2)}" == owner_tag():
+            return False
+        same_host = match.group(2) == owner_tag().rsplit("-", 1)[1]
+        return same_host and not process_alive(int(match.group(1)))
 
     def _create(self, claim: Path) -> bool:
         try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as fh:
@@ -79,10 +110,29 @@ class Claims:
             self._held.add(claim)
         return True
 
-    def release(self, claim: Path) -> None:
+    def release(self, claim: Path, *, failed: bool = False) -> None:
+        """Give ``claim`` up; ``failed``: leave a marker so that the run does not try it again."""
         with self._lock:
             self._held.discard(claim)
+        if failed:
+            try:
+                os.replace(claim, self.failed_marker(claim))
+                return
+            except FileNotFoundError:
+                pass  # taken over meanwhile: nothing of ours to leave
         claim.unlink(missing_ok=True)
+
+    @staticmethod
+    def failed_marker(claim: Path) -> Path:
+        return claim.with_suffix(".failed")
+
+    def failed_in_this_run(self, claim: Path) -> bool:
+        """Whether another process failed this video since this one started (a marker from an
+        earlier run is not a reason to skip the video: a rerun tries failures again)."""
+        try:
+            return self.failed_marker(claim).stat().st_mtime >= self.started
+        except FileNotFoundError:
+            return False
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(max(0.05, self.timeout / 4)):
@@ -103,62 +153,111 @@ class Claims:
             claim.unlink(missing_ok=True)
 
 
-class ClaimQueue:
-    """The next video this process may extract, claimed when asked for.
+@dataclass(frozen=True)
+class Elsewhere:
+    """A video this process did not extract, and why: ``finished`` earlier (skipped), or
+    ``done`` or ``failed`` by another process while this one ran."""
 
-    ``finished(job)`` says whether a job's output is already there; ``sweep(job)`` removes
-    the leftovers of an interrupted commit of a job just claimed. :meth:`next_path`
-    appends each claimed job to :attr:`claimed` (the list its index refers to) and returns
-    its path, or None when no video is left to claim. :attr:`elsewhere` are the jobs
-    another process finished or holds.
+    job: Job
+    how: str
+
+
+class ClaimQueue:
+    """The videos this process extracts, each claimed when a decoder is free for it.
+
+    Iterating gives a claimed video's path, or None when none can be claimed now (this
+    process holds :attr:`limit` claims already, or others hold the rest): ask again soon.
+    It ends when every video is extracted here, finished, or failed. :attr:`claimed` is
+    the list a video's index refers to. ``finished(job)`` says whether a job's output is
+    there; ``sweep(job)`` removes leftovers of an interrupted commit of a job just claimed.
+    Videos not extracted here are appended to :attr:`outcomes` as :class:`Elsewhere`.
     """
 
     def __init__(
-        self, jobs: Sequence[Job], out: Path, claims: Claims, *, finished: Callable[[Job], bool], sweep: Callable[[Job], object]
+        self,
+        jobs: Sequence[Job],
+        out: Path,
+        claims: Claims,
+        *,
+        finished: Callable[[Job], bool],
+        sweep: Callable[[Job], object],
+        limit: int = 1,
     ) -> None:
-        self._jobs = iter(jobs)
+        self._first = deque(jobs)
         self.out = out
         self.claims = claims
         self.finished = finished
         self.sweep = sweep
+        self.limit = limit
         self.claimed: list[Job] = []
         self.paths: list[Path] = []  # the claimed jobs' videos, as the decoder indexes them
-        self.elsewhere: list[Job] = []
-        self._passed: list[Job] = []  # held by others on the first pass
-        self._second: deque[Job] | None = None
+        self.outcomes: deque[Elsewhere] = deque()
+        self._held: deque[Job] = deque()  # held by others, looked at again from time to time
+        self._holding = 0
+        self._lock = threading.Lock()
+        self._next_look = 0.0
+        self.poll = min(1.0, max(0.05, claims.timeout / 4))
 
-    def next_path(self) -> Path | None:
-        while (job := self._next_candidate()) is not None:
-            claim = self.claims.path(job, self.out)
-            if self.finished(job) or not self.claims.take(claim):
-                self._pass_over(job)
+    def __iter__(self) -> Iterator[Path | None]:
+        while True:
+            with self._lock:
+                full = self._holding >= self.limit
+            if full:
+                yield None  # a commit frees a claim
                 continue
-            if self.finished(job):  # committed by another process between the two checks
-                self.claims.release(claim)
-                self._pass_over(job)
+            job = self._next_claim()
+            if job is not None:
+                yield job.path
+            elif self._first or self._held:
+                yield None  # the rest are held by other processes: look again soon
+            else:
+                return
+
+    def _next_claim(self) -> Job | None:
+        while self._first:
+            job = self._first.popleft()
+            if self.finished(job):
+                self.outcomes.append(Elsewhere(job, "finished"))
                 continue
-            self.sweep(job)  # leftovers of a commit its earlier claimant did not finish
-            self.claimed.append(job)
-            self.paths.append(job.path)
-            return job.path
+            if self._try(job):
+                return job
+        if not self._held or time.monotonic() < self._next_look:
+            return None
+        self._next_look = time.monotonic() + self.poll
+        for _ in range(len(self._held)):
+            job = self._held.popleft()
+            if self.finished(job):
+                self.outcomes.append(Elsewhere(job, "done"))
+                continue
+            if self._try(job):
+                return job
         return None
 
-    def _next_candidate(self) -> Job | None:
-        job = next(self._jobs, None)
-        if job is not None:
-            return job
-        # One more look at the jobs others held: a claim that went stale meanwhile (its
-        # process died) is taken over now rather than left to a rerun.
-        if self._second is None:
-            self._second, self._passed = deque(self._passed), []
-        return self._second.popleft() if self._second else None
+    def _try(self, job: Job) -> bool | None:
+        """Claim ``job``: True when claimed; False when another process holds it (looked at
+        again later); None when it needs nothing more (it failed in this run, or was just
+        committed by another process)."""
+        claim = self.claims.path(job, self.out)
+        if self.claims.failed_in_this_run(claim):
+            self.outcomes.append(Elsewhere(job, "failed"))
+            return None
+        if not self.claims.take(claim):
+            self._held.append(job)
+            return False
+        if self.finished(job):  # committed by another process between the two checks
+            self.claims.release(claim)
+            self.outcomes.append(Elsewhere(job, "done"))
+            return None
+        self.claims.failed_marker(claim).unlink(missing_ok=True)  # an earlier run's: tried again now
+        self.sweep(job)  # leftovers of a commit its earlier claimant did not finish
+        with self._lock:
+            self._holding += 1
+        self.claimed.append(job)
+        self.paths.append(job.path)
+        return True
 
-    def _pass_over(self, job: Job) -> None:
-        (self._passed if self._second is None else self.elsewhere).append(job)
-
-    def __iter__(self) -> Iterator[Path]:
-        while (path := self.next_path()) is not None:
-            yield path
-
-    def done_with(self, job: Job) -> None:
-        self.claims.release(self.claims.path(job, self.out))
+    def done_with(self, job: Job, *, failed: bool = False) -> None:
+        """``job`` is committed (or failed): release its claim, making room for the next."""
+        self.claims.release(self.claims.path(job, self.out), failed=failed)
+        with self._lock:
+            self._holding -= 1

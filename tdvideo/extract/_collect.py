@@ -20,7 +20,7 @@ from ..video._reader import RawChunk
 from ..writers import Features, SourceIdentity
 from ._batcher import Batch
 
-__all__ = ["SPILL_BYTES", "Collector"]
+__all__ = ["SPILL_BYTES", "Collector", "take_rows"]
 
 SPILL_BYTES = 512 * 2**20
 
@@ -58,6 +58,21 @@ class _Rows:
         mapped = np.memmap(self.spill, dtype=self.dtype, mode="r", shape=(self.count, *self.row_shape))
         self.spill.close()  # the mapping keeps the data
         return mapped
+
+
+# Rows copied at a time by take_rows: a bounded slice of a possibly memory-mapped array.
+_TAKE_ROWS = 1 << 16
+
+
+def take_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[index]`` assembled a slice at a time, past :data:`SPILL_BYTES` in a temporary
+    file (a read-only memmap), so that repeating rows never holds the result in memory."""
+    rows = _Rows(str(array.dtype))
+    for start in range(0, len(index), _TAKE_ROWS):
+        rows.append(np.asarray(array[index[start : start + _TAKE_ROWS]]))
+    if rows.count == 0:
+        return np.asarray(array)[index]
+    return rows.array()
 
 
 @dataclass

@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._files import check_inside
 from .._system import available_cpus, available_memory
 from .._version import __version__
-from ..errors import OutputCollisionError, OutputError, UsageError, VideoOpenError, option, show_path
+from ..errors import OutputCollisionError, OutputError, UnsupportedVideoError, UsageError, VideoOpenError, option, show_path
 from ..models._backbone import Backbone, resolve_backbone
-from ..sampling import expected_rows, grid_rows
+from ..sampling import MAX_GRID_ROWS, expected_rows, grid_count, grid_rows
 from ..settings import Settings
 from ..video._geometry import MAX_WINDOW_BYTES
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 from ..writers import (
     FATAL_WRITE_ERRORS,
-    FailuresLog,
     Features,
     SourceIdentity,
     Temporaries,
@@ -44,13 +44,13 @@ from ..writers import (
     is_finished,
     remove_output,
     write_features,
-    write_plan,
 )
 from ._batcher import Batch, Failure, Restart, batches
 from ._claims import ClaimQueue, Claims
-from ._collect import Collector
+from ._collect import Collector, take_rows
 from ._inputs import Job, RunPlan, Shard, plan_run, prepare_output
-from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_chunks
+from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_in_process
+from ._records import FailuresLog, write_plan
 from ._report import DryRun, Recorder, RunSummary, VideoResult
 
 if TYPE_CHECKING:
@@ -204,24 +204,32 @@ class Extractor:
         process takes only its share of the videos, and its failures go to
         ``failures.rank{N}.jsonl``; ``None`` takes every video.
         """
+        inputs = list(inputs)
         settings, plan = self._plan(inputs, shard, run_settings)
-        claim = settings.balance == "claim"
         prepare_output(plan.out)
         if not settings.overwrite:
             self._refuse_changed_settings(plan.jobs, plan.out, settings)
-        write_plan(plan.out, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job])
-        failures = FailuresLog(plan.failures_log)
-        failures.reset()
+        # Records only grow: this run's plan joins the others', its failures are appended.
+        failures = FailuresLog(plan.failures_log, out=plan.out)
+        failures.check()
+        write_plan(
+            plan.out, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job],
+            inputs=[str(i) for i in inputs], unreadable=[(u.path, u.reason) for u in plan.unreadable],
+        )
         total = len(plan.jobs) + len(plan.unreadable)
-        with Recorder(summary or RunSummary(), failures, total=total, progress=progress) as record:
+        outputs = {job.path: job.base for job in plan.jobs}
+        with Recorder(summary or RunSummary(), failures, total=total, progress=progress, outputs=outputs) as record:
             for problem in plan.unreadable:
                 yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
-            todo: list[Job] = []
-            # Leftovers of interrupted commits are swept for this process's own videos only:
-            # in claim mode, those it has claimed (another process may be committing).
+            # Leftovers of interrupted commits are swept as each video is taken: only those
+            # whose writer is gone (another process may be committing).
             temporaries = Temporaries()
+            if settings.balance == "claim":
+                yield from map(record, self._claimed(plan.jobs, plan.out, settings, temporaries, progress=record.frames))
+                return
+            todo: list[Job] = []
             for job in plan.jobs:
-                skipped = self._skip(job, settings, None if claim else temporaries)
+                skipped = self._skip(job, settings, temporaries)
                 if skipped is not None:
                     yield record(skipped)
                 else:
@@ -231,27 +239,40 @@ class Extractor:
             if settings.engine == "ray":
                 from ._ray import ray_features
 
-                for index, result in ray_features(self, [job.path for job in todo], address=settings.ray_address, progress=record.frames):
-                    yield record(self._commit(todo[index], result, settings))
-                return
-            if not claim:
-                for index, result in self._features([job.path for job in todo], progress=record.frames):
-                    yield record(self._commit(todo[index], result, settings))
-                return
-            # Claim mode: videos are claimed one at a time, as decoding workers free up.
-            claims = Claims(plan.out, timeout=settings.claim_timeout)
-            queue = ClaimQueue(
-                todo, plan.out, claims, finished=lambda job: self._skip(job, settings, None) is not None, sweep=lambda job: temporaries.remove(job.base)
-            )
-            try:
-                for index, result in self._features(todo, progress=record.frames, claims=queue):
-                    job = queue.claimed[index]
-                    yield record(self._commit(job, result, settings))
-                    queue.done_with(job)
-            finally:
-                claims.close()
-            for job in queue.elsewhere:  # finished, or being extracted, by another process
-                yield record(VideoResult(job.path, array_path(job.base, settings.format), "skipped"))
+                features = ray_features(self, [job.path for job in todo], address=settings.ray_address, progress=record.frames)
+            else:
+                features = self._features([job.path for job in todo], progress=record.frames)
+            for index, result in features:
+                yield record(self._commit(todo[index], result, settings))
+
+    def _claimed(self, jobs: list[Job], out: Path, settings: Settings, temporaries: Temporaries, *, progress: Any) -> Iterator[VideoResult]:
+        """Claim mode: each video is claimed as a decoder frees up, and its claim released
+        when it is committed; then the videos other processes hold are waited for."""
+        claims = Claims(out, timeout=settings.claim_timeout)
+        queue = ClaimQueue(jobs, out, claims, finished=lambda job: self._finished(job, settings), sweep=lambda job: temporaries.remove(job.base))
+        try:
+            for index, result in self._features(jobs, progress=progress, claims=queue):
+                job = queue.claimed[index]
+                outcome = self._commit(job, result, settings)
+                queue.done_with(job, failed=outcome.status == "failed")
+                yield outcome
+                yield from self._outcomes(queue, settings)
+        finally:
+            claims.close()
+        yield from self._outcomes(queue, settings)
+
+    def _outcomes(self, queue: ClaimQueue, settings: Settings) -> Iterator[VideoResult]:
+        """Videos this process did not extract in claim mode: finished before, or done or
+        failed by another process meanwhile (that process logs the failure)."""
+        while queue.outcomes:
+            other = queue.outcomes.popleft()
+            output = array_path(other.job.base, settings.format)
+            if other.how == "finished":
+                yield VideoResult(other.job.path, output, "skipped")
+            elif other.how == "done":
+                yield VideoResult(other.job.path, output, "elsewhere")
+            else:
+                yield VideoResult(other.job.path, None, "elsewhere", error="failed in another process (see its failures log)")
 
     def dry_run(self, inputs: Iterable[str | Path], *, shard: Shard | Literal["auto"] | None = "auto", **run_settings: Any) -> DryRun:
         """What :meth:`run` would do with the same arguments, without doing it: the videos it
@@ -285,7 +306,7 @@ class Extractor:
         [(_, result)] = list(self._features([Path(path)], workers=workers))
         if isinstance(result, BaseException):
             raise result
-        return self._on_grid(result)
+        return self._on_grid(result, Path(path))
 
     def _expected_frames(self, path: Path) -> int | None:
         """About how many frames of ``path`` the model will see, from its header."""
@@ -294,17 +315,28 @@ class Extractor:
         duration, frames, fps = header_counts(path, stream=self.settings.stream)
         return expected_rows(self.sampling, duration=duration, frames=frames, fps=fps)
 
-    def _on_grid(self, features: Features) -> Features:
+    def _on_grid(self, features: Features, path: Path) -> Features:
         """With ``fps_rows="grid"``: one row per grid point, a repeated frame's row copied
-        (not computed again); the metadata keeps each row's frame time as ``frame_pts``."""
-        if self.settings.fps_rows != "grid":
+        (not computed again); the metadata keeps each row's frame time as ``frame_pts``.
+
+        The rows are counted before any is made: a video whose grid would hold more than
+        :data:`~tdvideo.sampling.MAX_GRID_ROWS` fails with :class:`UnsupportedVideoError`
+        (its frames' times, not only its header, decide). Large outputs are assembled in
+        a temporary file, as :class:`Collector` does, not in memory."""
+        if self.settings.fps_rows != "grid" or len(features.timestamps) == 0:
             return features
+        step = 1.0 / float(self.sampling.fps or 1)
         video = features.metadata.get("video") or {}
         ends = [e for e in (self.sampling.end, _end_time(video)) if e is not None]
-        grid, rows = grid_rows(features.timestamps.tolist(), step=1.0 / float(self.sampling.fps or 1), end=min(ends) if ends else None)
+        end = min(ends) if ends else None
+        times = features.timestamps
+        count = grid_count(float(times[0]), float(times[-1]), step=step, end=end)
+        if count > MAX_GRID_ROWS:
+            raise UnsupportedVideoError(path, _too_many_rows(count, float(times[0]), end if end is not None else float(times[-1]), self.sampling.fps))
+        grid, rows = grid_rows(times.tolist(), step=step, end=end)
         index = np.asarray(rows, dtype=np.int64)
-        metadata = {**features.metadata, "frame_pts": features.timestamps[index].tolist()}
-        return Features(array=np.asarray(features.array)[index], timestamps=np.asarray(grid, dtype=np.float64), metadata=metadata)
+        metadata = {**features.metadata, "frame_pts": times[index].tolist()}
+        return Features(array=take_rows(features.array, index), timestamps=np.asarray(grid, dtype=np.float64), metadata=metadata)
 
     def _features(
         self, paths: Sequence[Path] | Sequence[Job], progress: Any = None, *, workers: int | None = None, claims: ClaimQueue | None = None
@@ -317,7 +349,9 @@ class Extractor:
             return
         candidates = [p.path if isinstance(p, Job) else p for p in paths]
         workers = self._worker_count(candidates) if workers is None else workers
-        videos: Sequence[Path] | Iterator[Path] = iter(claims) if claims is not None else candidates
+        if claims is not None:
+            claims.limit = max(1, workers)  # a claim for each video being decoded, none ahead
+        videos: Sequence[Path] | Iterator[Path | None] = iter(claims) if claims is not None else candidates
         where = f"in {workers} worker processes" if workers else "in this process"
         log.info("decoding %s%d video(s) %s", "up to " if claims is not None else "", len(candidates), where)
         chunks, stop = self._chunks(videos, workers)
@@ -384,6 +418,14 @@ class Extractor:
                 f"rerun with {option('overwrite', True)} to replace them, or choose another {option('out', 'DIR')}"
             )
 
+    def _finished(self, job: Job, settings: Settings) -> bool:
+        """Whether ``job``'s output is finished for these settings (a source that cannot be
+        read is not: extracting it fails, with its reason)."""
+        try:
+            return not settings.overwrite and is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=Path(settings.out))
+        except OSError:
+            return False
+
     def _skip(self, job: Job, settings: Settings, temporaries: Temporaries | None) -> VideoResult | None:
         """A result when ``job`` needs no work (finished, or its source unreadable), else None.
         ``temporaries``: sweep the job's leftovers of an interrupted commit first."""
@@ -392,7 +434,7 @@ class Extractor:
         if settings.overwrite:
             return None
         try:
-            finished = is_finished(job.base, settings.format, source=job.path, settings=self._stored)
+            finished = is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=Path(settings.out))
         except OSError as exc:
             return VideoResult.failure(job.path, VideoOpenError(job.path, f"cannot read: {exc.strerror or exc}"))
         if not finished:
@@ -401,15 +443,20 @@ class Extractor:
         return VideoResult(job.path, array_path(job.base, settings.format), "skipped")
 
     def _commit(self, job: Job, result: Features | BaseException, settings: Settings) -> VideoResult:
-        """Write a video's features; or, for a failure, remove an older output that is now stale."""
-        if not isinstance(result, BaseException):
-            result = self._on_grid(result)
-        if isinstance(result, BaseException):
-            failure = VideoResult.failure(job.path, result)
-            if self._remove_stale(job, settings):
-                failure.error = f"{failure.error} (its earlier output, for another source or settings, was removed)"
-            return failure
+        """Write a video's features; or, for a failure, remove an older output that is now stale.
+
+        What fails this video alone: its own error, a link or FIFO where its output goes,
+        running out of memory for its rows. A full disk stops the run (OutputError)."""
+        out = Path(settings.out)
         try:
+            check_inside(out, job.base)  # a linked folder inside OUT leads out of it: nothing written there
+            if isinstance(result, BaseException):
+                failure = VideoResult.failure(job.path, result)
+                if self._remove_stale(job, settings):
+                    failure.error = f"{failure.error} (its earlier output, for another source or settings, was removed)"
+                return failure
+            frames = int(result.metadata.get("frames", result.timestamps.size))  # what the model saw
+            result = self._on_grid(result, job.path)
             target = write_features(job.base, result, fmt=settings.format)
         except OSError as exc:
             if exc.errno in FATAL_WRITE_ERRORS:
@@ -418,13 +465,17 @@ class Extractor:
                     f"(finished outputs are kept; a rerun goes on from here)"
                 ) from exc
             return VideoResult.failure(job.path, exc)
+        except (OutputError, UnsupportedVideoError) as exc:
+            return VideoResult.failure(job.path, exc)
+        except MemoryError:
+            return VideoResult.failure(job.path, UnsupportedVideoError(job.path, "ran out of memory for its features; nothing written"))
         log.info("%s: %d rows -> %s", show_path(job.path), len(result), show_path(target))
-        return VideoResult(job.path, target, "done", frames=int(result.timestamps.size))
+        return VideoResult(job.path, target, "done", frames=frames)
 
     def _remove_stale(self, job: Job, settings: Settings) -> bool:
         """Remove an output at ``job.base`` that is not this video's for these settings; True if removed."""
         try:
-            if is_finished(job.base, settings.format, source=job.path, settings=self._stored):
+            if is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=Path(settings.out)):
                 return False
         except OSError:
             pass  # the source is gone: whatever is at base no longer describes it
@@ -451,15 +502,11 @@ class Extractor:
             )
         return self._runner
 
-    def _chunks(self, paths: Sequence[Path] | Iterator[Path], workers: int) -> tuple[Iterator[Chunk], Any]:
-        """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them early."""
+    def _chunks(self, paths: Sequence[Path] | Iterator[Path | None], workers: int) -> tuple[Iterator[Chunk], Any]:
+        """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them
+        early. ``paths`` may give None: no video for now (claim mode), ask again."""
         if workers == 0:
-            chunks = (
-                chunk
-                for index, path in enumerate(paths)
-                for chunk in decode_chunks(index, path, self.read_options, self._decode, identify=SourceIdentity.of)
-            )
-            return chunks, None
+            return decode_in_process(paths, self.read_options, self._decode, identify=SourceIdentity.of), None
         # Share the cores out: each worker decodes one video at a time.
         threads = self.settings.threads or max(1, available_cpus() // workers)
         options = replace(self.read_options, threads=threads)
@@ -531,6 +578,13 @@ def _warn_if_batch_is_capped(batch_size: int, size: Any, crop: Any) -> None:
             f"a forward pass holds at most {BATCH_BYTES // 2**20} MiB of frames, and at least one "
             f"({max(1, BATCH_BYTES // frame)} of that size)"
         )
+
+
+def _too_many_rows(count: int, first: float, end: float, fps: float | None) -> str:
+    return (
+        f"a row every 1/{fps:g} s from {first:.3f} s to {end:.3f} s would be {count} rows "
+        f"(at most {MAX_GRID_ROWS} on a fixed grid); sample with a lower fps, or fps_rows 'distinct'"
+    )
 
 
 def _end_time(video: dict[str, Any]) -> float | None:

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -44,7 +45,7 @@ from .._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
 from ..errors import DecoderCrashError, VideoError, show_path
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 
-__all__ = ["Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "prefetch"]
+__all__ = ["FLUSH", "Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "decode_in_process", "prefetch"]
 
 log = logging.getLogger(__package__)  # the public package: its modules are private
 
@@ -68,6 +69,28 @@ class Chunk:
     error: BaseException | None = None
     restart: bool = False
     source: Any = None
+
+
+# Handed on in place of a chunk when no video can be started for now (claim mode waits
+# for a claim): what is batched so far must go to the model, whose commits free claims.
+FLUSH = Chunk(-1, None, last=False)
+# How long the decoders wait before asking for a video again, when told "not now".
+_POLL_SECONDS = 0.2
+
+
+def decode_in_process(
+    videos: Iterable[Path | None], options: ReadOptions, decode: Decode = read_chunks, *, identify: Identify | None = None
+) -> Iterator[Chunk]:
+    """Every video's chunks, decoded in this thread one after the other. ``videos`` may give
+    None for "no video now, ask again" (claim mode): :data:`FLUSH` is handed on then."""
+    index = 0
+    for path in videos:
+        if path is None:
+            yield FLUSH
+            time.sleep(_POLL_SECONDS)
+            continue
+        yield from decode_chunks(index, path, options, decode, identify=identify)
+        index += 1
 
 
 def decode_chunks(
@@ -452,6 +475,8 @@ class DecodePool:
 
     ``videos`` may be an iterator: it is advanced only when a worker is free, so that a
     video can be claimed from other processes at the moment it is started (claim mode).
+    It may give None for "no video now, ask again": the free workers wait, and
+    :meth:`chunks` hands on :data:`FLUSH` so that what was decoded reaches the model.
 
     ``options`` are :func:`~tdvideo.video.read_chunks`'s; ``decode`` replaces
     :func:`~tdvideo.video.read_chunks`, and ``identify`` is :func:`decode_chunks`'s
@@ -485,6 +510,9 @@ class DecodePool:
         self._todo: deque[int] = deque()
         self._again: deque[int] = deque()  # videos whose worker died, decoded alone at the end
         self._deaths: dict[int, str] = {}
+        self._exhausted = False  # ``videos`` has ended
+        self._paused = False  # ``videos`` said "not now" when last asked
+        self._unflushed = False  # chunks were handed on since the last FLUSH
 
     def stop(self) -> None:
         """Make :meth:`chunks` end soon, from another thread; its workers are killed."""
@@ -497,10 +525,7 @@ class DecodePool:
         root = _frames_root()
         _remove_stale_frame_dirs(root)
         self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{os.getpid()}-", dir=root))
-        for _ in range(self.workers):
-            if not self._want():
-                break
-            self._assign(self._spawn())
+        self._fill()
 
     def _spawn(self) -> _Worker:
         ours, theirs = multiprocessing.Pipe()
@@ -513,19 +538,24 @@ class DecodePool:
     def _want(self) -> bool:
         """Whether a video waits for a worker, taking the next one from ``videos`` if none
         does yet: an iterator of videos is only advanced when a worker is free for one."""
-        if not self._todo:
-            path = next(self._source, None)
-            if path is not None:
-                self.videos.append(path)
-                self._todo.append(len(self.videos) - 1)
+        if not self._todo and not self._exhausted:
+            try:
+                path = next(self._source)
+            except StopIteration:
+                self._exhausted = True
+            else:
+                self._paused = path is None
+                if path is not None:
+                    self.videos.append(path)
+                    self._todo.append(len(self.videos) - 1)
         return bool(self._todo)
 
     def _assign(self, worker: _Worker) -> bool:
         """Give ``worker`` its next video; False when there is none for it now."""
         if self._want():
             index = self._todo.popleft()
-        elif self._again and len(self._pool) == 1:
-            index = self._again.popleft()  # alone: no other worker is left
+        elif self._again and self._exhausted and not any(w.current is not None for w in self._pool.values() if w is not worker):
+            index = self._again.popleft()  # alone: no other worker is busy
         else:
             return False
         worker.current = index
@@ -573,13 +603,37 @@ class DecodePool:
             log.warning("%s: its decoding process died (%s); it will be retried alone", show_path(self.videos[index]), how)
             self._again.append(index)
 
+    def _fill(self) -> None:
+        """Give free workers a video, start workers while videos wait (up to :attr:`workers`),
+        and let workers go once no video is left for them."""
+        for worker in [w for w in self._pool.values() if w.current is None]:
+            if self._assign(worker):
+                continue
+            if self._exhausted and not self._todo and not self._again:
+                worker.conn.send(None)
+                self._retire(worker)
+        while len(self._pool) < self.workers and self._want():
+            self._assign(self._spawn())
+        if not self._pool and self._again and self._exhausted:
+            self._assign(self._spawn())
+
+    def _done(self) -> bool:
+        return not self._pool and self._exhausted and not self._todo and not self._again
+
     def chunks(self) -> Iterator[Chunk]:
         """Every video's chunks, interleaved across videos; each video ends with a ``last`` chunk."""
         self.start()
         pool = self._pool
         try:
-            while pool and not self._stop.is_set():
-                for ready in wait([*(w.conn for w in pool.values()), *pool], timeout=0.2):
+            while not self._stop.is_set() and not self._done():
+                if self._paused and self._unflushed:
+                    self._unflushed = False
+                    yield FLUSH
+                if not pool:
+                    self._stop.wait(_POLL_SECONDS)  # told "not now": ask again soon
+                    self._fill()
+                    continue
+                for ready in wait([*(w.conn for w in pool.values()), *pool], timeout=_POLL_SECONDS):
                     worker = pool.get(ready) if isinstance(ready, int) else _owner(pool, ready)
                     if worker is None:
                         continue  # retired earlier in this round
@@ -593,18 +647,13 @@ class DecodePool:
                         except (EOFError, OSError):  # its end of the pipe closed: it is gone
                             died = True
                             break
+                        self._unflushed = True
                         yield self._receive(worker, message)
                         if not died:
                             break
                     if died:
                         yield from self._buried(worker)
-                    elif worker.current is None and not self._assign(worker):
-                        worker.conn.send(None)
-                        self._retire(worker)
-                    if not pool and (self._again or self._want()):
-                        self._assign(self._spawn())
-                    elif len(pool) < self.workers and self._want():
-                        self._assign(self._spawn())
+                self._fill()
         finally:
             # Left early (an error, Ctrl-C, a consumer that stopped): workers still busy
             # hold nothing worth waiting for.

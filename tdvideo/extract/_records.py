@@ -1,0 +1,250 @@
+"""What runs record in an output folder, beside the outputs: their plans and their failures.
+
+Records only grow: a run adds its plan and its failures and never removes another run's.
+
+- **Plans** (``OUT/.tdvideo/plans/<id>.json``): every video a run set out to do, whatever
+  its shard, with the output each goes to, and the inputs it could not read. The id is a
+  digest of all that, so every rank of one run shares one plan. ``tdvideo status`` covers
+  every plan, except that of two plans made from the same inputs the newer counts: a
+  rerun after videos were added or removed supersedes the earlier plan of those inputs,
+  while a run over other inputs adds to what is counted.
+- **Failures** (``OUT/failures*.jsonl``, one log per process or rank): a journal, one JSON
+  line per failure, ``{"path", "output", "error_type", "message", "time"}``. A video's
+  failure stands until its output is finished; a later failure of it replaces it.
+
+Both are read as anyone's files (:mod:`tdvideo._files`): a record that is damaged, crafted,
+a FIFO or a link is named in a problem line and left out, and the others are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .._files import open_regular, publish, read_bytes
+from .._system import file_kind
+from ..errors import OutputError, UsageError, show_path
+from ..writers import FATAL_WRITE_ERRORS, RUN_DIR
+
+__all__ = ["FailuresLog", "Plan", "RunRecords", "plan_folder", "read_records", "write_plan"]
+
+# A plan lists every video of a run, a few hundred bytes each: millions of videos fit.
+MAX_PLAN_BYTES = 1 << 30
+# A failure line is a path and a one-line message; anything longer is not one of ours.
+MAX_FAILURE_LINE = 64 * 1024
+
+
+def plan_folder(out: Path) -> Path:
+    return out / RUN_DIR / "plans"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One run's plan: where it came from, its format, its videos (output -> source) and the
+    inputs it could not read (path -> reason). ``inputs_key`` identifies its inputs."""
+
+    path: Path
+    format: str
+    created: float | None
+    inputs: list[str]
+    inputs_key: str
+    videos: dict[str, str]
+    unreadable: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.parent.name == "plans" else self.path.name
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(self.created)) if self.created else "an earlier tdvideo"
+        inputs = ", ".join(show_path(i) for i in self.inputs[:3]) + (", ..." if len(self.inputs) > 3 else "")
+        return f"plan {self.name} ({when}{': ' + inputs if inputs else ''})"
+
+
+# Inputs shown in a plan's description; all of them are in its inputs key.
+_SHOWN_INPUTS = 10
+
+
+def write_plan(
+    out: Path, *, fmt: str, jobs: list[tuple[Path, Path]], inputs: list[str], unreadable: list[tuple[Path, str]]
+) -> Path:
+    """Record a run's videos and their output bases (relative to ``out``), and the inputs it
+    could not read; return the plan's path. The same plan is written once."""
+    videos = [{"source": str(src), "output": base.relative_to(out).as_posix()} for src, base in jobs]
+    problems = [{"path": str(path), "reason": reason} for path, reason in unreadable]
+    given = sorted({os.path.abspath(i) for i in inputs})
+    inputs_key = hashlib.sha1("\0".join(given).encode(errors="surrogateescape")).hexdigest()[:16]
+    content = {"format": fmt, "inputs_key": inputs_key, "videos": videos, "unreadable": problems}
+    key = hashlib.sha1(json.dumps(content, sort_keys=True).encode(errors="surrogateescape")).hexdigest()[:16]
+    folder = plan_folder(out)
+    path = folder / f"{key}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and not path.is_symlink():
+        return path  # this very plan is recorded already (another rank, or an earlier run)
+    record = {"created": time.time(), "inputs": given[:_SHOWN_INPUTS], "inputs_count": len(given), **content}
+    data = json.dumps(record, indent=1, ensure_ascii=True).encode()
+    publish(path, lambda fh: fh.write(data))
+    return path
+
+
+def _relative_output(value: Any) -> str | None:
+    """``value`` if it is an output name inside the folder (relative, no ``..``), else None."""
+    if not isinstance(value, str) or not value or "\0" in value or "\\" in value:
+        return None
+    name = PurePosixPath(value)
+    if name.is_absolute() or any(part in ("", ".", "..") for part in value.split("/")) or name.parts[0] == RUN_DIR:
+        return None
+    return value
+
+
+def _read_plan(path: Path, root: Path, problems: list[str]) -> Plan | None:
+    try:
+        record = json.loads(read_bytes(path, limit=MAX_PLAN_BYTES, root=root))
+    except OutputError as exc:
+        problems.append(f"{exc}; this plan is left out")
+        return None
+    except ValueError:
+        problems.append(f"{show_path(path)}: not JSON; this plan is left out")
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("videos"), list):
+        problems.append(f"{show_path(path)}: not a tdvideo plan (no list of videos); left out")
+        return None
+    videos: dict[str, str] = {}
+    bad = 0
+    for entry in record["videos"]:
+        output = _relative_output(entry.get("output")) if isinstance(entry, dict) else None
+        source = entry.get("source") if isinstance(entry, dict) else None
+        if output is None or not isinstance(source, str):
+            bad += 1
+            continue
+        videos[output] = source
+    unreadable: dict[str, str] = {}
+    for entry in record.get("unreadable") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("reason"), str):
+            unreadable[entry["path"]] = entry["reason"]
+        else:
+            bad += 1
+    if bad:
+        problems.append(f"{show_path(path)}: {bad} entr{'y' if bad == 1 else 'ies'} without a source and an output inside the folder; left out")
+    created = record.get("created")
+    inputs = record.get("inputs")
+    key = record.get("inputs_key")
+    return Plan(
+        path=path,
+        format=str(record.get("format")),
+        created=float(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else None,
+        inputs=[str(i) for i in inputs] if isinstance(inputs, list) else [],
+        inputs_key=key if isinstance(key, str) else f"plan:{path.name}",  # unknown inputs: a group of its own
+        videos=videos,
+        unreadable=unreadable,
+    )
+
+
+class FailuresLog:
+    """A process's failures journal: one JSON line per failed input, appended, never erased."""
+
+    def __init__(self, path: Path, *, out: Path | None = None) -> None:
+        self.path = path
+        self.out = out
+
+    def check(self) -> None:
+        """A :class:`UsageError` before any work when the log is there but no regular file
+        (a folder, a FIFO, a link): failures could not be recorded."""
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"the failures log {show_path(self.path)} is a {file_kind(mode)}, not a regular file; failures could not be recorded")
+
+    def append(self, path: Path, error_type: str | None, message: str | None, *, output: Path | None = None) -> None:
+        record: dict[str, Any] = {"path": str(path), "error_type": error_type, "message": message, "time": time.time()}
+        if output is not None and self.out is not None:
+            record["output"] = output.relative_to(self.out).as_posix()
+        line = json.dumps(record) + "\n"
+        try:
+            # O_APPEND: lines of processes sharing a log never overwrite each other; O_NOFOLLOW
+            # and the type check: never written through a link or into a FIFO.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OutputError(f"cannot write {show_path(self.path)}: a {file_kind(mode)}, not a regular file")
+            os.write(fd, line.encode())
+        except OSError as exc:
+            raise self._error(exc) from exc
+        finally:
+            os.close(fd)
+
+    def _error(self, exc: OSError) -> OutputError:
+        stopped = "; stopped" if exc.errno in FATAL_WRITE_ERRORS else ""
+        return OutputError(f"cannot write {show_path(self.path)}: {exc.strerror or exc}{stopped}")
+
+
+def _failure_lines(path: Path, root: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
+    """The failure records of one log, in file order; lines that are not records are counted."""
+    try:
+        fh = open_regular(path, root=root)
+    except OutputError as exc:
+        problems.append(f"{exc}; its failures are left out")
+        return
+    bad = 0
+    with fh:
+        for line in iter(lambda: fh.readline(MAX_FAILURE_LINE + 1), b""):
+            try:
+                record = json.loads(line) if len(line) <= MAX_FAILURE_LINE else None
+            except ValueError:
+                record = None
+            if not line.endswith(b"\n") and record is None:
+                continue  # the last line, cut short by a kill: not a record, and not damage
+            if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+                bad += 1
+                continue
+            yield record
+    if bad:
+        problems.append(f"{show_path(path)}: {bad} line(s) that are not failure records; left out")
+
+
+@dataclass
+class RunRecords:
+    """Every plan and every failure record of an output folder, and what could not be read."""
+
+    plans: list[Plan] = field(default_factory=list)
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)  # the last failure of each source path
+    problems: list[str] = field(default_factory=list)
+
+
+def read_records(out: Path) -> RunRecords:
+    """The plans and failures under ``out`` (:class:`UsageError` when ``out`` is no folder)."""
+    if not out.is_dir():
+        raise UsageError(f"{show_path(out)}: not a folder")
+    records = RunRecords()
+    folder = plan_folder(out)
+    paths = sorted(folder.glob("*.json")) if folder.is_dir() and not folder.is_symlink() else []
+    old = out / RUN_DIR / "plan.json"  # the one plan tdvideo kept before plans were added up
+    if os.path.lexists(old):
+        paths.append(old)
+    for path in paths:
+        plan = _read_plan(path, out, records.problems)
+        if plan is not None:
+            records.plans.append(plan)
+    for path in sorted(out.glob("failures*.jsonl")):
+        for record in _failure_lines(path, out, records.problems):
+            earlier = records.failures.get(record["path"])
+            if earlier is None or _when(record) >= _when(earlier):
+                records.failures[record["path"]] = record
+    return records
+
+
+def _when(record: dict[str, Any]) -> float:
+    value = record.get("time")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
