@@ -417,8 +417,10 @@ def show(
 
     try:
         path = plot(features, output)
-    except TdvideoError as exc:
+    except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
+    except TdvideoError as exc:  # a damaged or hostile output, a PNG that cannot be written
+        raise _fail(str(exc), EXIT_FAILED) from None
     typer.echo(str(path))
 
 

@@ -12,122 +12,346 @@
 Spatial maps are averaged over their positions and clip windows over their frames before
 any of this. :func:`similarity`, :func:`changes` and :func:`peaks` are the numbers the
 picture shows. matplotlib comes with the ``tdvideo[plot]`` extra.
+
+Any output, however long: past :data:`MAX_BINS` steps, consecutive steps are pooled into
+at most that many bins (each the mean of its steps) for the matrix and the timeline, and
+the change curve, computed on every step, shows each bin's largest change, so a cut is
+never averaged away; the cuts are found on every step. The picture says when steps were
+pooled. Steps holding NaN or inf are left out of every number and marked in the picture.
+Thumbnails are decoded by seeking to their times, not by decoding the whole source.
 """
 
 from __future__ import annotations
 
+import math
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import UsageError, VideoError, show_path
-from .writers import Features, load
+from ._files import Leftovers, publish
+from .errors import OutputError, UsageError, VideoError, first_line, show_path
+from .writers import FORMATS, Features, load
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["changes", "describe", "peaks", "plot", "similarity", "vectors"]
 
 THUMBNAILS = 6
+# The matrix is drawn about 650 pixels a side, fewer than this; its memory grows with bins²
+# (drawing it takes matplotlib about 75 MB at 1000 bins, 165 MB at 1500).
+MAX_BINS = 1000
+# Rows are worked on in blocks of about this many bytes (as float64), so that no
+# temporary grows with the video's length.
+BLOCK_BYTES = 8 * 2**20
+# The colour range of the matrix spans at least this much below 1: a 4e-5 spread of
+# near-identical features is shown as the near-uniform brightness it is, not as structure.
+SIMILARITY_SPAN = 0.01
+# A principal component reaches full colour at this fraction of the rows' mean norm (or at
+# the largest component, when larger): variation far below it stays near grey.
+COLOUR_SPREAD = 0.1
+BAD_COLOUR = "tab:cyan"  # steps that hold NaN or inf: not a colour of magma
+DPI = 80
+# What names an output file rather than being part of the output's own name.
+OUTPUT_SUFFIXES = frozenset({".json", *(f".{fmt}" for fmt in FORMATS)})
 
 
 def vectors(features: Features) -> tuple[np.ndarray, np.ndarray]:
     """One vector per timestep ``(T, D)`` and its time in seconds ``(T,)``: spatial maps
     averaged over their positions, tokens over the sequence, clip windows over their frames
-    (time: the window's middle)."""
-    array = np.asarray(features.array, dtype=np.float64)
+    (time: the window's middle). float64 features stay float64, others become float32:
+    a copy in float64 would double the memory a long output takes."""
+    array = np.asarray(features.array)
+    array = array if array.dtype == np.float64 else array.astype(np.float32, copy=False)
     times = np.asarray(features.timestamps, dtype=np.float64)
+    if times.ndim not in (1, 2) or len(times) != len(array):
+        raise UsageError(f"{len(array)} rows of features with timestamps of shape {list(times.shape)}: expected one time per row")
     if times.ndim == 2:  # clip windows: a window's time is its middle
-        if features.metadata.get("features_per") != "window":
+        if features.metadata.get("features_per") != "window" and array.ndim > 2:
             array = array.mean(axis=1)  # per-frame features in a window: their mean
         times = times.mean(axis=1)
-    if array.ndim == 3:  # tokens (N, D): their mean
+    if array.ndim == 1:  # one number a step
+        array = array[:, None]
+    elif array.ndim == 3:  # tokens (N, D): their mean
         array = array.mean(axis=1)
     elif array.ndim > 3:  # a map (C, H, W ...): the mean over its positions
         array = array.reshape(len(array), array.shape[1], -1).mean(axis=2)
     return array, times
 
 
+def _block_rows(x: np.ndarray) -> int:
+    return max(1, BLOCK_BYTES // (8 * max(1, x.shape[1])))
+
+
+def _unit(block: np.ndarray) -> np.ndarray:
+    """Rows of ``block`` as float64 unit vectors: zero rows stay zero, rows holding NaN or
+    inf become NaN. Each row is first divided by its largest value, so that no square
+    overflows."""
+    rows = block.astype(np.float64)
+    bad = ~np.isfinite(rows).all(axis=1)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        rows[bad] = np.nan
+        scale = np.abs(rows).max(axis=1, keepdims=True, initial=0.0)
+        rows /= np.where(scale > 0, scale, 1.0)
+        norm = np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+        rows /= np.where(norm > 0, norm, 1.0)
+    return rows
+
+
 def similarity(x: np.ndarray) -> np.ndarray:
-    """Cosine similarity of every pair of rows of ``x`` ``(T, D)``: ``(T, T)`` in [-1, 1]."""
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """Cosine similarity of every pair of rows of ``x`` ``(T, D)``: ``(T, T)`` in [-1, 1]
+    (NaN for a row holding NaN or inf). Memory grows with T²: :func:`plot` passes at most
+    :data:`MAX_BINS` rows."""
+    unit = _unit(np.asarray(x))
     return np.clip(unit @ unit.T, -1.0, 1.0)
 
 
 def changes(x: np.ndarray) -> np.ndarray:
-    """``1 - cos(x[t], x[t + 1])`` for each step: ``(T - 1,)``, 0 for identical rows."""
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return 1.0 - np.clip((unit[1:] * unit[:-1]).sum(axis=1), -1.0, 1.0)
+    """``1 - cos(x[t], x[t + 1])`` for each step: ``(T - 1,)``, 0 for identical rows, NaN
+    next to a row holding NaN or inf. Computed a block of rows at a time: memory beyond
+    the result does not grow with T."""
+    x = np.asarray(x)
+    out = np.empty(max(len(x) - 1, 0), dtype=np.float64)
+    rows = _block_rows(x)
+    for a in range(0, len(out), rows):
+        b = min(len(x), a + rows + 1)  # one row of overlap: the step from block to block
+        unit = _unit(x[a:b])
+        out[a : b - 1] = 1.0 - np.clip(np.einsum("ij,ij->i", unit[1:], unit[:-1]), -1.0, 1.0)
+    return out
 
 
 def peaks(change: np.ndarray, *, factor: float = 4.0, floor: float = 0.01) -> np.ndarray:
     """Steps whose change stands out, the largest of their neighbours: above ``factor`` times
     the median change, a tenth of the largest, and ``floor`` (a cosine of 0.99 is no cut).
-    Indices into ``change``."""
-    if len(change) == 0:
+    Indices into ``change``; NaN steps (next to rows holding NaN or inf) are none."""
+    change = np.asarray(change, dtype=np.float64)
+    known = np.isfinite(change)
+    if not known.any():
         return np.zeros(0, dtype=int)
-    level = max(factor * float(np.median(change)), 0.1 * float(change.max()), floor)
-    padded = np.concatenate([[-np.inf], change, [-np.inf]])
-    local = (change >= padded[:-2]) & (change > padded[2:])
-    return np.flatnonzero(local & (change > level))
+    level = max(factor * float(np.median(change[known])), 0.1 * float(change[known].max()), floor)
+    filled = np.where(known, change, -np.inf)  # a step beside a gap can still be a peak
+    padded = np.concatenate([[-np.inf], filled, [-np.inf]])
+    local = (filled >= padded[:-2]) & (filled > padded[2:])
+    return np.flatnonzero(local & (filled > level))
+
+
+def _finite_rows(x: np.ndarray) -> np.ndarray:
+    """Which rows hold only finite numbers, a block at a time."""
+    finite = np.empty(len(x), dtype=bool)
+    rows = _block_rows(x)
+    for a in range(0, len(x), rows):
+        finite[a : a + rows] = np.isfinite(x[a : a + rows]).all(axis=1)
+    return finite
+
+
+def _bin_sums(values: np.ndarray, per: int) -> np.ndarray:
+    """Sums of ``values`` over consecutive bins of ``per`` (the last may be shorter)."""
+    return np.add.reduceat(values, np.arange(0, len(values), per), axis=0)
+
+
+def _pool(x: np.ndarray, finite: np.ndarray, per: int) -> np.ndarray:
+    """Means of consecutive bins of ``per`` rows (in float64), over their finite rows; NaN
+    for a bin with none. Read a block at a time, however long ``x`` is."""
+    bins = -(-len(x) // per)
+    sums = np.zeros((bins, x.shape[1]))
+    counts = np.zeros(bins)
+    rows = _block_rows(x)
+    for a in range(0, len(x), rows):
+        b = min(len(x), a + rows)
+        block = x[a:b].astype(np.float64)
+        ok = finite[a:b]
+        block[~ok] = 0.0
+        first, last = a // per, (b - 1) // per
+        starts = np.arange(first, last + 1) * per - a
+        starts[0] = 0  # a block may begin inside a bin
+        sums[first : last + 1] += np.add.reduceat(block, starts, axis=0)
+        counts[first : last + 1] += np.add.reduceat(ok.astype(np.float64), starts)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    means[~np.isfinite(means).all(axis=1)] = np.nan
+    return means
 
 
 def _principal_colours(x: np.ndarray) -> np.ndarray:
-    """Each row's first three principal components, scaled to [0, 1] RGB."""
-    centred = x - x.mean(axis=0)
-    if len(x) < 2 or not np.any(centred):
-        return np.full((len(x), 3), 0.5)
+    """Each row's first three principal components as RGB around mid-grey, all three on one
+    scale: the largest component, or :data:`COLOUR_SPREAD` of the rows' mean norm when that
+    is larger. So three scenes are three colours, while noise on nearly constant features
+    stays near grey. Rows holding NaN get :data:`BAD_COLOUR`."""
+    from matplotlib.colors import to_rgb
+
+    colours = np.full((len(x), 3), 0.5)
+    good = np.isfinite(x).all(axis=1)
+    colours[~good] = to_rgb(BAD_COLOUR)
+    rows = x[good].astype(np.float64)
+    if len(rows) < 2:
+        return colours
+    top = np.abs(rows).max()
+    if top > 0:
+        rows /= top  # no overflow in the squares; the colours do not depend on the scale
+    centred = rows - rows.mean(axis=0)
+    if not np.any(centred):
+        return colours
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     pcs = centred @ vt[:3].T
     pcs = np.pad(pcs, ((0, 0), (0, 3 - pcs.shape[1])))
-    low, high = pcs.min(axis=0), pcs.max(axis=0)
-    return (pcs - low) / np.where(high > low, high - low, 1.0)
+    spread = max(float(np.abs(pcs).max()), COLOUR_SPREAD * float(np.linalg.norm(rows, axis=1).mean()))
+    colours[good] = 0.5 + 0.5 * pcs / spread
+    return colours
 
 
 def _thumbnails(source: str | None, times: np.ndarray) -> tuple[list[tuple[float, np.ndarray]], str | None]:
-    """Frames of the source near a few of ``times``, or why there are none."""
-    from .video import read_video
-
+    """Frames of the source at a few of ``times`` (each the last frame shown at its time),
+    or why there are none. One pass that seeks from one time to the next, so a long
+    source is not decoded whole; NumPy frames, so torch (half a gigabyte) is not imported."""
     if not source or not Path(source).is_file():
         return [], f"source not found ({show_path(source or '?')}): no thumbnails"
-    wanted = np.linspace(times[0], times[-1], min(THUMBNAILS, len(times))) if len(times) else []
+    from .sampling import MAX_FPS, Sampling
+    from .video import ReadOptions, read_chunks
+
+    first, last = float(times.min()), float(times.max())
+    count = min(THUMBNAILS, len(times)) if (last - first) * MAX_FPS > THUMBNAILS else 1
+    frames: list[tuple[float, np.ndarray]] = []
     try:
-        clip = read_video(source, size=96)
-    except VideoError as exc:
-        return [], f"source unreadable ({exc}): no thumbnails"
-    stamps = np.asarray(clip.timestamps)
-    frames = clip.frames.permute(0, 2, 3, 1).numpy()
-    return [(float(stamps[i]), frames[i]) for i in (int(np.abs(stamps - t).argmin()) for t in wanted)], None
+        if count > 1:
+            step = (last - first) / (count - 1)
+            sampling = Sampling(fps=1 / step, start=first if first > 0 else None, end=last + step / 2)
+        else:
+            sampling = Sampling(start=first if first > 0 else None)
+        with closing(read_chunks(source, ReadOptions(sampling=sampling, size=96, chunk_frames=1))) as chunks:
+            for chunk in chunks:
+                frames += zip(chunk.timestamps.tolist(), chunk.frames)
+                if len(frames) >= count:
+                    break
+    except (VideoError, UsageError) as exc:  # shown in the picture, in the thumbnails' place
+        return [], f"source unreadable ({first_line(exc)}): no thumbnails"
+    return frames[:count], None
+
+
+@dataclass
+class _Picture:
+    """What the picture draws: every step's changes and cuts, the matrix and timeline of bins."""
+
+    steps: int
+    span: tuple[float, float]  # the first step's time and the last's
+    per: int  # steps a bin (1: not pooled)
+    bins: np.ndarray  # (B, D) float64: bin means, NaN for bins of no finite step
+    bin_times: np.ndarray  # (B,)
+    bad_bins: np.ndarray  # (B,) bool: a bin holding a step with NaN or inf
+    bad_steps: int
+    change: np.ndarray  # (T - 1,) every step
+    mid: np.ndarray  # (T - 1,) the time of each change
+    cuts: np.ndarray  # indices into change
+
+
+def _measure(x: np.ndarray, times: np.ndarray) -> _Picture:
+    finite = _finite_rows(x)
+    per = max(1, math.ceil(len(x) / MAX_BINS))
+    sizes = _bin_sums(np.ones(len(x)), per)
+    change = changes(x)
+    return _Picture(
+        steps=len(x),
+        span=(float(times[0]), float(times[-1])),
+        per=per,
+        bins=_pool(x, finite, per),
+        bin_times=_bin_sums(times, per) / sizes,
+        bad_bins=_bin_sums((~finite).astype(np.float64), per) > 0,
+        bad_steps=int((~finite).sum()),
+        change=change,
+        mid=(times[1:] + times[:-1]) / 2,
+        cuts=peaks(change),
+    )
+
+
+def _output_beside(where: Path) -> Path:
+    """``<name>.png`` beside an output: only an output file's own suffix is dropped, so
+    ``clip.v1`` and ``clip.v2`` get ``clip.v1.png`` and ``clip.v2.png``."""
+    base = where.with_suffix("") if where.suffix in OUTPUT_SUFFIXES else where
+    return base.with_name(base.name + ".png")
+
+
+def _check_folder(output: Path) -> None:
+    folder = output.parent
+    if not folder.is_dir():
+        why = f"{show_path(folder)} is not a folder" if folder.exists() else f"no folder {show_path(folder)} to write it in"
+        raise UsageError(f"{show_path(output)}: {why}")
+
+
+def _save(fig: Figure, output: Path) -> None:
+    """Write the PNG through a temporary renamed into place: a kill leaves the old picture
+    (or none), and a link or a FIFO under the name is refused, not written through."""
+    try:
+        Leftovers().remove(output.parent, [output.name])  # temporaries of killed runs of show
+        publish(output, lambda fh: fig.savefig(fh, format="png", dpi=DPI))
+    except OSError as exc:  # a full disk, a read-only folder: the file, then why
+        raise OutputError(f"{show_path(output)}: cannot be written ({exc.strerror or first_line(exc)})") from None
 
 
 def plot(features: Features | str | Path, output: str | Path | None = None) -> Path:
     """Draw ``features`` (or the output at that path) to a PNG; return its path (default:
-    beside the features, ``<name>.png``)."""
-    try:
-        import matplotlib
+    beside the features, ``<name>.png``: ``OUT/clip.v1`` gets ``OUT/clip.v1.png``).
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    Memory and time stay bounded however long the output (see the module's docstring).
+    The PNG is written to a temporary and renamed into place.
+
+    Raises:
+        UsageError: no matplotlib, no folder for the PNG, nothing to draw.
+        OutputError: a damaged output (see :func:`~tdvideo.load`; timestamps of NaN), a
+            PNG name that is a link, a FIFO or a folder, or a PNG that cannot be written.
+    """
+    try:
+        # A Figure of its own, not pyplot: no backend is switched and no global figure kept
+        # for a caller (a notebook) that has its own.
+        import matplotlib  # first: a missing package fails here even if a submodule is cached
+        import matplotlib.figure
     except ImportError:
         raise UsageError("tdvideo show needs matplotlib: pip install 'tdvideo[plot]'") from None
-    where: Path | None = None
-    if not isinstance(features, Features):
-        where = Path(features)
-        features = load(where)
-    if output is None:
-        if where is None:
-            raise UsageError("plot(features) of features in memory needs output=PATH")
-        output = where.with_suffix("").with_suffix(".png") if where.suffix else where.with_suffix(".png")
+    where = None if isinstance(features, Features) else Path(features)
+    if output is not None:
+        output = Path(output)
+        _check_folder(output)  # a slip in the name is told before loading what may be gigabytes
+    elif where is not None:
+        output = _output_beside(where)
+    else:
+        raise UsageError("plot(features) of features in memory needs output=PATH")
+    features = features if isinstance(features, Features) else load(Path(features))
     x, times = vectors(features)
-    if len(x) == 0:
-        raise UsageError("no timesteps to draw")
-    sim = similarity(x)
-    change = changes(x)
-    cuts = peaks(change)
-    source = (features.metadata.get("source") or {}).get("path")
+    if len(x) == 0 or x.shape[1] == 0:
+        raise UsageError(f"{show_path(where or 'features')}: nothing to draw ({x.shape[0]} steps of {x.shape[1]} numbers)")
+    if not np.isfinite(times).all():
+        raise OutputError(f"{show_path(where or 'features')}: timestamps hold NaN or inf; nothing to draw them against")
+    picture = _measure(x, times)
+    source = _text(features.metadata.get("source"), "path")
     thumbs, note = _thumbnails(source, times)
+    fig = matplotlib.figure.Figure(figsize=(10, 11), layout="constrained")
+    _draw(fig, picture, thumbs, note, title=_title(features, picture, x.shape[1], source))
+    _save(fig, output)
+    return output
 
-    fig = plt.figure(figsize=(10, 11), constrained_layout=True)
+
+def _text(record: object, key: str) -> str | None:
+    """``record[key]`` when the metadata holds a string there: metadata is a stranger's file."""
+    value = record.get(key) if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _title(features: Features, picture: _Picture, dims: int, source: str | None) -> str:
+    model = str(features.metadata.get("model", "?"))[:60]
+    lines = [f"{Path(source).name if source else 'features'}: {model}, {picture.steps:,} steps, {dims}-d"]
+    if picture.per > 1:
+        lines.append(f"{picture.steps:,} steps pooled into {len(picture.bins):,} bins of {picture.per:,}")
+    if picture.bad_steps:
+        lines.append(f"{picture.bad_steps:,} of {picture.steps:,} steps hold NaN or inf: left out, marked cyan")
+    return "\n".join(lines)
+
+
+def _draw(fig: Figure, p: _Picture, thumbs: list[tuple[float, np.ndarray]], note: str | None, *, title: str) -> None:
+    from matplotlib import colormaps
+    from matplotlib.ticker import StrMethodFormatter
+
     grid = fig.add_gridspec(4, max(1, THUMBNAILS), height_ratios=[1.1, 5, 0.6, 1.6])
-    title = f"{Path(source).name if source else 'features'}: {features.metadata.get('model', '?')}, {len(x)} steps, {x.shape[1]}-d"
     fig.suptitle(title)
     for i, (t, frame) in enumerate(thumbs):
         ax = fig.add_subplot(grid[0, i])
@@ -138,36 +362,69 @@ def plot(features: Features | str | Path, output: str | Path | None = None) -> P
         ax = fig.add_subplot(grid[0, :])
         ax.axis("off")
         ax.text(0.5, 0.5, note, fontsize=9, ha="center", va="center")
-    span = (float(times[0]), float(times[-1]) if len(times) > 1 else float(times[0]) + 1.0)
+    start, end = p.span
+    span = (start, end) if end > start else (start - 0.5, start + 0.5)  # one step, or one time for all
+
+    sim = similarity(p.bins)
+    pooled = f" of bins of {p.per:,} steps" if p.per > 1 else ""
     ax = fig.add_subplot(grid[1, :])
-    low = float(sim.min())  # the scale spans what is there: near-identical features still show their structure
-    image = ax.imshow(sim, cmap="magma", vmin=low if low < 1.0 else 0.0, vmax=1.0, extent=(*span, span[1], span[0]), aspect="auto")
-    ax.set_title("cosine self-similarity")
+    low = float(np.nanmin(sim)) if np.isfinite(sim).any() else 0.0
+    vmin = min(low, 1.0 - SIMILARITY_SPAN)  # what is there, but never a spread of noise stretched over the map
+    cmap = colormaps["magma"].with_extremes(bad=BAD_COLOUR)
+    image = ax.imshow(sim, cmap=cmap, vmin=vmin, vmax=1.0, extent=(*span, span[1], span[0]), aspect="auto")
+    ax.set_title(f"cosine self-similarity{pooled}")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("time (s)")
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.ticklabel_format(useOffset=False)
+    decimals = max(1, math.ceil(-math.log10(1.0 - vmin)) + 1)
+    fig.colorbar(image, ax=ax, shrink=0.8, format=StrMethodFormatter(f"{{x:.{decimals}f}}"))  # real values, no offset
+
     ax = fig.add_subplot(grid[2, :])
-    ax.imshow(_principal_colours(x)[None], aspect="auto", extent=(*span, 0, 1))
+    ax.imshow(_principal_colours(p.bins)[None], aspect="auto", extent=(*span, 0, 1), interpolation="nearest")
     ax.set_yticks([])
-    ax.set_title("first three principal components as RGB", fontsize=9)
+    ax.set_title(f"first three principal components{pooled} as RGB (grey: no variation)", fontsize=9)
+
     ax = fig.add_subplot(grid[3, :])
-    mid = (times[1:] + times[:-1]) / 2
-    ax.plot(mid, change, lw=1)
-    ax.plot(mid[cuts], change[cuts], "rv", label=f"{len(cuts)} likely cuts")
+    if p.per == 1:
+        ax.plot(p.mid, p.change, lw=1)
+        cuts = p.cuts
+    else:  # each bin's largest change: a cut shows at full height, however many steps a bin holds
+        starts = np.arange(0, len(p.change), p.per)
+        with np.errstate(invalid="ignore"):
+            ax.plot(
+                np.add.reduceat(p.mid, starts) / np.diff(np.append(starts, len(p.change))),
+                np.fmax.reduceat(p.change, starts),
+                lw=1,
+            )
+        # One marker a bin (its largest cut): the count in the legend is every cut.
+        order = p.cuts[np.argsort(-p.change[p.cuts], kind="stable")]
+        _, first = np.unique(order // p.per, return_index=True)
+        cuts = np.sort(order[first])
+    ax.plot(p.mid[cuts], p.change[cuts], "rv", label=f"{len(p.cuts):,} likely cuts")
+    if p.bad_steps:
+        ax.fill_between(
+            p.bin_times,
+            0,
+            1,
+            where=p.bad_bins,
+            step="mid",
+            color=BAD_COLOUR,
+            alpha=0.4,
+            transform=ax.get_xaxis_transform(),
+            label="NaN or inf",
+        )
     ax.set_xlim(*span)
+    ax.ticklabel_format(useOffset=False)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("1 - cos")
-    ax.set_title("change from one step to the next")
+    ax.set_title("change from one step to the next" + (f" (the largest of each {p.per:,})" if p.per > 1 else ""))
     ax.legend(loc="upper right", fontsize=8)
-    output = Path(output)
-    fig.savefig(output, dpi=80)
-    plt.close(fig)
-    return output
 
 
 def describe(features: Features) -> dict[str, Any]:
-    """The numbers the picture shows, for a script: the cut times among them."""
+    """The numbers the picture shows, for a script: the cut times among them (found on
+    every step, however long the output), and how many steps hold NaN or inf."""
     x, times = vectors(features)
     change = changes(x)
     mid = (times[1:] + times[:-1]) / 2
-    return {"steps": len(x), "cuts": [float(mid[i]) for i in peaks(change)]}
+    return {"steps": len(x), "cuts": [float(mid[i]) for i in peaks(change)], "non_finite": int((~_finite_rows(x)).sum())}
