@@ -16,6 +16,7 @@ is written); ``on_damaged="skip"`` leaves it out and goes on.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from collections.abc import Iterator
@@ -172,7 +173,7 @@ def export_parquet(out: str | Path, target: str | Path, *, on_damaged: OnDamaged
             name, features = item
             array = np.asarray(features.array, dtype=np.float32)
             steps = len(array)
-            flat = array.reshape(steps, -1)
+            flat = array.reshape(steps, math.prod(array.shape[1:]))  # -1 cannot say it for zero rows
             if size is None:
                 size = flat.shape[1]
                 schema = pa.schema(
@@ -182,7 +183,8 @@ def export_parquet(out: str | Path, target: str | Path, *, on_damaged: OnDamaged
                 writer = pq.ParquetWriter(str(tmp[0]), schema)
             elif flat.shape[1] != size:
                 raise UsageError(f"{name}: features of size {flat.shape[1]}, but earlier videos have {size}; export one model's outputs at a time")
-            times = np.asarray(features.timestamps, dtype=np.float64).reshape(steps, -1)[:, 0]
+            stamps = np.asarray(features.timestamps, dtype=np.float64)
+            times = stamps.reshape(steps, math.prod(stamps.shape[1:]))[:, 0] if steps else np.zeros(0)
             feature = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=pa.float32()), size)
             table = pa.table({"video": pa.array([name] * steps, pa.string()), "timestamp": times, "feature": feature}, schema=schema)
             writer.write_table(table)  # one row group per video

@@ -346,7 +346,9 @@ def load(path: str | Path, *, root: str | Path | None = None) -> Features:
                 raise OutputError(f"{show_path(metadata_path(base))}: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     except OutputError:
         raise
-    except (ValueError, TypeError, KeyError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError) as exc:
+    except pickle.UnpicklingError:
+        raise OutputError(f"{show_path(target)}: refused: its pickle holds more than tensors (it could run code; nothing in it has run)") from None
+    except (ValueError, TypeError, KeyError, EOFError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
         raise OutputError(f"{show_path(target)}: damaged or not a tdvideo {fmt} output ({first_line(exc)})") from None
     # One row per timestamp; a video model's row is a window, with a row of timestamps.
     rows = times.shape[:1] if meta.get("features_per") == "window" else times.shape
