@@ -119,7 +119,7 @@ def _setting_option(f: dataclasses.Field[Any]) -> tuple[Any, typer.models.Option
         shown = flags[0].split("/")[1 if not f.default else 0].lstrip("-") if "/" in flags[0] else str(f.default)
     else:
         shown = str(f.default)
-    common: dict[str, Any] = {"help": spec.help, "show_default": shown, "rich_help_panel": spec.group}
+    common: dict[str, Any] = {"help": _plain_text(spec.help), "show_default": shown, "rich_help_panel": spec.group}
     if spec.choices is not None:
         return Optional[Literal[spec.choices]], typer.Option(*flags, **common)
     if spec.repeat:
@@ -128,6 +128,12 @@ def _setting_option(f: dataclasses.Field[Any]) -> tuple[Any, typer.models.Option
         return Optional[bool], typer.Option(*flags, metavar=_FLAG, **common)
     kind = str if spec.parse is not None else float if float in spec.toml else int if int in spec.toml else str
     return Optional[kind], typer.Option(*flags, metavar=spec.metavar, **common)
+
+
+def _plain_text(text: str) -> str:
+    """``text`` as --help must print it: square brackets escaped from rich's markup, which
+    would take ``[ray]`` in ``tdvideo[ray]`` for a style and drop it (rich.markup.escape's rule)."""
+    return re.sub(r"(\\*)(\[[a-z#/@][^[]*?])", lambda m: f"{m.group(1)}{m.group(1)}\\{m.group(2)}", text)
 
 
 def _extract(**params: Any) -> None:
@@ -280,7 +286,7 @@ def info(
             return
         width = max(len(k) for k in data)
         for key, value in data.items():
-            typer.echo(f"{key:<{width}}  {value}")
+            typer.echo(f"{key:<{width}}  {_shown(value)}")
         return
     from .extract import discover_videos
 
@@ -304,10 +310,7 @@ def info(
              f"{r['duration']:.2f}" if r["duration"] is not None else "?", str(r["frames"] or "?"), str(r["rotation"]))
             for r in rows
         ]
-        header = ("path", "codec", "size", "fps", "seconds", "frames", "rotation")
-        widths = [max(len(cell) for cell in column) for column in zip(header, *table)]
-        for line in (header, *table):
-            typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+        _echo_table(("path", "codec", "size", "fps", "seconds", "frames", "rotation"), table)
     for line in failed:
         typer.echo(line, err=True)
     if failed:
@@ -359,13 +362,20 @@ def models(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    width = max(20, *(len(row["name"]) for row in rows))
+    table = []
     for row in rows:
         shape = "x".join(str(d) for d in row["feature_shape"]) if row["feature_shape"] is not None else "?"
         if row.get("kind") == "window":
             shape += f" per {row['clip_len']} frames"
-        weights = "needs weights" if row["needs_weights"] else "no weights"
-        typer.echo(f"{row['name']:<{width}} {shape:<12} {weights:<14} {row['description']}")
+        table.append((row["name"], shape, "needs weights" if row["needs_weights"] else "no weights", row["description"]))
+    _echo_table(("name", "features", "weights", "description"), table)
+
+
+def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Rows under a header, each column as wide as its widest cell."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for line in (header, *rows):
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
 
 
 @app.command(cls=_Command)
@@ -400,6 +410,21 @@ def status(
         )
     if not report.complete:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _shown(value: object) -> str:
+    """A probe's value as ``info`` prints it: numbers to 6 significant digits (a keyframe
+    interval of 1.0000000000000002 is 1), video streams one short phrase each."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        return "; ".join(
+            f"#{v.get('index')} {v.get('codec')} {v.get('width')}x{v.get('height')}"
+            + (f" {v['fps']:.6g} fps" if isinstance(v.get("fps"), float) else "")
+            + (f" {v['frames']} frames" if v.get("frames") else "")
+            for v in value
+        )
+    return show_path(str(value)) if isinstance(value, str) else str(value)
 
 
 def _one_line(text: object) -> str:

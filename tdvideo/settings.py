@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 from ._types import Balance, Engine, Format, FpsRows, Interpolation, OnError, OutputDType, Pool, Precision, Size
 from .errors import UsageError, show_path
-from .sampling import MAX_SECONDS, Sampling
+from .sampling import MAX_GRID_FPS, MAX_SECONDS, Sampling
 
 __all__ = ["Settings", "SettingSpec", "load_toml", "parse_size"]
 
@@ -68,6 +68,17 @@ def _positive_int(name: str, value: Any) -> int:
 def _non_negative_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+# More decoder threads than any machine's cores only cost memory: FFmpeg keeps a frame
+# context per thread (100,000 took 4.6 GB and then failed every video).
+MAX_THREADS = 256
+
+
+def _thread_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THREADS:
+        raise UsageError(f"{name} must be an integer in [0, {MAX_THREADS}], got {value!r}")
     return value
 
 
@@ -229,7 +240,9 @@ class Settings:
     workers: int | None = _setting(
         None, "Decoding processes (0: decode in this process).", "Running", (int,), check=_non_negative_int, metavar="N", unset="by input size"
     )
-    threads: int = _setting(0, "FFmpeg threads per video (0: shared out over the cores).", "Running", (int,), check=_non_negative_int, metavar="N")
+    threads: int = _setting(
+        0, f"FFmpeg threads per video (0: shared out over the cores; at most {MAX_THREADS}).", "Running", (int,), check=_thread_count, metavar="N"
+    )
     engine: Engine = _setting(
         "local", "local: this process and its decoding workers; ray: a Ray cluster (pip install 'tdvideo[ray]').", "Running",
         (str,), choices=_choices(Engine),
@@ -262,6 +275,11 @@ class Settings:
         # The sampling settings check each other; a clip_stride without clip_len waits for
         # the model, as a video model brings its own window length.
         self.sampling(clip_len=1 if self.clip_len is None and self.clip_stride is not None else None)
+        if self.fps_rows == "grid" and self.fps is not None and self.fps > MAX_GRID_FPS:
+            raise UsageError(
+                f"fps {self.fps:g} with fps_rows 'grid' would repeat each frame's row thousands of times; "
+                f"a grid takes at most {MAX_GRID_FPS:g} rows a second"
+            )
 
     def sampling(self, *, clip_len: int | None = None) -> Sampling:
         """The sampling settings as a :class:`Sampling`; ``clip_len`` is the window length

@@ -128,6 +128,13 @@ def test_models_lists_shapes_and_weights_need() -> None:
     assert rows["conv2d"]["feature_shape"] == [16, 62, 62]
     text = run("models")
     assert "colorhist" in text.stdout and "thumbnail" in text.stdout
+    # A header, and every column where the header says, window models' longer shapes too.
+    lines = text.stdout.splitlines()
+    assert lines[0].split() == ["name", "features", "weights", "description"]
+    starts = [lines[0].index(word) for word in ("features", "weights", "description")]
+    window = next(line for line in lines if line.startswith("r3d_18 "))
+    assert window[starts[0] :].startswith("512 per 16 frames") and window[starts[1] :].startswith("needs weights")
+    assert all(line[starts[1] - 2 : starts[1]] == "  " for line in lines[1:])
 
 
 def test_spatial_model_writes_t_c_h_w(clips: dict[str, Clip], tmp_path: Path) -> None:
@@ -221,6 +228,8 @@ def test_values_that_can_be_checked_are_usage_errors_before_any_work(clips: dict
         (["--size", "64", "--crop", "100"], "crop 100x100 does not fit in frames resized to short side 64"),
         (["--model", "resnet18", "--weights", "none", "--size", "100"], "crop 224x224 (the model's) does not fit in frames resized to short side 100"),
         (["--batch-size", "0"], "batch_size must be a positive integer"),
+        (["--threads", "100000"], "threads must be an integer in [0, 256], got 100000"),
+        (["--clip-len", "100000"], "clip_len 100000 windows of at least 112x112 frames would take at least 3.5 GiB each"),
     ]
     for options, message in cases:
         result = run("extract", clips["h264"].path, "-o", out, *options)
@@ -397,7 +406,7 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_dry_run_says_what_would_happen_and_writes_nothing(clips: dict[str, Clip], tmp_path: Path) -> None:
+def test_dry_run_says_what_would_happen_and_writes_nothing(clips: dict[str, Clip], audio_only: Path, tmp_path: Path) -> None:
     src = video_tree(tmp_path / "in", {"a.mp4": clips["h264"].path, "b.webm": clips["vp9"].path, "sub/c.avi": clips["mpeg4"].path})
     (src / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
     out = tmp_path / "out"
@@ -409,6 +418,13 @@ def test_dry_run_says_what_would_happen_and_writes_nothing(clips: dict[str, Clip
     ]
     assert result.stderr.strip() == "dry run: 3 to extract, 0 finished (skipped), 1 refused; nothing was written, no model was run"
     assert not out.exists()
+    # Each header is opened: an empty file and one with no video stream are refused, not listed to extract.
+    (src / "empty.mp4").write_bytes(b"")
+    shutil.copy(audio_only, src / "tone.mp4")
+    result = runner.invoke(app, ["extract", str(src), "-o", str(out), "--dry-run"])
+    assert f"refuse   {src / 'empty.mp4'}: " in result.stdout and f"refuse   {src / 'tone.mp4'}: no video stream" in result.stdout
+    (src / "empty.mp4").unlink()
+    (src / "tone.mp4").unlink()
 
     assert runner.invoke(app, ["extract", str(src / "a.mp4"), "-o", str(out), "-q"]).exit_code == 0
     extractor = tdvideo.Extractor()
@@ -493,3 +509,35 @@ def test_help_shows_readable_metavars(command: list[str]) -> None:
     assert result.exit_code == 0, result.output
     text = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)
     assert "--help" in text and "<bool>" not in text and "list[" not in text
+
+
+def test_help_keeps_square_brackets() -> None:
+    """Rich markup took "[ray]" in "pip install 'tdvideo[ray]'" for a style and dropped it."""
+    result = runner.invoke(app, ["extract", "--help"], env={"COLUMNS": "250"})
+    assert "pip install 'tdvideo[ray]'" in result.stdout
+
+
+def test_info_prints_plain_numbers_and_streams(clips: dict[str, Clip]) -> None:
+    result = run("info", clips["h264"].path)
+    fields = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert fields["keyframe_interval"] == "0.48" and fields["fps"] == "25"  # gop 12 at 25 fps, not 0.48000000000000004
+    assert fields["video_streams"] == "#0 h264 96x64 25 fps 60 frames"
+
+
+def test_frame_folders_of_killed_runs_are_removed_by_any_run(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed with -9 leaves its shared-memory folder; the next run removes it, even one
+    that decodes in its own process."""
+    from tdvideo._files import owner_tag
+    from tdvideo.extract import _loader
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host = owner_tag().rsplit("-", 1)[1]
+    dead = tmp_path / f"tdvideo-frames-w{child.pid}-{host}-abcd1234"
+    alive = tmp_path / f"tdvideo-frames-w1-{host}-abcd1234"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "chunk").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(_loader, "_frames_root", lambda: tmp_path)
+    list(tdvideo.Extractor(workers=0).run([clips["one"].path], out=tmp_path / "out", progress=False))
+    assert not dead.exists() and alive.exists()

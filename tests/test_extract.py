@@ -18,7 +18,8 @@ import tdvideo
 from tdvideo import Extractor
 from tdvideo.cli import app
 from tdvideo.errors import NoVideosError, OutputCollisionError, UsageError
-from tdvideo.extract import RunSummary, Shard, discover_videos, plan_outputs, resolve_device
+from tdvideo.extract import RunSummary, Shard, VideoResult, discover_videos, plan_outputs, resolve_device
+from tdvideo.video import read_chunks
 
 from .conftest import Clip, video_tree
 
@@ -367,8 +368,8 @@ def test_the_frames_bar_total_is_the_frames_the_model_will_see(clips: dict[str, 
 
 
 def test_the_frames_bar_gets_its_total_in_the_background(clips: dict[str, Clip], tmp_path: Path) -> None:
-    from tdvideo.extract._report import Recorder
     from tdvideo.extract._records import FailuresLog
+    from tdvideo.extract._report import Recorder
 
     extractor = Extractor(fps=5)
     with Recorder(RunSummary(), FailuresLog(tmp_path / "f.jsonl"), total=2, progress=True) as record:
@@ -377,3 +378,62 @@ def test_the_frames_bar_gets_its_total_in_the_background(clips: dict[str, Clip],
         while record.frames.total != 12 + 40 and time.monotonic() < deadline:  # 2.4 s and 8 s at 5 fps
             time.sleep(0.05)
         assert record.frames.total == 52
+
+
+def test_the_frames_bar_total_is_corrected_as_videos_end(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """A header's estimate is only an estimate (the report's bar ended at 206 of 232): each
+    video that ends puts its real count in place of its estimate."""
+    from tdvideo.extract._records import FailuresLog
+    from tdvideo.extract._report import Recorder
+
+    first, second = clips["h264"].path, clips["long_gop"].path
+    with Recorder(RunSummary(), FailuresLog(tmp_path / "f.jsonl"), total=2, progress=True) as record:
+        record.estimate_frames([first, second], lambda path: 100)  # both overestimated
+        deadline = time.monotonic() + 20
+        while record.frames.total != 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        record(VideoResult(first, None, "done", frames=60))
+        assert record.frames.total == 160
+        record(VideoResult(second, None, "failed", error="x"))
+        assert record.frames.total == 60
+
+
+def test_rows_on_a_grid_are_bounded_before_any_work(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A grid repeats rows, so unlike frames its rows are not bounded by the file: too dense a
+    grid is a usage error, and a video whose header promises too many rows fails before it
+    is decoded; one whose frames' times (not its header) do, before a row is made."""
+    from tdvideo.extract import _extractor
+
+    with pytest.raises(UsageError, match=r"fps 1e\+06 with fps_rows 'grid'.*at most 1000 rows a second"):
+        Extractor(fps=1e6, fps_rows="grid")
+    result = CliRunner().invoke(app, ["extract", str(clips["h264"].path), "-o", str(tmp_path / "never"), "--fps", "1e6", "--fps-rows", "grid"])
+    assert result.exit_code == 2 and not (tmp_path / "never").exists()
+
+    monkeypatch.setattr(_extractor, "MAX_GRID_ROWS", 100)  # an 8 s clip at 20 rows a second: 160
+    decoded = []
+    extractor = Extractor(fps=20, fps_rows="grid", workers=0)
+    extractor._decode = lambda path, options: decoded.append(path) or read_chunks(path, options)
+    [result] = extractor.run([clips["long_gop"].path], out=tmp_path / "a", progress=False)  # 200 frames at 25 fps
+    assert result.status == "failed" and result.error_type == "UnsupportedVideoError" and not decoded
+    assert "would be 160 rows (at most 100 on a fixed grid)" in result.error and "(from its header)" in result.error
+    # A raw stream declares no duration: its frames' times tell, after decoding, before any row.
+    monkeypatch.setattr(_extractor, "MAX_GRID_ROWS", 10)
+    [result] = Extractor(fps=20, fps_rows="grid", workers=0).run([clips["nopts"].path], out=tmp_path / "b", progress=False)
+    assert result.status == "failed" and "(at most 10 on a fixed grid)" in result.error and "header" not in result.error
+
+
+def test_running_out_of_memory_fails_that_video_alone(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tdvideo.extract import _extractor
+
+    real = _extractor.write_features
+
+    def write(base, features, **kw):  # write_features, failing for b
+        if base.name == "b":
+            raise MemoryError
+        return real(base, features, **kw)
+
+    monkeypatch.setattr(_extractor, "write_features", write)
+    folder = video_tree(tmp_path / "in", {"a.mp4": clips["h264"].path, "b.mp4": clips["vp9"].path, "c.mp4": clips["mpeg4"].path})
+    results = {r.path.name: r for r in Extractor(workers=0).run([folder], out=tmp_path / "out", progress=False)}
+    assert [results[n].status for n in ("a.mp4", "b.mp4", "c.mp4")] == ["done", "failed", "done"]
+    assert results["b.mp4"].error == "ran out of memory for its features; nothing written"

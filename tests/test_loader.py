@@ -68,7 +68,7 @@ def test_a_dead_worker_costs_only_its_own_video(videos: list[Path]) -> None:
     error = got[3]
     assert isinstance(error, DecoderCrashError) and error.path == str(videos[3])
     assert "died twice (killed by SIGKILL, then killed by SIGKILL)" in str(error)
-    assert not list(_loader._frames_root().glob(f"{_loader._FRAMES_PREFIX}{os.getpid()}-*"))
+    assert not list(_loader._frames_root().glob(f"{_loader._FRAMES_PREFIX}w{os.getpid()}-*"))
 
 
 def test_extractor_records_the_crash_and_goes_on(videos: list[Path], tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +29,7 @@ import numpy as np
 from .._files import check_inside
 from .._system import available_cpus, available_memory
 from .._version import __version__
-from ..errors import OutputCollisionError, OutputError, UnsupportedVideoError, UsageError, VideoOpenError, option, show_path
+from ..errors import OutputCollisionError, OutputError, UnsupportedVideoError, UsageError, VideoError, VideoOpenError, option, show_path
 from ..models._backbone import Backbone, resolve_backbone
 from ..sampling import MAX_GRID_ROWS, expected_rows, grid_count, grid_rows
 from ..settings import Settings
@@ -49,9 +50,9 @@ from ._batcher import Batch, Failure, Restart, batches
 from ._claims import ClaimQueue, Claims
 from ._collect import Collector, take_rows
 from ._inputs import Job, RunPlan, Shard, plan_run, prepare_output
-from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_in_process
+from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_in_process, sweep_frame_folders
 from ._records import FailuresLog, write_plan
-from ._report import DryRun, Recorder, RunSummary, VideoResult
+from ._report import DryRun, Recorder, RunSummary, VideoResult, reason_of
 
 if TYPE_CHECKING:
     from torch import nn
@@ -277,7 +278,8 @@ class Extractor:
     def dry_run(self, inputs: Iterable[str | Path], *, shard: Shard | Literal["auto"] | None = "auto", **run_settings: Any) -> DryRun:
         """What :meth:`run` would do with the same arguments, without doing it: the videos it
         would extract, skip (finished) and refuse, and why it would stop before any work.
-        Writes nothing and runs no model."""
+        Each video's header is opened (a file that is no video, or has no video stream, is
+        refused). Writes nothing and runs no model."""
         try:
             settings, plan = self._plan(inputs, shard, run_settings)
         except OutputCollisionError as exc:
@@ -285,7 +287,10 @@ class Extractor:
         report = DryRun(refused=[(u.path, u.reason) for u in plan.unreadable])
         for job in plan.jobs:
             finished = self._skip(job, settings, None)
-            if finished is None:
+            problem = self._header_problem(job.path) if finished is None else None
+            if problem is not None:
+                report.refused.append((job.path, reason_of(problem)))
+            elif finished is None:
                 report.todo.append(job.path)
             elif finished.status == "skipped":
                 report.skipped.append(job.path)
@@ -314,6 +319,23 @@ class Extractor:
 
         duration, frames, fps = header_counts(path, stream=self.settings.stream)
         return expected_rows(self.sampling, duration=duration, frames=frames, fps=fps)
+
+    def _header_problem(self, path: Path) -> VideoError | None:
+        """Why ``path``'s header alone says it cannot be extracted, or None: it opens no
+        video stream, or its rows on a fixed grid would be over the bound (found here,
+        before it is decoded)."""
+        from ..video._probe import header_counts
+
+        try:
+            duration, _, _ = header_counts(path, stream=self.settings.stream)
+        except VideoError as exc:
+            return exc
+        fps = self.sampling.fps
+        if self.settings.fps_rows == "grid" and fps is not None and duration is not None and math.isfinite(duration):
+            count = grid_count(0.0, 0.0, step=1.0 / fps, end=duration)
+            if count > MAX_GRID_ROWS:
+                return UnsupportedVideoError(path, _too_many_rows(count, 0.0, duration, fps) + " (from its header)")
+        return None
 
     def _on_grid(self, features: Features, path: Path) -> Features:
         """With ``fps_rows="grid"``: one row per grid point, a repeated frame's row copied
@@ -438,7 +460,8 @@ class Extractor:
         except OSError as exc:
             return VideoResult.failure(job.path, VideoOpenError(job.path, f"cannot read: {exc.strerror or exc}"))
         if not finished:
-            return None
+            problem = self._header_problem(job.path) if self.settings.fps_rows == "grid" else None
+            return None if problem is None else VideoResult.failure(job.path, problem)
         log.debug("%s: finished earlier, skipped", show_path(job.path))
         return VideoResult(job.path, array_path(job.base, settings.format), "skipped")
 
@@ -506,6 +529,7 @@ class Extractor:
         """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them
         early. ``paths`` may give None: no video for now (claim mode), ask again."""
         if workers == 0:
+            sweep_frame_folders()  # of killed runs, as a run with workers does when it starts them
             return decode_in_process(paths, self.read_options, self._decode, identify=SourceIdentity.of), None
         # Share the cores out: each worker decodes one video at a time.
         threads = self.settings.threads or max(1, available_cpus() // workers)
@@ -541,13 +565,15 @@ def _batch_bytes(item: Any) -> int:
 
 def _check_geometry(size: Any, crop: Any, clip_len: int | None, settings: Settings) -> None:
     """A crop that fits the resized frame, and clip windows within their memory limit
-    (where the frame size is known before decoding)."""
-    box = crop if crop is not None else size if isinstance(size, tuple) else None
+    (where the frame size, or its least, is known before decoding)."""
+    # A crop or an H x W size is the frame; a short side S makes frames of at least S x S.
+    box = crop if crop is not None else size
     if clip_len is not None and box is not None:
         bh, bw = (box, box) if isinstance(box, int) else box
+        least = "at least " if crop is None and isinstance(size, int) else ""
         if clip_len * bh * bw * 3 > MAX_WINDOW_BYTES:
             raise UsageError(
-                f"clip_len {clip_len} windows of {bh}x{bw} frames would take "
+                f"clip_len {clip_len} windows of {least}{bh}x{bw} frames would take {least}"
                 f"{clip_len * bh * bw * 3 / 2**30:.1f} GiB each (at most {MAX_WINDOW_BYTES / 2**30:.0f} GiB)"
             )
     if crop is None or size is None:

@@ -24,6 +24,7 @@ import logging
 import mmap
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,11 +42,14 @@ from typing import Any
 
 import numpy as np
 
+from .._files import STALE_SECONDS, owner_tag, process_alive
 from .._system import fix_malloc_mmap_threshold, log_to_stderr, signal_name
 from ..errors import DecoderCrashError, VideoError, show_path
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 
-__all__ = ["FLUSH", "Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "decode_in_process", "prefetch"]
+__all__ = [
+    "FLUSH", "Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "decode_in_process", "prefetch", "sweep_frame_folders",
+]
 
 log = logging.getLogger(__package__)  # the public package: its modules are private
 
@@ -285,27 +289,35 @@ _FRAMES_PREFIX = "tdvideo-frames-"
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _remove_stale_frame_dirs(root: Path) -> None:
-    """Frame folders of runs whose process is gone (killed before it could clean up)."""
+_FRAMES_OWNER = re.compile(r"w(\d+)-([0-9a-f]{8})-")
+_FRAMES_PID = re.compile(r"(\d+)-")  # the folders of a tdvideo that did not name its host
+
+
+def sweep_frame_folders(root: Path | None = None) -> None:
+    """Remove the frame folders that runs killed before they could clean up left in
+    shared memory (``root``: where they are made): those of a process of this host that
+    no longer exists, and those of another host (a shared ``/tmp``) older than an hour.
+    Every run does this as it starts, whether or not it starts workers."""
+    root = _frames_root() if root is None else root
     try:
-        entries = list(root.glob(f"{_FRAMES_PREFIX}*"))
+        entries = [e for e in root.iterdir() if e.name.startswith(_FRAMES_PREFIX)]
     except OSError:
         return
+    host = owner_tag().rsplit("-", 1)[1]
     for entry in entries:
-        pid_text = entry.name[len(_FRAMES_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
-            continue
-        shutil.rmtree(entry, onerror=_log_rmtree_error)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        name = entry.name[len(_FRAMES_PREFIX) :]
+        owned, bare = _FRAMES_OWNER.match(name), _FRAMES_PID.match(name)
+        if owned is not None and owned.group(2) == host:
+            gone = not process_alive(int(owned.group(1)))
+        elif owned is not None:
+            try:
+                gone = time.time() - entry.lstat().st_mtime > STALE_SECONDS
+            except FileNotFoundError:
+                continue
+        else:
+            gone = bare is not None and not process_alive(int(bare.group(1)))
+        if gone:
+            shutil.rmtree(entry, onerror=_log_rmtree_error)
 
 
 def _log_rmtree_error(function: Any, path: str, exc_info: Any) -> None:
@@ -523,8 +535,8 @@ class DecodePool:
         if self._frames_dir is not None:
             return
         root = _frames_root()
-        _remove_stale_frame_dirs(root)
-        self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{os.getpid()}-", dir=root))
+        sweep_frame_folders(root)
+        self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{owner_tag()}-", dir=root))
         self._fill()
 
     def _spawn(self) -> _Worker:
