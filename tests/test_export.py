@@ -17,7 +17,7 @@ from .conftest import Clip, video_tree
 pq = pytest.importorskip("pyarrow.parquet")
 
 
-def _equal(table, name: str):  # noqa: ANN001, ANN202
+def _equal(table, name: str):
     import pyarrow.compute as pc
 
     return pc.equal(table["video"], name)
@@ -81,3 +81,34 @@ def test_export_without_pyarrow_says_what_to_install(out: Path, tmp_path: Path, 
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     result = runner.invoke(app, ["export", str(out), "--to", str(tmp_path / "f.parquet")])
     assert result.exit_code == 2 and "pip install 'tdvideo[parquet]'" in result.stderr
+
+
+def test_a_killed_export_leaves_nothing_the_next_one_does_not_remove(out: Path, tmp_path: Path) -> None:
+    """Killed part-way (here at its first rename), an export leaves temporaries; the next
+    export of the same target removes them, and a target that is a link is not written through."""
+    import os
+    import subprocess
+    import textwrap
+
+    target = tmp_path / "t" / "f.parquet"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        import tdvideo
+        tdvideo.export_parquet({str(out)!r}, {str(target)!r})
+        """
+    )
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert killed.returncode == -9, killed.stderr
+    assert len(list(target.parent.glob(".f.*parquet*.tmp"))) == 2 and not target.exists()
+    report = tdvideo.export_parquet(out, target)
+    assert (report.videos, report.rows) == (3, 91)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.parquet", "f.videos.parquet"]
+    elsewhere = tmp_path / "elsewhere.parquet"
+    elsewhere.write_bytes(b"keep")
+    target.unlink()
+    os.symlink(elsewhere, target)
+    result = runner.invoke(app, ["export", str(out), "--to", str(target)])
+    assert result.exit_code == 1 and "a symbolic link, not a regular file; not replaced" in result.stderr
+    assert elsewhere.read_bytes() == b"keep"

@@ -281,3 +281,30 @@ def test_leftovers_are_found_with_one_listing_per_folder(tmp_path: Path, monkeyp
     removed = [path for i in range(3) for path in temporaries.remove(tmp_path / f"v{i}")]
     assert removed == leftovers and not any(p.exists() for p in leftovers)
     assert listings == [tmp_path]
+
+
+def test_a_run_never_removes_a_temporary_of_a_commit_in_progress(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """The report's case: a second plain run into the same folder deleted the first's
+    in-flight temporary, and the first then failed a good video. A run removes only the
+    temporaries of writers that are gone."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(clips["h264"].path, folder / f"{name}.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # another run, committing b
+    try:
+        in_flight = [
+            out / f".b.npy.w{writer.pid}-{owner_tag().rsplit('-', 1)[1]}.a1b2c3d4.tmp",
+            out / ".b.json.q1w2e3r4.tmp",  # the name an older tdvideo gives, just written
+        ]
+        for path in in_flight:
+            path.write_bytes(b"half a commit")
+        assert [r.status for r in Extractor(workers=0).run([folder], out=out, progress=False)] == ["done", "done"]
+        assert all(path.read_bytes() == b"half a commit" for path in in_flight)
+    finally:
+        writer.kill()
+        writer.wait()
+    list(Extractor(workers=0).run([folder], out=out, progress=False, overwrite=True))
+    assert not in_flight[0].exists()  # its writer is gone now
