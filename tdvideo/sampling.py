@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+
 from .errors import UsageError
 
 __all__ = [
@@ -278,7 +280,7 @@ def grid_count(first: float, last: float, *, step: float, end: float | None) -> 
     return max(0, math.ceil((stop - EPS - first) / step))
 
 
-def grid_rows(times: Iterable[float], *, step: float, end: float | None) -> tuple[list[float], list[int]]:
+def grid_rows(times: Iterable[float], *, step: float, end: float | None) -> tuple[np.ndarray, np.ndarray]:
     """One row per point of an fps grid, for rows kept at distinct frame ``times``.
 
     The grid starts at the first kept frame (as :class:`FrameSelector`'s does) and runs
@@ -287,19 +289,12 @@ def grid_rows(times: Iterable[float], *, step: float, end: float | None) -> tupl
     of the row shown at that time: the last kept frame at or before it (a frame the
     selector kept for several grid points is repeated).
     """
-    kept = list(times)
-    if not kept:
-        return [], []
-    grid: list[float] = []
-    rows: list[int] = []
-    row = 0
-    for k in range(grid_count(kept[0], kept[-1], step=step, end=end)):
-        t = kept[0] + k * step
-        while row + 1 < len(kept) and kept[row + 1] <= t + EPS:
-            row += 1
-        grid.append(t)
-        rows.append(row)
-    return grid, rows
+    kept = np.maximum.accumulate(np.asarray(list(times), dtype=np.float64))  # presentation order, never back
+    if len(kept) == 0:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    grid = kept[0] + np.arange(grid_count(float(kept[0]), float(kept[-1]), step=step, end=end)) * step
+    rows = np.searchsorted(kept, grid + EPS, side="right") - 1  # the last frame at or before each point
+    return grid, np.maximum(rows, 0)
 
 
 def select_indices(

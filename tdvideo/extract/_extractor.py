@@ -355,10 +355,9 @@ class Extractor:
         count = grid_count(float(times[0]), float(times[-1]), step=step, end=end)
         if count > MAX_GRID_ROWS:
             raise UnsupportedVideoError(path, _too_many_rows(count, float(times[0]), end if end is not None else float(times[-1]), self.sampling.fps))
-        grid, rows = grid_rows(times.tolist(), step=step, end=end)
-        index = np.asarray(rows, dtype=np.int64)
-        metadata = {**features.metadata, "frame_pts": times[index].tolist()}
-        return Features(array=take_rows(features.array, index), timestamps=np.asarray(grid, dtype=np.float64), metadata=metadata)
+        grid, rows = grid_rows(times, step=step, end=end)
+        metadata = {**features.metadata, "frame_pts": times[rows].tolist()}
+        return Features(array=take_rows(features.array, rows), timestamps=grid, metadata=metadata)
 
     def _features(
         self, paths: Sequence[Path] | Sequence[Job], progress: Any = None, *, workers: int | None = None, claims: ClaimQueue | None = None

@@ -14,12 +14,23 @@ the local engine's, spread out by Ray Data's own operators:
 A decoding task whose process died is tried once more; a block that still fails is skipped
 (``max_errored_blocks``) and its video recorded as a failure, while the rest go on. A dead
 model actor is restarted by Ray Data.
+
+A Ray this run connected to or started (``ray.init``) is shut down when the run ends, however
+it ends: the CLI leaves with ``os._exit``, so Ray's own exit hook never runs, and a local
+Ray's agents would outlive the command by a minute or two. Against a cluster this only
+disconnects; a Ray the caller initialized is left alone. ``ray.init`` takes over SIGTERM;
+the caller's handler is put back, so SIGTERM stops a Ray run as it stops a local one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import signal
+import sys
+import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UsageError, VideoError
+from ..errors import UsageError, VideoError, first_line
 from ..writers import SourceIdentity
 from ._batcher import Batch, batches
 from ._collect import Collector
@@ -40,13 +51,13 @@ if TYPE_CHECKING:
 __all__ = ["ray_features"]
 
 _RETRIES = 1
-
+_actor_warning_spent = False  # see _spend_actor_warning
 
 
 def _ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise UsageError("--engine ray needs Ray Data: pip install 'tdvideo[ray]'") from None
     return ray
@@ -92,8 +103,78 @@ def ray_features(extractor: Extractor, paths: Sequence[Path], *, address: str | 
         raise UsageError("engine 'ray' builds the model by name on each actor: give model='NAME', not a module")
     if not paths:
         return
-    if not ray.is_initialized():
+    ours = not ray.is_initialized()
+    try:
+        if ours:
+            _init(ray, address)
+        yield from _features(ray, extractor, paths, progress)
+    finally:
+        if ours:
+            ray.shutdown()  # however the run ends: done, failed or interrupted
+
+
+def _init(ray: Any, address: str | None) -> None:
+    """``ray.init``, with this process's SIGTERM handler as it was before."""
+    # ray.init sets a SIGTERM handler that exits with status 15, and its core worker a C++
+    # one that prints a stack dump before it: the caller's own handling (the CLI's: one
+    # line, exit 143) would never run. signal.signal replaces both.
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    except ConnectionError as exc:
+        _set_sigterm(handler)
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {first_line(exc)}") from None
+    except BaseException as exc:
+        _set_sigterm(handler)
+        if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM and callable(handler):
+            handler(signal.SIGTERM, None)  # SIGTERM while Ray started, seen by Ray's handler
+        raise
+    _set_sigterm(handler)
+
+
+def _set_sigterm(handler: Any) -> None:
+    if handler is not None:  # None: not the main thread, or a handler set outside Python
+        signal.signal(signal.SIGTERM, handler)
+
+
+class _Throwaway:
+    """An actor that is killed as soon as it is created (see _spend_actor_warning)."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+
+def _spend_actor_warning(ray: Any) -> None:
+    """Use up, unseen, Ray's one error-level line per process about restartable actors whose
+    constructor arguments are in the object store.
+
+    Ray Data always creates its pool's actors that way (its function and context go by
+    object reference, with ``max_restarts=-1``), so every run would print it
+    (ray-project/ray#57733). What it warns of, a restart after those objects are lost
+    (ray-project/ray#53727), cannot happen here: this process holds them for the whole run.
+    """
+    global _actor_warning_spent
+    if _actor_warning_spent:
+        return
+    _actor_warning_spent = True
+    if sys.stderr is not None:
+        sys.stderr.flush()  # our own pending output goes out before stderr is pointed away
+    quiet, saved = os.open(os.devnull, os.O_WRONLY), os.dup(2)
+    try:
+        # Ray prints it from this thread, while the actor is submitted: only that moment is quiet.
+        os.dup2(quiet, 2)
+        actor = ray.remote(num_cpus=0, max_restarts=1)(_Throwaway).remote(ray.put(None))
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
+    ray.kill(actor)
+
+
+def _features(ray: Any, extractor: Extractor, paths: Sequence[Path], progress: Any) -> Iterator[tuple[int, Any]]:
+    """:func:`ray_features` once Ray is up."""
+    _spend_actor_warning(ray)
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-dataset lines, amid our progress bars
     context = ray.data.DataContext.get_current()
     context.max_errored_blocks = -1  # a video whose task keeps failing is recorded, not fatal
@@ -103,12 +184,14 @@ def ray_features(extractor: Extractor, paths: Sequence[Path], *, address: str | 
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # Ray Data retries a task whose process died without end by default: a video that
     # crashes its decoder every time would stall the run, so it gets _RETRIES more tries.
-    ds = ds.flat_map(
-        _decode,
-        fn_kwargs={"options": extractor.read_options, "decode": extractor._decode},
-        num_cpus=1,
-        ray_remote_args_fn=lambda: {"max_retries": _RETRIES},
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates every task option of flat_map that is not a named parameter,
+        # max_retries among them, with no replacement yet; pyproject.toml pins Ray below
+        # 2.64, where they are to go.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.flat_map(
+            _decode, fn_kwargs={"options": extractor.read_options, "decode": extractor._decode}, num_cpus=1, max_retries=_RETRIES
+        )
     ds = ds.map_batches(
         _Model,
         fn_constructor_kwargs={"settings": extractor.settings},
