@@ -183,17 +183,44 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
         "file_sha256": sha256_file(target),
         "shape": list(array.shape),
         "dtype": str(array.dtype),
-        "timestamps": times.tolist(),
+        "timestamps": times,
     }
-    text = json.dumps(meta, indent=1).encode()
-    if len(text) > MAX_METADATA_BYTES:
-        raise OutputError(f"{show_path(metadata_path(base))}: {len(text)} bytes of metadata, more than {MAX_METADATA_BYTES} (too many rows)")
-    publish(metadata_path(base), lambda fh: fh.write(text))
+    publish(metadata_path(base), lambda fh: _write_metadata(fh, meta, metadata_path(base)))
     # An earlier output of this video in another format is stale now.
     for other in FORMATS:
         if other != fmt:
             array_path(base, other).unlink(missing_ok=True)
     return target
+
+
+# Rows of a long list written at a time: the metadata of millions of rows is never one string.
+_JSON_ROWS = 1 << 16
+
+
+def _write_metadata(fh: Any, meta: dict[str, Any], path: Path) -> None:
+    """``meta`` as JSON, its long lists (timestamps, ``frame_pts``) written a slice at a time;
+    more than :data:`MAX_METADATA_BYTES` is an :class:`OutputError` (readers refuse it)."""
+    lists = {k: v for k, v in meta.items() if isinstance(v, (list, np.ndarray)) and len(v) > _JSON_ROWS}
+    head = json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in meta.items() if k not in lists}, indent=1)
+    parts = [head[: head.rindex("}")].rstrip()]
+    written = 0
+
+    def put(text: str) -> None:
+        nonlocal written
+        data = text.encode()
+        written += len(data)
+        if written > MAX_METADATA_BYTES:
+            raise OutputError(f"{show_path(path)}: more than {MAX_METADATA_BYTES} bytes of metadata (too many rows)")
+        fh.write(data)
+
+    put(parts[0])
+    for number, (key, values) in enumerate(lists.items()):
+        put(("," if number or head.strip() != "{}" else "") + f"\n {json.dumps(key)}: [")
+        for start in range(0, len(values), _JSON_ROWS):
+            part = values[start : start + _JSON_ROWS]
+            put(("," if start else "") + json.dumps(part.tolist() if isinstance(part, np.ndarray) else part)[1:-1])
+        put("]")
+    put("\n}")
 
 
 def _torch_save(array: np.ndarray, times: np.ndarray, fh: Any) -> None:
