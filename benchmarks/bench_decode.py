@@ -185,11 +185,11 @@ def main() -> None:
     print("\n== sparse sampling against dense decoding (same clip, 224x224) ==")
     real = make_real_clip(args.cache)
     for path in [short] + ([real] if real is not None else []):
-        _, n = fps_of(lambda: ours(path), 1)
-        dense_s = statistics.median(_timed(lambda: ours(path)) for _ in range(args.repeats))
+        _, n = fps_of(lambda path=path: ours(path), 1)
+        dense_s = statistics.median(_timed(lambda path=path: ours(path)) for _ in range(args.repeats))
         for rate in (1.0, 0.25):
             clip = tdvideo.read_video(path, size=(224, 224), fps=rate)
-            seconds = statistics.median(_timed(lambda: ours(path, fps=rate)) for _ in range(args.repeats))
+            seconds = statistics.median(_timed(lambda path=path, rate=rate: ours(path, fps=rate)) for _ in range(args.repeats))
             print(
                 f"{path.name:<28} fps={rate:<5} {len(clip):>3} frames in {seconds:.3f} s vs dense {dense_s:.3f} s: "
                 f"{dense_s / seconds:.1f}x faster; decoded {clip.frames_decoded} of {n}, {clip.seeks} seeks"

@@ -37,13 +37,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import decode_loop, make_clip, make_folder  # noqa: E402
+from bench_decode import decode_loop, make_clip, make_folder
 
-import tdvideo  # noqa: E402
-from tdvideo import Extractor  # noqa: E402
-from tdvideo.extract._batcher import Batch  # noqa: E402
-from tdvideo.synthetic import index_frame, write_clip  # noqa: E402
-from tdvideo.video._geometry import Geometry  # noqa: E402
+import tdvideo
+from tdvideo import Extractor
+from tdvideo.extract._batcher import Batch
+from tdvideo.synthetic import index_frame, write_clip
+from tdvideo.video._geometry import Geometry
 
 
 def output_size(path: Path, size: int | tuple[int, int], crop: int | None = None) -> tuple[int, int]:
@@ -189,8 +189,8 @@ def main() -> None:
     default = Extractor()
     size = default.size
     for label, inputs, paths in [("one 10 s clip", [clip], [clip]), ("folder of 8 clips", [folder], folder_clips)]:
-        bare = rate(lambda: bare_loop(paths, size), args.repeats)
-        ours = rate(lambda: run_folder(default, inputs, tmp / "out"), args.repeats)
+        bare = rate(lambda paths=paths: bare_loop(paths, size), args.repeats)
+        ours = rate(lambda inputs=inputs: run_folder(default, inputs, tmp / "out"), args.repeats)
         workers = default._worker_count(paths)
         print(f"{label:<18} bare {bare:7.1f} fps   tdvideo {ours:7.1f} fps   ratio {ours / bare:.2f}   (workers={workers})")
 

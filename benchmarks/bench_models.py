@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_timedistributed import median_ms  # noqa: E402
+from bench_timedistributed import median_ms
 
-from tdvideo import TimeDistributed, build_backbone  # noqa: E402
-from tdvideo.models import Normalize  # noqa: E402
+from tdvideo import TimeDistributed, build_backbone
+from tdvideo.models import Normalize
 
 _AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -69,10 +69,10 @@ def bench_speed(device: torch.device, repeats: int) -> None:
             # Interleave the contenders so drifting clocks hit both alike.
             direct, ours = [], []
             for _ in range(repeats):
-                direct.append(median_ms(lambda: module(folded), device, 1, warmup=1))
-                ours.append(median_ms(lambda: td(x), device, 1, warmup=1))
+                direct.append(median_ms(lambda module=module, folded=folded: module(folded), device, 1, warmup=1))
+                ours.append(median_ms(lambda td=td, x=x: td(x), device, 1, warmup=1))
             d, o = statistics.median(direct), statistics.median(ours)
-            loop = median_ms(lambda: torch.stack([module(x[:, t]) for t in range(x.size(1))], 1), device, max(3, repeats // 3))
+            loop = median_ms(lambda module=module, x=x: torch.stack([module(x[:, t]) for t in range(x.size(1))], 1), device, max(3, repeats // 3))
         print(f"{name:<18} {d:>9.2f} {o:>9.2f} {100 * (o - d) / d:>8.1f}% {loop:>9.2f} {loop / o:>8.1f}x")
     x = torch.randn(2, 3, 4, device=device)
     identity = TimeDistributed(nn.Identity())
@@ -89,8 +89,8 @@ def bench_time_major(device: torch.device, repeats: int) -> None:
         x = torch.randn(t, b, *rest, device=device).transpose(0, 1)
         td = TimeDistributed(module)
         with torch.inference_mode():
-            naive = median_ms(lambda: naive_fold(module, x), device, repeats)
-            ours = median_ms(lambda: td(x), device, repeats)
+            naive = median_ms(lambda module=module, x=x: naive_fold(module, x), device, repeats)
+            ours = median_ms(lambda td=td, x=x: td(x), device, repeats)
         print(f"{name:<18} {naive:>18.2f} {ours:>9.2f} {naive / ours:>6.2f}x")
 
 
@@ -144,7 +144,7 @@ def bench_memory(device: torch.device) -> None:
         else:
             peak_mib = _child_peak_kib(chunk) / 1024
             label = "peak RSS during the forward above RSS before it, fresh subprocess (Linux VmHWM)"
-        print(f"chunk_size={str(chunk):<5} {peak_mib:>9.1f} MiB   ({label})")
+        print(f"chunk_size={chunk!s:<5} {peak_mib:>9.1f} MiB   ({label})")
 
 
 def main() -> None:

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_decode import make_clip, make_folder  # noqa: E402
+from bench_decode import make_clip, make_folder
 
-import tdvideo  # noqa: E402
-from tdvideo import Extractor, TimeDistributed, build_backbone  # noqa: E402
+import tdvideo
+from tdvideo import Extractor, TimeDistributed, build_backbone
 
 
 def sync(device: torch.device) -> None:

@@ -146,7 +146,7 @@ class _StderrHandler(logging.Handler):
 
         try:
             tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # logging's contract: a failing handler reports, never raises
+        except Exception:  # noqa: BLE001 - logging's contract: a failing handler reports, never raises
             self.handleError(record)
 
 

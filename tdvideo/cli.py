@@ -25,7 +25,7 @@ import stat
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from tqdm import tqdm
@@ -121,13 +121,13 @@ def _setting_option(f: dataclasses.Field[Any]) -> tuple[Any, typer.models.Option
         shown = str(f.default)
     common: dict[str, Any] = {"help": _plain_text(spec.help), "show_default": shown, "rich_help_panel": spec.group}
     if spec.choices is not None:
-        return Optional[Literal[spec.choices]], typer.Option(*flags, **common)
+        return Literal[spec.choices] | None, typer.Option(*flags, **common)
     if spec.repeat:
-        return Optional[list[str]], typer.Option(*flags, metavar=spec.metavar, **common)
+        return list[str] | None, typer.Option(*flags, metavar=spec.metavar, **common)
     if bool in spec.toml:
-        return Optional[bool], typer.Option(*flags, metavar=_FLAG, **common)
+        return bool | None, typer.Option(*flags, metavar=_FLAG, **common)
     kind = str if spec.parse is not None else float if float in spec.toml else int if int in spec.toml else str
-    return Optional[kind], typer.Option(*flags, metavar=spec.metavar, **common)
+    return kind | None, typer.Option(*flags, metavar=spec.metavar, **common)
 
 
 def _plain_text(text: str) -> str:
@@ -215,9 +215,9 @@ def _parse_flags(params: dict[str, Any]) -> dict[str, Any]:
 def _extract_signature() -> tuple[inspect.Signature, dict[str, Any]]:
     """``extract``'s parameters: the command line's own, then one per setting."""
     own: list[tuple[str, Any, Any]] = [
-        ("inputs", Optional[list[str]], typer.Argument(help="Video files or folders (searched recursively).", show_default=False)),
-        ("from_list", Optional[str], typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).", metavar="FILE")),
-        ("config", Optional[Path], typer.Option("--config", help="TOML preset (see configs/); options given here override it.", metavar="FILE")),
+        ("inputs", list[str] | None, typer.Argument(help="Video files or folders (searched recursively).", show_default=False)),
+        ("from_list", str | None, typer.Option("--from-list", help="Read input paths from FILE, one per line ('-': stdin).", metavar="FILE")),
+        ("config", Path | None, typer.Option("--config", help="TOML preset (see configs/); options given here override it.", metavar="FILE")),
         ("print_config", bool, typer.Option("--print-config", help="Print every setting as TOML (a preset to edit) and exit.", metavar=_FLAG)),
         ("dry_run", bool, typer.Option("--dry-run", help="Print what would be extracted, skipped and refused, and exit; runs no model.", metavar=_FLAG)),
         ("quiet", bool, typer.Option("--quiet", "-q", help="No progress bars or summary.", metavar=_FLAG)),
@@ -320,7 +320,7 @@ def info(
 @app.command(cls=_Command)
 def models(
     pattern: Annotated[
-        Optional[str], typer.Argument(help="Only names matching this glob, e.g. 'resnet*'; timm's models with 'timm:*clip*'.")
+        str | None, typer.Argument(help="Only names matching this glob, e.g. 'resnet*'; timm's models with 'timm:*clip*'.")
     ] = None,
     layers: Annotated[bool, typer.Option("--layers", help="List the node names --layer takes for the model PATTERN names.", metavar=_FLAG)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.", metavar=_FLAG)] = False,
@@ -435,7 +435,7 @@ def _one_line(text: object) -> str:
 @app.command(cls=_Command)
 def show(
     features: Annotated[Path, typer.Argument(help="An output: OUT/clip, or its .npy/.npz/.pt/.json.", metavar="FEATURES")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The PNG to write.", metavar="FILE")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The PNG to write.", metavar="FILE")] = None,
 ) -> None:
     """Draw an output's features to a PNG: thumbnails, self-similarity, PCA timeline, cuts."""
     from .show import plot
@@ -487,7 +487,7 @@ def export(
 def _configure_logging(level: str) -> None:
     log_to_stderr(getattr(logging, level.upper()))
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
         # One plain line per warning (random weights, ignored rotation): no source location,
         # and above the progress bars rather than inside them.
         tqdm.write(f"warning: {message}", file=sys.stderr)

@@ -9,6 +9,7 @@ the selection a video gets.
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -263,7 +264,7 @@ def expected_rows(sampling: Sampling, *, duration: float | None, frames: int | N
     elif sampling.fps is not None and span is not None:
         kept = math.ceil(span * min(sampling.fps, rate or sampling.fps) - EPS)
     elif span is not None and rate is not None:
-        kept = -(-int(round(span * rate)) // (sampling.stride or 1))  # every stride-th, the first included
+        kept = -(-round(span * rate) // (sampling.stride or 1))  # every stride-th, the first included
     elif frames is not None and not sampling.start and not sampling.end:
         kept = -(-frames // (sampling.stride or 1))
     else:
@@ -307,7 +308,7 @@ def select_indices(
     """
     times = list(timestamps)
     if stop is None and times:
-        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        gaps = sorted(b - a for a, b in itertools.pairwise(times))
         stop = times[-1] + (gaps[len(gaps) // 2] if gaps else EPS * 2)
     selector: FrameSelector[int] = FrameSelector(sampling, stream_end=stop)
     kept: list[int] = []

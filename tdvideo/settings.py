@@ -25,7 +25,7 @@ from ._types import Balance, Engine, Format, FpsRows, Interpolation, OnError, Ou
 from .errors import UsageError, show_path
 from .sampling import MAX_GRID_FPS, MAX_SECONDS, Sampling
 
-__all__ = ["Settings", "SettingSpec", "load_toml", "parse_size"]
+__all__ = ["SettingSpec", "Settings", "load_toml", "parse_size"]
 
 _MAX_TOML_BYTES = 1 << 20  # a preset is a few lines; /dev/zero must not be read to the end
 

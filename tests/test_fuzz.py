@@ -43,11 +43,11 @@ import pytest
 import torch
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import tdvideo  # noqa: E402
-from tdvideo.synthetic import index_frame, write_clip  # noqa: E402
+import tdvideo
+from tdvideo.synthetic import index_frame, write_clip
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the memory watchdog reads /proc/<pid>/status"

@@ -172,11 +172,10 @@ def test_stops_arriving_while_a_worker_is_created_come_after_it() -> None:
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            with _loader._stops_held():
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)
-                seen.append("spawned")
+        with pytest.raises(KeyboardInterrupt), _loader._stops_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            seen.append("spawned")
         assert seen == ["spawned", "handled"]
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -42,7 +42,7 @@ def cli(*args: str, env: dict[str, str] | None = None, quiet: bool = True) -> su
 
 def status(out: Path) -> tuple[int, dict]:
     """``tdvideo status OUT --json``: its exit code and counts."""
-    done = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(out), "--json"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(out), "--json"], capture_output=True, text=True, check=False)
     report = json.loads(done.stdout)
     return done.returncode, {k: report[k] for k in ("done", "failed", "pending", "total")}
 
@@ -93,7 +93,7 @@ def test_status_counts_what_every_rank_planned(many: Path, tmp_path: Path) -> No
     assert [f["path"] for f in report.failures] == ([str(bad)] if failed else [])
 
     list(Extractor().run([tmp_path / "in"], out=out, shard=Shard(1, 2), progress=False))
-    text = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(out)], capture_output=True, text=True)
+    text = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(out)], capture_output=True, text=True, check=False)
     assert text.returncode == 1
     assert text.stdout.splitlines() == [f"failed: {bad}: VideoOpenError: not a video FFmpeg can open (Invalid data found when processing input)",
                                         "8 done, 1 failed, 0 not yet done (9 videos, 1 plan)"]
@@ -143,7 +143,7 @@ def test_status_names_the_plans_that_disagree(many: Path, tmp_path: Path) -> Non
 
 
 def test_status_of_a_folder_no_run_wrote_is_a_usage_error(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(tmp_path)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "tdvideo", "status", str(tmp_path)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "no tdvideo run recorded its plan here" in done.stderr
 
 

@@ -519,7 +519,7 @@ def test_a_short_matroska_cut_at_90_percent(tmp_path: Path) -> None:
 def fuzz_seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The fuzz test's seeds: 64 x 48, 40 frames, a keyframe every 20."""
     d = tmp_path_factory.mktemp("fuzzseeds")
-    make = lambda i: index_frame(i, 48, 64)  # noqa: E731
+    make = lambda i: index_frame(i, 48, 64)
     return {
         "mp4": write_clip(d / "h264.mp4", 40, make_frame=make, gop=20),
         "avi": write_clip(d / "mpeg4.avi", 40, make_frame=make, gop=20, codec="mpeg4"),

@@ -45,7 +45,7 @@ class _Rows:
             self.nbytes += array.nbytes
             return
         if self.spill is None:
-            self.spill = tempfile.TemporaryFile()
+            self.spill = tempfile.TemporaryFile()  # noqa: SIM115 - open across appends; closed by array()
             for part in self.parts:
                 np.ascontiguousarray(part).tofile(self.spill)
             self.parts.clear()

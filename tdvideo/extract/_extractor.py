@@ -24,12 +24,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from .._files import check_inside
 from .._system import available_cpus, available_memory
 from .._version import __version__
-from ..errors import OutputCollisionError, OutputError, UnsupportedVideoError, UsageError, VideoError, VideoOpenError, option, show_path
+from ..errors import (
+    OutputCollisionError,
+    OutputError,
+    UnsupportedVideoError,
+    UsageError,
+    VideoError,
+    VideoOpenError,
+    option,
+    show_path,
+)
 from ..models._backbone import Backbone, resolve_backbone
 from ..sampling import MAX_GRID_ROWS, expected_rows, grid_count, grid_rows
 from ..settings import Settings

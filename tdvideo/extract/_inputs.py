@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
-    ".mp4 .m4v .mov .mkv .webm .avi .mpg .mpeg .ts .mts .m2ts .3gp .flv .wmv .ogv .mxf".split()
+    [".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".3gp", ".flv", ".wmv", ".ogv", ".mxf"]
 )
 
 

@@ -116,7 +116,7 @@ def decode_chunks(
             if held is not None:
                 yield Chunk(index, held, last=False, source=source)
             held = clip
-    except Exception as exc:  # handed on as this video's failure; the run goes on
+    except Exception as exc:  # noqa: BLE001 - any error of a video is that video's failure; the run goes on
         yield Chunk(index, None, last=True, error=exc)
         return
     yield Chunk(index, held, last=True, source=source)
@@ -181,7 +181,7 @@ class Prefetch(Iterator[Any]):
                     break
             else:
                 self._put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             self._put(exc)
         finally:
             close = getattr(self._items, "close", None)
@@ -400,7 +400,7 @@ def _sendable(exc: BaseException, path: Path) -> BaseException:
     """``exc`` if it survives pickling, else a :class:`VideoError` that says what it was."""
     try:
         multiprocessing.reduction.ForkingPickler.dumps(exc)
-    except Exception:  # anything pickle raises: the exception is not sendable as is
+    except Exception:  # noqa: BLE001 - anything pickle raises: the exception is not sendable as is
         return VideoError(path, f"{type(exc).__name__}: {exc}")
     return exc
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from tqdm import tqdm
 
@@ -134,7 +134,7 @@ class Recorder:
             for path in paths:
                 try:
                     expected = count(path) or 0
-                except Exception:  # noqa: BLE001 - an estimate only: a video that cannot be read fails in the run, with its reason
+                except Exception:  # noqa: BLE001, S112 - an estimate only: a video that cannot be read fails in the run, with its reason
                     continue
                 with self._estimates_lock:
                     if path in self._ended:
@@ -166,7 +166,7 @@ class Recorder:
         self._videos.update(1)
         return result
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

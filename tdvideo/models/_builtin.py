@@ -29,7 +29,7 @@ class ColorHistogram(nn.Module):
         self.bins = bins
 
     def forward(self, x: Tensor) -> Tensor:
-        n, c, h, w = x.shape
+        _, c, _, _ = x.shape
         if x.dtype == torch.uint8 and c * self.bins <= 256 and self.bins & (self.bins - 1) == 0 and not torch.compiler.is_compiling():
             return self._per_frame_bincount(x)
         return self._flat_index_add(x)
@@ -56,7 +56,7 @@ class ColorHistogram(nn.Module):
         """The uint8 case: a channel's bin and the channel fit one byte (channel * bins + bin),
         and a byte-sized bincount per frame is faster than one flat ``index_add_`` over
         the batch (benchmarks/RESULTS.md). Counts are exact either way."""
-        n, c, h, w = x.shape
+        _, c, h, w = x.shape
         shift = 9 - self.bins.bit_length()  # v * bins // 256 for a power-of-two bins
         channel = (torch.arange(c, dtype=torch.uint8, device=x.device) * self.bins).view(1, c, 1, 1)
         idx = (x >> shift) + channel

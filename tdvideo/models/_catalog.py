@@ -161,7 +161,7 @@ class _TimmRows:
 
             try:
                 self.rows[entry.name] = describe_live(entry)
-            except Exception:  # a model that cannot run on the meta device: listed without a shape
+            except Exception:  # noqa: BLE001 - a model that cannot run on the meta device (any error): listed without a shape
                 self.rows[entry.name] = describe_row(entry, entry.preprocessing(None), None)
             self.changed = True
         return self.rows[entry.name]

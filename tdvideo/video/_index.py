@@ -8,6 +8,7 @@ indexes hold only what probing saw, and FFmpeg seeks in them by timestamp search
 from __future__ import annotations
 
 import bisect
+import itertools
 
 import av
 
@@ -47,7 +48,7 @@ def keyframe_times(stream: av.video.stream.VideoStream) -> list[float]:
 
 def keyframe_interval(keyframes: list[float]) -> float | None:
     """Longest gap between keyframes; None with fewer than two."""
-    return max(b - a for a, b in zip(keyframes, keyframes[1:])) if len(keyframes) >= 2 else None
+    return max(b - a for a, b in itertools.pairwise(keyframes)) if len(keyframes) >= 2 else None
 
 
 def seek_pays(t: float, wanted: float, keyframes: list[float], frame: float) -> bool:
@@ -74,4 +75,4 @@ def planned_seeks(sampling: Sampling, *, start: float, end: float | None, keyfra
     if step <= SEEK_MIN_FRAMES * frame:
         return 0  # a seek can never skip enough between grid points this close
     points = list(sampling.grid(start, min(end, keyframes[-1] + step)))
-    return sum(seek_pays(a, b, keyframes, frame) for a, b in zip(points, points[1:]))
+    return sum(seek_pays(a, b, keyframes, frame) for a, b in itertools.pairwise(points))
