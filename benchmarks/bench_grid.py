@@ -9,43 +9,28 @@ once with :func:`tdvideo.synthetic.write_clip`) is extracted with the default mo
 - ``--fps 1000 --fps-rows grid``: 36 million rows, over the bound: refused from the header;
 - ``tdvideo show`` on the 3.6-million-row output.
 
-Each command runs as a child of a small launcher process; its peak RSS comes from
-``wait4`` (that child only: a child counts the memory of the process it was forked from,
-so the launcher is kept small) and its wall time from start to exit.
+Each command runs through ``tdvideo._system.measure_command``: its own peak RSS (from
+``wait4``, through a small launcher) and its wall time from start to exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tdvideo._system import measure_command
 from tdvideo.synthetic import scene_frame, write_clip
-
-LAUNCH = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.executable, [sys.executable, "-m", "tdvideo", *sys.argv[2:]])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as fh:
-    fh.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
-"""
 
 
 def measure(args: list[str], folder: Path) -> tuple[float, float, int, str]:
     """(wall seconds, peak RSS MiB, exit code, last stderr line) of ``tdvideo ARGS``."""
-    report = folder / "rusage.txt"
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", LAUNCH, str(report), *args], capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    peak, code = (int(n) for n in report.read_text().split())
+    done = measure_command([sys.executable, "-m", "tdvideo", *args], cwd=folder)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return wall, peak / 1024, code, lines[-1] if lines else ""
+    return done.seconds, done.peak_rss / 2**20, done.code, lines[-1] if lines else ""
 
 
 def main() -> None:

@@ -9,7 +9,13 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "available_cpus",
@@ -18,6 +24,7 @@ __all__ = [
     "file_mode",
     "fix_malloc_mmap_threshold",
     "log_to_stderr",
+    "measure_command",
     "sha256_file",
     "signal_name",
 ]
@@ -176,3 +183,50 @@ def process_age() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """How a command went: its exit code, its output, its own peak RSS (bytes) and wall time."""
+
+    code: int
+    stdout: str
+    stderr: str
+    peak_rss: int
+    seconds: float
+
+
+# Forks ARGV from this small interpreter and writes the child's peak RSS and exit code to a
+# file: a child's peak RSS counts the memory of the process it was forked from, so a command
+# started straight from a large process (pytest) would report that process's peak.
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    fh.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def measure_command(argv: Sequence[str], *, cwd: str | Path | None = None, timeout: float | None = None) -> Measured:
+    """Run ``argv`` as a whole process and measure it, for benchmarks and tests. A command
+    still running after ``timeout`` seconds is killed with all it started, and
+    ``subprocess.TimeoutExpired`` raised."""
+    with tempfile.TemporaryDirectory(prefix="tdvideo-measure-") as folder:
+        report = Path(folder) / "rusage"
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _MEASURE, str(report), *map(str, argv)], cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        seconds = time.perf_counter() - start
+        peak, code = (int(n) for n in report.read_text().split())
+    return Measured(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"), peak * 1024, seconds)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 import torch
 
 import tdvideo
+from tdvideo._system import measure_command
 from tdvideo.errors import OutputError
 from tdvideo.writers import Features, write_features
 
@@ -112,36 +112,13 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
-# Runs ``tdvideo ARGS`` in a child forked from this small launcher and writes the child's
-# peak RSS and exit code to a file: a child's peak counts the memory of the process it was
-# forked from, so measured straight from pytest it would be pytest's.
-_LAUNCH = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.executable, [sys.executable, "-m", "tdvideo", *sys.argv[2:]])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as fh:
-    fh.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
-"""
-
-
 def run(*args: str, cwd: Path) -> tuple[int, str, str, int]:
-    """A whole ``tdvideo`` process: exit code, stdout, stderr, and its peak RSS in bytes."""
-    report = cwd / f".rusage-{time.monotonic_ns()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _LAUNCH, str(report), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    """A whole ``tdvideo`` process: exit code, stdout, stderr, and its own peak RSS in bytes."""
     try:
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+        done = measure_command([sys.executable, "-m", "tdvideo", *args], cwd=cwd, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
         pytest.fail(f"hung: tdvideo {' '.join(args)}")
-    peak, code = (int(n) for n in report.read_text().split())
-    report.unlink()
-    return code, stdout.decode(errors="replace"), stderr.decode(errors="replace"), peak * 1024
+    return done.code, done.stdout, done.stderr, done.peak_rss
 
 
 def _one_line_each(stderr: str) -> list[str]:
