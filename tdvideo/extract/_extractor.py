@@ -202,10 +202,14 @@ class Extractor:
         ``ray_address``. Before any work, inputs are found, outputs planned (collisions are an
         error) and the output folder checked (:class:`UsageError`). Finished outputs of
         the same source and settings are skipped unless ``overwrite``. A failing video
-        never stops the run: it yields a ``failed`` result and goes to the failures log;
-        an older output of it that no longer matches its source or these settings is
+        never stops the run: it yields a ``failed`` result and is appended to the failures
+        log; an older output of it that no longer matches its source or these settings is
         removed, so nothing stale looks current. A full disk or a read-only file system
-        stops the run with :class:`~tdvideo.OutputError`.
+        stops the run with :class:`~tdvideo.OutputError`. The run adds its plan to the
+        folder's records (``OUT/.tdvideo/plans/``) and never erases another run's.
+
+        With ``balance="claim"`` a result may also be ``elsewhere``: done (or, with
+        ``error`` set, failed) by another process while this one ran.
 
         ``shard``: with the ``shard`` setting (``"I/N"``), under torchrun/SLURM (``"auto"``
         reads the setting, else the environment) or with an explicit :class:`Shard`, this
