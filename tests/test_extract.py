@@ -437,3 +437,21 @@ def test_running_out_of_memory_fails_that_video_alone(clips: dict[str, Clip], tm
     results = {r.path.name: r for r in Extractor(workers=0).run([folder], out=tmp_path / "out", progress=False)}
     assert [results[n].status for n in ("a.mp4", "b.mp4", "c.mp4")] == ["done", "failed", "done"]
     assert results["b.mp4"].error == "ran out of memory for its features; nothing written"
+
+
+def test_running_out_of_memory_assembling_a_video_fails_that_video(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tdvideo.extract import _collect
+
+    real = _collect.np.concatenate
+    calls = []
+
+    def concatenate(parts, *args, **kwargs):  # the first video's timestamps cannot be put together
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError
+        return real(parts, *args, **kwargs)
+
+    monkeypatch.setattr(_collect.np, "concatenate", concatenate)
+    folder = video_tree(tmp_path / "in", {"a.mp4": clips["h264"].path, "b.mp4": clips["vp9"].path})
+    results = [(r.status, r.error) for r in Extractor(workers=0).run([folder], out=tmp_path / "out", progress=False)]
+    assert results == [("failed", "ran out of memory for its features; nothing written"), ("done", None)]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VideoError
+from ..errors import UnsupportedVideoError, VideoError
 from ..video._reader import RawChunk
 from ..writers import Features, SourceIdentity
 from ._batcher import Batch
@@ -131,6 +131,9 @@ class Collector:
         source = video.source
         if source is None or not source.unchanged():
             return VideoError(self.paths[index], "changed, moved or deleted while it was being read; rerun to extract it again")
-        times = np.concatenate(video.times)
-        array = video.rows.array()
+        try:
+            times = np.concatenate(video.times)
+            array = video.rows.array()
+        except MemoryError:  # this video's alone: the others go on
+            return UnsupportedVideoError(self.paths[index], "ran out of memory for its features; nothing written")
         return Features(array=array, timestamps=times, metadata=self.describe(video.last, source, int(times.size)))
