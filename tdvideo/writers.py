@@ -479,13 +479,16 @@ def is_finished(base: Path, fmt: Format, *, source: Path, settings: Mapping[str,
 
 def changed_settings(base: Path, fmt: Format, *, source: Path, settings: Mapping[str, Any], root: Path | None = None) -> list[str]:
     """The settings in which the finished output of this very ``source`` at ``base`` differs
-    from ``settings`` (``format`` too); empty when there is none, or it is another source's."""
+    from ``settings`` (``format`` too); ``["source"]`` when it is the output of another file
+    (another path, other contents); empty when there is none, or ``source`` was rewritten
+    in place since (its output is stale, not another choice)."""
     meta = read_metadata(base, root=root)
     if meta is None:
         return []
+    recorded = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     try:
-        if not SourceIdentity.of(source).same_file(meta.get("source") or {}):
-            return []  # the source changed: its output is stale, not another choice of settings
+        if not SourceIdentity.of(source).same_file(recorded):
+            return ["source"] if recorded.get("path") not in (None, str(Path(source).absolute())) else []
     except OSError:
         return []  # the source cannot be read: the run reports that
     changed = [k for k, v in settings.items() if meta.get(k) != v]

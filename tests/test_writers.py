@@ -17,7 +17,7 @@ import pytest
 import tdvideo
 from tdvideo import Extractor
 from tdvideo._files import STALE_SECONDS, owner_tag, temporary_prefix
-from tdvideo.errors import DecodeError, OutputError
+from tdvideo.errors import DecodeError, OutputError, UsageError
 from tdvideo.writers import Features, SourceIdentity, remove_temporaries, write_features
 
 from .conftest import Clip
@@ -150,7 +150,10 @@ def test_another_file_with_the_same_name_size_and_mtime_is_extracted(clips: dict
         os.utime(tmp_path / folder / "x.mp4", ns=(1_600_000_000_000_000_000,) * 2)
     out = tmp_path / "out"
     assert [r.status for r in Extractor().run([tmp_path / "a" / "x.mp4"], out=out, progress=False)] == ["done"]
-    second = list(Extractor(on_error="keep").run([tmp_path / "b" / "x.mp4"], out=out, progress=False))
+    # Not taken for finished; and being another file's output, not replaced without overwrite.
+    with pytest.raises(UsageError, match=r"^1 finished output\(s\) under .* are of other source files \(the first: x, which .*b/x.mp4 would replace\)"):
+        list(Extractor(on_error="keep").run([tmp_path / "b" / "x.mp4"], out=out, progress=False))
+    second = list(Extractor(on_error="keep").run([tmp_path / "b" / "x.mp4"], out=out, progress=False, overwrite=True))
     assert [r.status for r in second] == ["done"]
     assert tdvideo.load(out / "x.npy").metadata["source"]["path"] == str(tmp_path / "b" / "x.mp4")
     # The very same file again (even copied elsewhere, with its time) is finished.

@@ -436,19 +436,31 @@ class Extractor:
 
     def _refuse_changed_settings(self, jobs: Sequence[Job], out: Path, settings: Settings) -> None:
         """Stop before any work when finished outputs of these very videos were made with
-        other settings: features that may have cost GPU hours are never replaced silently."""
+        other settings, or outputs these videos would replace are other files' (another
+        run's videos of the same names): features that may have cost GPU hours are never
+        replaced silently."""
         differ = 0
         names: Counter[str] = Counter()
+        others: list[Job] = []
         for job in jobs:
-            changed = changed_settings(job.base, settings.format, source=job.path, settings=self._stored)
+            changed = changed_settings(job.base, settings.format, source=job.path, settings=self._stored, root=out)
+            if changed == ["source"]:
+                others.append(job)
+                continue
             differ += bool(changed)
             names.update(changed)
+        problems = []
         if differ:
             which = ", ".join(f"{name} ({count})" for name, count in sorted(names.items()))
-            raise UsageError(
-                f"{differ} finished output(s) under {show_path(out)} were made with other settings: {which}; "
-                f"rerun with {option('overwrite', True)} to replace them, or choose another {option('out', 'DIR')}"
+            problems.append(f"{differ} finished output(s) under {show_path(out)} were made with other settings: {which}")
+        if others:
+            first = others[0]
+            problems.append(
+                f"{len(others)} finished output(s) under {show_path(out)} are of other source files "
+                f"(the first: {show_path(first.base.relative_to(out))}, which {show_path(first.path)} would replace)"
             )
+        if problems:
+            raise UsageError(f"{'; '.join(problems)}; rerun with {option('overwrite', True)} to replace them, or choose another {option('out', 'DIR')}")
 
     def _finished(self, job: Job, settings: Settings) -> bool:
         """Whether ``job``'s output is finished for these settings (a source that cannot be
