@@ -183,9 +183,10 @@ def claimed_by(folder: Path, pid: int) -> bool:
 def summary(stderr: str) -> dict[str, int]:
     """The counts of a run's last line: "3 done, 2 skipped, 0 failed, 3 by other processes; ..."."""
     counts = [line for line in stderr.splitlines() if " done, " in line][-1].split(";")[0]
-    found = {word: int(n) for n, word in re.findall(r"(\d+) (done|skipped|failed)\b", counts)}
-    others = re.search(r"(\d+) by other processes", counts)
-    return {**found, "elsewhere": int(others.group(1)) if others else 0}
+    found = {word: int(n) for n, word in re.findall(r"(\d+) (done|skipped|failed)\b(?! in)", counts)}
+    others = re.search(r"(\d+) by other processes(?: \((\d+) of them failed\))?", counts)
+    elsewhere = {"elsewhere": int(others.group(1)) if others else 0}
+    return {**found, **elsewhere, **({"failed_elsewhere": int(others.group(2))} if others and others.group(2) else {})}
 
 
 def test_a_claim_of_a_dead_process_of_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
@@ -268,6 +269,29 @@ def test_an_immediate_rerun_after_a_kill_finishes_the_job(tmp_path: Path) -> Non
     assert rerun.returncode == 0, err
     assert summary(err) == {"done": 4 - finished, "skipped": finished, "failed": 0, "elsewhere": 0}
     assert status(out) == (0, {"done": 4, "failed": 0, "pending": 0, "total": 4})
+
+
+def test_a_video_that_fails_in_one_claiming_process_is_not_tried_again_by_another(tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    _clips(src, [20] * 6)
+    (src / "broken.mp4").write_bytes(b"not a video" * 100)
+    procs = [cli(str(src), "-o", str(out), *SLOW, quiet=False) for _ in range(2)]
+    counts = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1, err  # a video of the run failed
+        counts.append(summary(err))
+    assert sum(c["failed"] for c in counts) == 1, counts  # tried once, in one process
+    assert sum(c["done"] for c in counts) == 6 and len(list(out.glob("*.npy"))) == 6
+    for c in counts:
+        assert c["done"] + c["skipped"] + c["failed"] + c["elsewhere"] == 7, c
+    other = next(c for c in counts if c["failed"] == 0)
+    assert other.get("failed_elsewhere") == 1, counts
+    # A rerun once the run is over (here: a claim timeout of 1 s) tries the failure again.
+    time.sleep(1.5)
+    rerun = cli(str(src), "-o", str(out), *SLOW, "--claim-timeout", "1", quiet=False)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 1 and summary(err) == {"done": 0, "skipped": 6, "failed": 1, "elsewhere": 0}, err
 
 
 def test_a_claiming_process_holds_no_more_claims_than_it_decodes(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ A claim is taken over (renamed away first, so that one process alone takes it) w
 process has gone: at once when that process was on this host and no longer exists, else
 once the claim has not been touched for the timeout. A finished output is never
 extracted again: it is checked before and after claiming. A video that fails leaves a
-``<key>.failed`` marker, so the other processes of the run do not try it again.
+``<key>.failed`` marker naming its file, so the other processes of the run (those started
+within the claim timeout of each other) do not try it again, unless the file has changed.
 
 A process holds at most as many claims as it decodes videos at once: a video stays
 claimed from the moment it is started until it is committed, and no video is claimed
@@ -32,9 +33,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import open_regular, owner_tag, process_alive
+from .._files import open_regular, owner_tag, process_alive, publish
 from ..errors import OutputError
-from ..writers import RUN_DIR
+from ..writers import RUN_DIR, SourceIdentity, metadata_path
 from ._inputs import Job
 
 __all__ = ["ClaimQueue", "Claims", "Elsewhere"]
@@ -110,29 +111,41 @@ class Claims:
             self._held.add(claim)
         return True
 
-    def release(self, claim: Path, *, failed: bool = False) -> None:
-        """Give ``claim`` up; ``failed``: leave a marker so that the run does not try it again."""
+    def release(self, claim: Path, *, failed: SourceIdentity | None = None) -> None:
+        """Give ``claim`` up. ``failed``: the video failed, and this was its file: leave a
+        marker so that the other processes of the run do not try it again."""
         with self._lock:
             self._held.discard(claim)
-        if failed:
+        if failed is not None:
+            record = json.dumps({**self.owner, "failed": time.time(), "source": failed.to_dict()}).encode()
             try:
-                os.replace(claim, self.failed_marker(claim))
-                return
-            except FileNotFoundError:
-                pass  # taken over meanwhile: nothing of ours to leave
+                publish(self.failed_marker(claim), lambda fh: fh.write(record))
+            except (OSError, OutputError) as exc:
+                log.warning("%s: could not leave its failure marker (%s); other processes may try it again", claim.name, exc)
         claim.unlink(missing_ok=True)
 
     @staticmethod
     def failed_marker(claim: Path) -> Path:
         return claim.with_suffix(".failed")
 
-    def failed_in_this_run(self, claim: Path) -> bool:
-        """Whether another process failed this video since this one started (a marker from an
-        earlier run is not a reason to skip the video: a rerun tries failures again)."""
+    def failed_in_this_run(self, claim: Path, source: Path) -> bool:
+        """Whether another process of this run failed this very file: its marker is from a
+        process that started no more than the claim timeout before this one, and the file has
+        not changed since. A rerun later, or after the file was replaced, tries it again."""
+        marker = self.failed_marker(claim)
         try:
-            return self.failed_marker(claim).stat().st_mtime >= self.started
-        except FileNotFoundError:
+            with open_regular(marker) as fh:
+                record = json.loads(fh.read(_MAX_CLAIM_BYTES))
+            when = float(record["failed"])
+            recorded = record["source"]
+        except (OutputError, ValueError, KeyError, TypeError):
+            return False  # none, or not a marker of ours: the video is tried
+        if when < self.started - self.timeout:
             return False
+        try:
+            return SourceIdentity.of(source).same_file(recorded if isinstance(recorded, dict) else {})
+        except OSError:
+            return False  # the file is gone: trying it says so
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(max(0.05, self.timeout / 4)):
@@ -217,7 +230,8 @@ class ClaimQueue:
         while self._first:
             job = self._first.popleft()
             if self.finished(job):
-                self.outcomes.append(Elsewhere(job, "finished"))
+                # Finished before this process started, or by another one since.
+                self.outcomes.append(Elsewhere(job, "done" if self._committed_since_start(job) else "finished"))
                 continue
             if self._try(job):
                 return job
@@ -233,12 +247,18 @@ class ClaimQueue:
                 return job
         return None
 
+    def _committed_since_start(self, job: Job) -> bool:
+        try:
+            return metadata_path(job.base).stat().st_mtime >= self.claims.started
+        except FileNotFoundError:
+            return False
+
     def _try(self, job: Job) -> bool | None:
         """Claim ``job``: True when claimed; False when another process holds it (looked at
         again later); None when it needs nothing more (it failed in this run, or was just
         committed by another process)."""
         claim = self.claims.path(job, self.out)
-        if self.claims.failed_in_this_run(claim):
+        if self.claims.failed_in_this_run(claim, job.path):
             self.outcomes.append(Elsewhere(job, "failed"))
             return None
         if not self.claims.take(claim):
@@ -258,6 +278,12 @@ class ClaimQueue:
 
     def done_with(self, job: Job, *, failed: bool = False) -> None:
         """``job`` is committed (or failed): release its claim, making room for the next."""
-        self.claims.release(self.claims.path(job, self.out), failed=failed)
+        source = None
+        if failed:
+            try:
+                source = SourceIdentity.of(job.path)
+            except OSError:
+                source = None  # no file to mark: another process finds it missing too
+        self.claims.release(self.claims.path(job, self.out), failed=source)
         with self._lock:
             self._holding -= 1
