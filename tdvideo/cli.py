@@ -24,6 +24,7 @@ import signal
 import stat
 import sys
 import warnings
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
@@ -143,6 +144,7 @@ def _extract(**params: Any) -> None:
     dry_run = params.pop("dry_run")
     _configure_logging(log_level)
     summary: RunSummary | None = None
+    results: Generator[Any, None, None] | None = None
     try:
         flags = _parse_flags(params)
         from .settings import load_toml
@@ -163,7 +165,8 @@ def _extract(**params: Any) -> None:
             _print_dry_run(extractor.dry_run(paths))
             return
         summary = RunSummary()
-        for result in extractor.run(paths, progress=False if quiet else None, summary=summary):
+        results = extractor.run(paths, progress=False if quiet else None, summary=summary)
+        for result in results:
             if result.status == "failed":
                 # Through tqdm, so the line lands above the progress bars instead of in them.
                 tqdm.write(result.line(), file=sys.stderr)
@@ -174,6 +177,10 @@ def _extract(**params: Any) -> None:
             typer.echo(summary.line(), err=True)
         raise _fail(str(exc), EXIT_FAILED) from None
     except KeyboardInterrupt:
+        if results is not None:
+            # Stopped outside the run's own code (writing a line, drawing a bar): close it, so
+            # that its workers go and its shared-memory folder is removed before the exit.
+            results.close()
         raise _interrupted(summary) from None
     assert summary is not None
     if not quiet:

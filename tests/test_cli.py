@@ -388,6 +388,10 @@ def test_interrupting_says_what_finished_and_leaves_no_workers(clips: dict[str, 
     assert last.startswith("interrupted: ") and "not finished" in last and "Run the same command again" in last
     time.sleep(0.5)
     assert _processes_with(marker) == [], "worker processes outlived the run"
+    from tdvideo.extract import _loader
+
+    left = list(_loader._frames_root().glob(f"{_loader._FRAMES_PREFIX}w{process.pid}-*"))
+    assert not left, f"the interrupted run left its shared-memory folder: {left}"
 
 
 def _processes_with(marker: str) -> list[int]:
