@@ -442,7 +442,9 @@ def _one_line(text: object) -> str:
 @app.command(cls=_Command)
 def show(
     features: Annotated[Path, typer.Argument(help="An output: OUT/clip, or its .npy/.npz/.pt/.json.", metavar="FEATURES")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="The PNG to write.", metavar="FILE")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="The PNG to write, or a folder to write it in (default: beside the features).", metavar="FILE")
+    ] = None,
 ) -> None:
     """Draw an output's features to a PNG: thumbnails, self-similarity, PCA timeline, cuts."""
     from .show import plot

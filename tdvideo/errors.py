@@ -24,6 +24,7 @@ __all__ = [
     "first_line",
     "option",
     "show_path",
+    "spelled",
 ]
 
 # Set while the command line runs a command: messages then name settings as its flags.
@@ -37,6 +38,11 @@ def option(name: str, value: str | bool | None = None) -> str:
         flag = "--" + name.replace("_", "-")
         return flag if value is None or value is True else f"{flag} {value}"
     return name if value is None else f"{name}={value}"
+
+
+def spelled(python: str, command_line: str) -> str:
+    """``command_line`` in a message the command line shows, ``python`` in one raised to Python."""
+    return command_line if _command_line else python
 
 
 @contextmanager

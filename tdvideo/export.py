@@ -28,12 +28,13 @@ import numpy as np
 
 from ._files import Leftovers, rename_into_place, temporary
 from ._system import file_kind
-from .errors import OutputError, UsageError, show_path
+from .errors import OutputError, UsageError, show_path, spelled
 from .writers import FORMATS, RUN_DIR, Features, load
 
 __all__ = ["DamagedOutputsError", "ExportReport", "LeftOut", "export_parquet", "load_dir", "scan_dir"]
 
 OnDamaged = Literal["raise", "skip"]
+_SKIP_FROM_PYTHON = "on_damaged='skip'"
 _SUFFIXES = (".json", *(f".{fmt}" for fmt in FORMATS))
 
 
@@ -55,7 +56,7 @@ class DamagedOutputsError(OutputError):
         self.left_out = left_out
         super().__init__(
             f"{len(left_out)} output(s) under {show_path(out)} could not be read (first: {left_out[0].name}: "
-            f"{left_out[0].reason}); {what} (on_damaged='skip', --skip-damaged on the command line, leaves them out)"
+            f"{left_out[0].reason}); {what} ({spelled(_SKIP_FROM_PYTHON, '--skip-damaged')} leaves them out)"
         )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ._types import Balance, Engine, Format, FpsRows, Interpolation, OnError, OutputDType, Pool, Precision, Size
-from .errors import UsageError, show_path
+from .errors import UsageError, option, show_path
 from .sampling import MAX_GRID_FPS, MAX_SECONDS, Sampling
 
 __all__ = ["SettingSpec", "Settings", "load_toml", "parse_size"]
@@ -277,8 +277,8 @@ class Settings:
         self.sampling(clip_len=1 if self.clip_len is None and self.clip_stride is not None else None)
         if self.fps_rows == "grid" and self.fps is not None and self.fps > MAX_GRID_FPS:
             raise UsageError(
-                f"fps {self.fps:g} with fps_rows 'grid' would repeat each frame's row thousands of times; "
-                f"a grid takes at most {MAX_GRID_FPS:g} rows a second"
+                f"{option('fps', f'{self.fps:g}')} with {option('fps_rows', 'grid')} would repeat each frame's row "
+                f"thousands of times; a grid takes at most {MAX_GRID_FPS:g} rows a second"
             )
 
     def sampling(self, *, clip_len: int | None = None) -> Sampling:

@@ -24,6 +24,7 @@ Thumbnails are decoded by seeking to their times, not by decoding the whole sour
 from __future__ import annotations
 
 import math
+import os
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,19 @@ def _output_beside(where: Path) -> Path:
     return base.with_name(base.name + ".png")
 
 
+def _output_path(output: str | os.PathLike[str], where: Path | None) -> Path:
+    """The PNG ``output`` names: a file, or a folder (one that exists, or a name ending in a
+    slash), which then gets ``<name>.png`` as beside the features."""
+    text = os.fspath(output)
+    if not text.endswith(os.sep) and not Path(text).is_dir():
+        return Path(text)
+    if not Path(text).is_dir():
+        raise UsageError(f"{show_path(text)}: no such folder to write the picture in")
+    if where is None:
+        raise UsageError(f"{show_path(text)}: a folder; plot(features) of features in memory needs a file name")
+    return Path(text) / _output_beside(where).name
+
+
 def _check_folder(output: Path) -> None:
     folder = output.parent
     if not folder.is_dir():
@@ -310,7 +324,7 @@ def plot(features: Features | str | Path, output: str | Path | None = None) -> P
         raise UsageError("tdvideo show needs matplotlib: pip install 'tdvideo[plot]'") from None
     where = None if isinstance(features, Features) else Path(features)
     if output is not None:
-        output = Path(output)
+        output = _output_path(output, where)
         _check_folder(output)  # a slip in the name is told before loading what may be gigabytes
     elif where is not None:
         output = _output_beside(where)

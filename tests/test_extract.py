@@ -404,7 +404,7 @@ def test_rows_on_a_grid_are_bounded_before_any_work(clips: dict[str, Clip], tmp_
     is decoded; one whose frames' times (not its header) do, before a row is made."""
     from tdvideo.extract import _extractor
 
-    with pytest.raises(UsageError, match=r"fps 1e\+06 with fps_rows 'grid'.*at most 1000 rows a second"):
+    with pytest.raises(UsageError, match=r"fps=1e\+06 with fps_rows=grid.*at most 1000 rows a second"):
         Extractor(fps=1e6, fps_rows="grid")
     result = CliRunner().invoke(app, ["extract", str(clips["h264"].path), "-o", str(tmp_path / "never"), "--fps", "1e6", "--fps-rows", "grid"])
     assert result.exit_code == 2 and not (tmp_path / "never").exists()

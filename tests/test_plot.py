@@ -319,3 +319,17 @@ def test_nearly_constant_features_are_not_stretched_into_structure(tmp_path: Pat
     assert ticks and all(low - 1e-9 <= t <= 1.0 + 1e-9 for t in ticks)
     assert np.abs(_timeline(flat_fig) - 0.5).max() < 0.05  # noise stays grey
     assert np.ptp(_timeline(scenes_fig), axis=0).max() > 0.5  # scenes are colours
+
+
+def test_show_into_a_folder(scenes: Path, tmp_path: Path) -> None:
+    """-o FOLDER (existing, or named with a trailing slash) writes NAME.png inside it; a
+    trailing-slash name that does not exist is a usage error, not a file named like it."""
+    [done] = tdvideo.Extractor().run([scenes], out=tmp_path / "out", progress=False)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    result = runner.invoke(app, ["show", str(done.output), "-o", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "scenes.png").read_bytes().startswith(PNG)
+    result = runner.invoke(app, ["show", str(done.output), "-o", str(tmp_path / "missing") + "/"])
+    assert result.exit_code == 2 and "no such folder to write the picture in" in result.stderr
+    assert not (tmp_path / "missing").exists()

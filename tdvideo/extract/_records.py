@@ -226,7 +226,7 @@ class RunRecords:
 def read_records(out: Path) -> RunRecords:
     """The plans and failures under ``out`` (:class:`UsageError` when ``out`` is no folder)."""
     if not out.is_dir():
-        raise UsageError(f"{show_path(out)}: not a folder")
+        raise UsageError(f"{show_path(out)}: {'not a folder' if out.exists() else 'no such folder'}")
     records = RunRecords()
     folder = plan_folder(out)
     paths = sorted(folder.glob("*.json")) if folder.is_dir() and not folder.is_symlink() else []

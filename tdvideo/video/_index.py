@@ -48,7 +48,8 @@ def keyframe_times(stream: av.video.stream.VideoStream) -> list[float]:
 
 def keyframe_interval(keyframes: list[float]) -> float | None:
     """Longest gap between keyframes; None with fewer than two."""
-    return max(b - a for a, b in itertools.pairwise(keyframes)) if len(keyframes) >= 2 else None
+    # To the nanosecond: a difference of float times has noise below (1.0000000000000002).
+    return round(max(b - a for a, b in itertools.pairwise(keyframes)), 9) if len(keyframes) >= 2 else None
 
 
 def seek_pays(t: float, wanted: float, keyframes: list[float], frame: float) -> bool:
