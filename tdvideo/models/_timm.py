@@ -153,13 +153,13 @@ def named_weights(model_name: str, weights: str) -> tuple[str, Path]:
             raise WeightsError(f"timm model {model_name}: weights from {source or 'nowhere'} are not supported; pass {option('weights', 'PATH')}")
     except WeightsError:
         raise
-    except Exception as exc:  # network, offline mode, missing entries: all mean "not available"
+    except Exception as exc:  # noqa: BLE001 - network, offline mode, missing entries: all mean "not available"
         reason = first_line(exc).split(". ")[0]
         raise WeightsError(
             f"timm weights {model_name} are not in the Hugging Face cache ({_hf_cache()}) and could not be "
             f"downloaded ({reason}); fetch them once with a connection (HF_HUB_OFFLINE=1 skips trying), "
             f"or pass {option('weights', 'PATH')} to a .safetensors or .pth file"
-        ) from exc
+        ) from None  # the reason is in the message: the network's tracebacks would bury it
     return model_name, Path(path)
 
 

@@ -209,11 +209,11 @@ def fetch_weights(name: str, weights: WeightsEnum) -> Path:
     match = re.search(r"-([a-f0-9]{6,})\.", path.name)  # torch.hub's hash-prefix convention
     try:
         torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=match.group(1) if match else None, progress=False)
-    except Exception as exc:  # URLError, HTTPError, OSError, hash mismatch: all mean "not available"
+    except Exception as exc:  # noqa: BLE001 - URLError, HTTPError, OSError, hash mismatch: all mean "not available"
         reason = first_line(exc)
         raise WeightsError(
             f"{name} weights {weights.name} are not cached and could not be downloaded ({reason}): "
             f"put {path.name} (from {weights.url}) into {path.parent}/ (set TORCH_HOME to move it), "
             f"or pass {option('weights', 'PATH')} to a local checkpoint"
-        ) from exc
+        ) from None  # the reason is in the message: the network's tracebacks would bury it
     return path
