@@ -22,6 +22,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
+import logging
 import os
 import re
 import socket
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ._system import file_kind, file_mode
-from .errors import OutputError, show_path
+from .errors import OutputError, first_line, show_path
 
 __all__ = [
     "STALE_SECONDS",
@@ -42,13 +44,17 @@ __all__ = [
     "check_inside",
     "open_regular",
     "owner_tag",
+    "parse_json",
     "process_alive",
     "publish",
     "read_bytes",
     "rename_into_place",
     "temporary",
     "temporary_prefix",
+    "writable_target",
 ]
+
+log = logging.getLogger("tdvideo")
 
 # A temporary of another host's writer (whose process cannot be looked up from here) is
 # removed once it is this old: no single commit takes an hour.
@@ -86,6 +92,8 @@ def open_regular(path: Path, *, root: Path | None = None) -> BinaryIO:
         check_inside(root, path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except ValueError:  # a NUL, or a character no file name can hold (a lone surrogate)
+        raise OutputError(f"{show_path(path)}: not a file name") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OutputError(f"{show_path(path)}: a symbolic link; not followed") from None
@@ -113,6 +121,24 @@ def read_bytes(path: Path, *, limit: int, root: Path | None = None) -> bytes:
     if len(data) > limit:  # it grew while being read
         raise OutputError(f"{show_path(path)}: more than {limit} bytes; not read")
     return data
+
+
+# JSON written by tdvideo holds numbers and names: a file that opens a list or an object more
+# often than once every this many bytes is not one of its records, and parsing it would take
+# far more memory than its size (about 64 bytes an empty list) or recurse without end.
+_BYTES_PER_CONTAINER = 16
+
+
+def parse_json(data: bytes, path: Path) -> Any:
+    """``data`` (the bytes of ``path``) as JSON; :class:`OutputError` for what is not JSON, or
+    not the shape of a tdvideo record (nested or packed with containers beyond reason)."""
+    containers = data.count(b"[") + data.count(b"{")
+    if containers * _BYTES_PER_CONTAINER > len(data) + 4096:
+        raise OutputError(f"{show_path(path)}: {containers} lists or objects in {len(data)} bytes: not a tdvideo record; not read")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise OutputError(f"{show_path(path)}: not JSON ({first_line(exc)})") from None
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -196,8 +222,8 @@ class Sink(io.RawIOBase):
         return os.lseek(self._fd, 0, os.SEEK_CUR)
 
 
-def _writable_target(target: Path) -> None:
-    """Refuse to replace what is not a regular file: a link, a FIFO, a folder."""
+def writable_target(target: Path) -> None:
+    """Refuse (:class:`OutputError`) to replace what is not a regular file: a link, a FIFO, a folder."""
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
@@ -209,7 +235,7 @@ def _writable_target(target: Path) -> None:
 def temporary(target: Path) -> Path:
     """A new empty temporary file beside ``target``, named after this writer, with the
     umask's mode (see :class:`Leftovers`); for writers that need a path (Parquet)."""
-    _writable_target(target)
+    writable_target(target)
     fd, tmp = tempfile.mkstemp(prefix=f"{temporary_prefix(target.name)}{owner_tag()}.", suffix=".tmp", dir=target.parent)
     try:
         # mkstemp makes 0600 files; a rename keeps the mode, so give the umask's mode now.
@@ -221,7 +247,7 @@ def temporary(target: Path) -> Path:
 
 def rename_into_place(tmp: Path, target: Path) -> None:
     """Rename the finished temporary ``tmp`` to ``target`` (not onto a link, a FIFO, a folder)."""
-    _writable_target(target)
+    writable_target(target)
     os.replace(tmp, target)
 
 
@@ -281,8 +307,16 @@ class Leftovers:
             for candidate in sorted(n for n in found if n.startswith(prefix)):
                 if not self._abandoned(folder / candidate, candidate[len(prefix) :], now):
                     continue
-                (folder / candidate).unlink(missing_ok=True)
                 found.discard(candidate)
+                try:
+                    if not stat.S_ISREG(os.lstat(folder / candidate).st_mode):
+                        continue  # named like a temporary, but not one (a folder): not ours to remove
+                    (folder / candidate).unlink()
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("could not remove the leftover %s: %s", show_path(folder / candidate), exc.strerror or exc)
+                    continue
                 removed.append(folder / candidate)
         return removed
 

@@ -181,6 +181,9 @@ def _extract(**params: Any) -> None:
             # Stopped outside the run's own code (writing a line, drawing a bar): close it, so
             # that its workers go and its shared-memory folder is removed before the exit.
             results.close()
+            from .extract._loader import remove_own_frame_folders
+
+            remove_own_frame_folders()  # a signal while the workers started comes before any cleanup
         raise _interrupted(summary) from None
     assert summary is not None
     if not quiet:
@@ -407,7 +410,7 @@ def status(
         typer.echo(json.dumps(report.to_dict()))
     else:
         for record in report.failures:
-            typer.echo(f"failed: {show_path(str(record.get('path', '?')))}: {record.get('error_type')}: {_one_line(record.get('message'))}")
+            typer.echo(f"failed: {_one_line(record.get('path'))}: {_one_line(record.get('error_type'))}: {_one_line(record.get('message'))}")
         for conflict in report.conflicts:
             typer.echo(f"conflict: {conflict}")
         plans = len(report.plans)
@@ -455,7 +458,7 @@ def show(
         raise _fail(str(exc), EXIT_USAGE) from None
     except TdvideoError as exc:  # a damaged or hostile output, a PNG that cannot be written
         raise _fail(str(exc), EXIT_FAILED) from None
-    typer.echo(str(path))
+    typer.echo(show_path(path))
 
 
 @app.command(cls=_Command)

@@ -122,6 +122,11 @@ def load_dir(out: str | Path, *, on_damaged: OnDamaged = "raise") -> Iterator[tu
         yield item
 
 
+def _utf8(name: str) -> str:
+    """``name`` as Parquet's strings must be, UTF-8: a file name's undecodable bytes escaped (``\\xff``)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _pyarrow() -> Any:
     try:
         import pyarrow as pa
@@ -155,11 +160,17 @@ def export_parquet(out: str | Path, target: str | Path, *, on_damaged: OnDamaged
     pa, pq = _pyarrow()
     out, target = Path(out), Path(target)
     videos_target = target.with_name(f"{target.stem}.videos.parquet")
+    tmp: list[Path] = []
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         Leftovers().remove(target.parent, [target.name, videos_target.name])  # of an export that was killed
-        tmp = [temporary(target), temporary(videos_target)]
-    except OSError as exc:
+        for final in (target, videos_target):
+            tmp.append(temporary(final))
+    except (OSError, OutputError) as exc:
+        for path in tmp:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
         raise OutputError(f"cannot write {show_path(target)}: {exc.strerror or exc}") from exc
     report = ExportReport()
     writer = None
@@ -175,6 +186,10 @@ def export_parquet(out: str | Path, target: str | Path, *, on_damaged: OnDamaged
             array = np.asarray(features.array, dtype=np.float32)
             steps = len(array)
             flat = array.reshape(steps, math.prod(array.shape[1:]))  # -1 cannot say it for zero rows
+            if flat.shape[1] == 0:
+                report.left_out.append(LeftOut(name, "no features (0 numbers a step)"))
+                continue
+            name = _utf8(name)
             if size is None:
                 size = flat.shape[1]
                 schema = pa.schema(
@@ -191,11 +206,12 @@ def export_parquet(out: str | Path, target: str | Path, *, on_damaged: OnDamaged
             writer.write_table(table)  # one row group per video
             report.rows += steps
             meta = features.metadata
+            source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
             per_video.append(
                 {
                     "video": name,
-                    "source": (meta.get("source") or {}).get("path"),
-                    "model": meta.get("model"),
+                    "source": _utf8(source["path"]) if isinstance(source.get("path"), str) else None,
+                    "model": _utf8(meta["model"]) if isinstance(meta.get("model"), str) else None,
                     "rows": steps,
                     "feature_shape": json.dumps(list(array.shape[1:])),
                     "metadata": json.dumps({k: v for k, v in meta.items() if k != "timestamps"}),

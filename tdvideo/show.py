@@ -339,6 +339,7 @@ def plot(features: Features | str | Path, output: str | Path | None = None) -> P
     picture = _measure(x, times)
     source = _text(features.metadata.get("source"), "path")
     thumbs, note = _thumbnails(source, times)
+    note = _label(note) if note is not None else None
     fig = matplotlib.figure.Figure(figsize=(10, 11), layout="constrained")
     _draw(fig, picture, thumbs, note, title=_title(features, picture, x.shape[1], source))
     _save(fig, output)
@@ -351,9 +352,15 @@ def _text(record: object, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _label(text: str) -> str:
+    """``text`` as matplotlib must get it: a file name's undecodable bytes and control
+    characters escaped, and ``$`` escaped (it would start mathtext)."""
+    return show_path(text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")).replace("$", r"\$")
+
+
 def _title(features: Features, picture: _Picture, dims: int, source: str | None) -> str:
-    model = str(features.metadata.get("model", "?"))[:60]
-    lines = [f"{Path(source).name if source else 'features'}: {model}, {picture.steps:,} steps, {dims}-d"]
+    model = _label(str(features.metadata.get("model", "?"))[:60])
+    lines = [f"{_label(Path(source).name) if source else 'features'}: {model}, {picture.steps:,} steps, {dims}-d"]
     if picture.per > 1:
         lines.append(f"{picture.steps:,} steps pooled into {len(picture.bins):,} bins of {picture.per:,}")
     if picture.bad_steps:

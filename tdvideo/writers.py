@@ -32,6 +32,7 @@ import json
 import math
 import os
 import pickle
+import stat
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -40,10 +41,11 @@ from typing import IO, Any, BinaryIO, get_args
 
 import numpy as np
 
-from ._files import Leftovers, open_regular, publish, read_bytes
+from ._files import Leftovers, open_regular, parse_json, publish, read_bytes, writable_target
 from ._system import sha256_file
 from ._types import Format, OutputDType
 from .errors import OutputError, UsageError, first_line, show_path
+from .sampling import MAX_SECONDS
 
 __all__ = [
     "FATAL_WRITE_ERRORS",
@@ -165,6 +167,8 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     _check_format(fmt)
     base.parent.mkdir(parents=True, exist_ok=True)
     target = array_path(base, fmt)
+    for name in (metadata_path(base), target):  # a link, a FIFO, a folder: refused before anything is touched
+        writable_target(name)
     array, times = features.array, features.timestamps
     metadata_path(base).unlink(missing_ok=True)
     if fmt == "npy":
@@ -187,9 +191,7 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     }
     publish(metadata_path(base), lambda fh: _write_metadata(fh, meta, metadata_path(base)))
     # An earlier output of this video in another format is stale now.
-    for other in FORMATS:
-        if other != fmt:
-            array_path(base, other).unlink(missing_ok=True)
+    _remove_files([array_path(base, other) for other in FORMATS if other != fmt])
     return target
 
 
@@ -242,9 +244,17 @@ def _torch_save(array: np.ndarray, times: np.ndarray, fh: Any) -> None:
 
 def remove_output(base: Path) -> bool:
     """Remove the output at ``base`` (metadata first, so it never names a missing array); True if there was one."""
+    return _remove_files([metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)])
+
+
+def _remove_files(paths: list[Path]) -> bool:
+    """Remove those of ``paths`` that are files or links (a folder of that name is left
+    alone: not an output); True if any was there."""
     found = False
-    for path in (metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)):
+    for path in paths:
         try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                continue
             path.unlink()
             found = True
         except FileNotFoundError:
@@ -276,9 +286,10 @@ def remove_temporaries(base: Path) -> list[Path]:
 
 # -- reading ---------------------------------------------------------------------------------
 
-# Metadata holds a timestamp or two per row (about 25 bytes each): this is tens of millions
-# of rows, and a bound on what a crafted "metadata" file makes any command read.
-MAX_METADATA_BYTES = 512 * 2**20
+# Metadata holds a timestamp or two per row (about 20 bytes each): this is ten million rows
+# and more, and a bound on what a crafted "metadata" file makes any command read and parse
+# (parsed, JSON takes several times its size in memory).
+MAX_METADATA_BYTES = 256 * 2**20
 # numpy's own bound on a .npy header, which is a Python literal (np.lib.format).
 _MAX_HEADER_BYTES = 10_000
 
@@ -303,11 +314,9 @@ def finished_output(base: Path, *, full: bool = False, root: Path | None = None)
     """
     path = metadata_path(base)
     try:
-        meta = json.loads(read_bytes(path, limit=MAX_METADATA_BYTES, root=root))
+        meta = parse_json(read_bytes(path, limit=MAX_METADATA_BYTES, root=root), path)
     except OutputError as exc:
         return None, f"{exc} (no finished tdvideo output here)"
-    except ValueError:  # UnicodeDecodeError included
-        return None, f"{show_path(path)}: not JSON (no finished tdvideo output here)"
     if not isinstance(meta, dict) or not isinstance(meta.get("file"), str) or Path(meta["file"]).name != meta["file"] or meta["file"] in ("", ".", ".."):
         return None, f"{show_path(path)}: names no array file (not tdvideo metadata)"
     target = base.parent / meta["file"]
@@ -364,6 +373,8 @@ def load(path: str | Path, *, root: str | Path | None = None) -> Features:
                 raise OutputError(f"{show_path(target)}: changed while it was being read")
             if fmt == "npy":
                 array = _read_npy(fh, size=os.fstat(fh.fileno()).st_size, shape=shape)
+                if not isinstance(meta.get("timestamps"), list):
+                    raise ValueError(f"the metadata's timestamps are {type(meta.get('timestamps')).__name__}, not a list")
                 times = np.asarray(meta["timestamps"], dtype=np.float64)
             elif fmt == "npz":
                 array, times = _read_npz(fh, shape=shape)
@@ -379,11 +390,13 @@ def load(path: str | Path, *, root: str | Path | None = None) -> Features:
         raise OutputError(f"{show_path(target)}: damaged or not a tdvideo {fmt} output ({first_line(exc)})") from None
     # One row per timestamp; a video model's row is a window, with a row of timestamps.
     rows = times.shape[:1] if meta.get("features_per") == "window" else times.shape
-    if tuple(array.shape[: len(rows)]) != tuple(rows) or tuple(array.shape) != shape:
+    if times.ndim not in (1, 2) or tuple(array.shape[: len(rows)]) != tuple(rows) or tuple(array.shape) != shape:
         raise OutputError(
             f"{show_path(target)}: {tuple(array.shape)} features do not match {tuple(times.shape)} timestamps "
             f"(metadata says {list(shape)})"
         )
+    if times.size and not (np.isfinite(times).all() and np.abs(times).max() <= MAX_SECONDS):
+        raise OutputError(f"{show_path(target)}: timestamps that are no times of a video (not finite, or beyond {MAX_SECONDS:g} s)")
     return Features(array=array, timestamps=times, metadata=meta)
 
 
@@ -432,11 +445,15 @@ def _read_npy(fh: IO[bytes], *, size: int, shape: tuple[int, ...] | None) -> np.
 def _read_npz(fh: IO[bytes], *, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``features`` and ``timestamps`` of an .npz file, each member checked as a .npy."""
     arrays = {}
+    archive_size = os.fstat(fh.fileno()).st_size
     with zipfile.ZipFile(fh) as archive:
         for name in ("features", "timestamps"):
             info = archive.getinfo(f"{name}.npy")
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"{name}.npy is compressed; tdvideo writes them stored")
+            # Stored: the member is as large as it says it is, and inside the file.
+            if info.file_size != info.compress_size or info.header_offset + info.compress_size > archive_size:
+                raise ValueError(f"{name}.npy claims {info.file_size} bytes; the file holds {archive_size}")
             with archive.open(info) as member:
                 arrays[name] = _read_npy(member, size=info.file_size, shape=shape if name == "features" else None)
     return arrays["features"], arrays["timestamps"].astype(np.float64, copy=False)
@@ -451,9 +468,13 @@ def _read_pt(fh: IO[bytes], *, shape: tuple[int, ...]) -> tuple[np.ndarray, np.n
         if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
             raise ValueError("compressed members; torch.save stores them")
     fh.seek(0)
+    import warnings
+
     import torch  # only for this format
 
-    data = torch.load(fh, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notes on a file's pickle protocol: any problem is raised
+        data = torch.load(fh, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), torch.Tensor) for k in ("features", "timestamps")):
         raise ValueError("does not hold tensors named features and timestamps")
     features = data["features"].numpy()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -214,14 +215,221 @@ def test_show_on_each_bad_output_is_one_line(hostile: dict[str, Path], untouched
 
 
 def test_a_rerun_of_extract_over_the_folder(hostile: dict[str, Path], untouched: None, tmp_path: Path) -> None:
-    """The rerun redoes the damaged output, and each file in its way is one line."""
+    """The rerun redoes the damaged output; a FIFO where an output's metadata goes fails that
+    video in one line (nothing is written into it, or replaces it)."""
     out = hostile["out"]
     (out / "c.json").unlink()
     os.mkfifo(out / "c.json")  # a FIFO where a finished output's metadata was
     os.symlink(hostile["outside"] / "secret.npy", out / "a.npy.link")
     start = time.monotonic()
     code, _, stderr, peak = run("extract", str(hostile["src"]), "-o", str(out), "--workers", "0", cwd=tmp_path)
-    _one_line_each(stderr)
-    assert code == 0, stderr
+    lines = _one_line_each(stderr)
+    assert code == 1, stderr
+    assert [line for line in lines if line.startswith("failed: ")] == [
+        f"failed: {hostile['src'] / 'c.mp4'}: {out / 'c.json'}: a FIFO, not a regular file; not replaced"
+    ]
     assert time.monotonic() - start < TIMEOUT and peak < MAX_RSS_BYTES
-    assert len(tdvideo.load(out / "b")) == 30 and len(tdvideo.load(out / "c")) == 30  # redone
+    assert len(tdvideo.load(out / "b")) == 30  # redone
+    assert stat.S_ISFIFO(os.lstat(out / "c.json").st_mode)
+
+
+# -- a second round: what an attacker tried against the first ---------------------------------
+
+
+def _craft_meta(base: Path, array_file: Path, **fields: object) -> None:
+    """Consistent metadata for ``array_file`` (size, sha256), with ``fields`` put in as given."""
+    import hashlib
+
+    data = array_file.read_bytes()
+    meta = {
+        "file": array_file.name, "format": array_file.suffix[1:], "file_bytes": len(data), "file_mtime_ns": array_file.stat().st_mtime_ns,
+        "file_sha256": hashlib.sha256(data).hexdigest(), "shape": [3, 48], "dtype": "float32", "timestamps": [0.0, 0.1, 0.2],
+        "source": {"path": "/nonexistent/video.mp4"}, "model": "crafted",
+    }
+    base.with_name(base.name + ".json").write_text(json.dumps({**meta, **fields}))
+
+
+def _lying_npz(path: Path, claimed: int) -> None:
+    """An .npz whose zip directory says its features member holds ``claimed`` bytes."""
+    import zipfile
+
+    np.savez(path, features=np.zeros((3, 48), np.float32), timestamps=np.zeros(3))
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("features.npy")
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((3, 48), np.float32))
+    header["shape"] = (claimed // 192, 48)
+    import io
+
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, header)
+    member = data.find(b"\x93NUMPY", info.header_offset)
+    data[member : member + len(stream.getvalue())] = stream.getvalue()  # same length: a lying shape
+    for at in (info.header_offset + 18, info.header_offset + 22):  # local header: compressed, plain size
+        data[at : at + 4] = claimed.to_bytes(4, "little")
+    central = data.rfind(b"PK\x01\x02", 0, len(data))
+    while central != -1:
+        name_len = int.from_bytes(data[central + 28 : central + 30], "little")
+        if data[central + 46 : central + 46 + name_len] == b"features.npy":
+            data[central + 20 : central + 24] = claimed.to_bytes(4, "little")
+            data[central + 24 : central + 28] = claimed.to_bytes(4, "little")
+        central = data.rfind(b"PK\x01\x02", 0, central)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Clip]) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("crafted")
+    src = video_tree(root / "src", {"a.mp4": clips["h264"].path, "b.mp4": clips["vp9"].path})
+    out = root / "out"
+    assert [r.status for r in tdvideo.Extractor(workers=0).run([src], out=out, progress=False)] == ["done", "done"]
+    rows = np.zeros((3, 48), np.float32)
+    for name in ("nested", "nul", "surrogate", "notimes", "oddsource", "far"):
+        np.save(out / f"{name}.npy", rows)
+    (out / "nested.json").write_text('{"file": "nested.npy", "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    _craft_meta(out / "nul", out / "nul.npy", file="nul\u0000.npy")
+    (out / "surrogate.json").write_text(json.dumps({"file": "\ud800.npy"}))
+    _craft_meta(out / "notimes", out / "notimes.npy", timestamps=None)
+    _craft_meta(out / "oddsource", out / "oddsource.npy", source=[1, 2], model=5)
+    _craft_meta(out / "far", out / "far.npy", timestamps=[1e308, 1e308, 1e308])
+    np.save(out / "wide0.npy", np.zeros((3, 0), np.float32))
+    _craft_meta(out / "wide0", out / "wide0.npy", shape=[3, 0])
+    _lying_npz(out / "zbomb.npz", 2**31)
+    _craft_meta(out / "zbomb", out / "zbomb.npz")
+    (out / "packed.json").write_bytes(b'{"file": "packed.npy", "x": [' + b"[]," * 400_000 + b"[]]}")
+    # A folder named like an abandoned temporary of a's array.
+    (out / f".a.npy.w{2**22 + 7}-{_host()}.abcdefgh.tmp").mkdir()
+    # Records that are not records: numbers out of range, wrong types, a line with no end.
+    with (out / "failures.jsonl").open("a") as fh:
+        fh.write('{"path": "x", "time": 1' + "0" * 400 + "}\n")
+        fh.write('{"path": "y", "error_type": "DecodeError\\nfailed: /forged.mp4: Fake", "message": "m"}\n')
+        fh.write('{"path": "z", "error_type": "\\ud800"}\n')
+    (out / "failures.noise.jsonl").write_bytes(bytes(range(256)) * 1200)
+    (out / "failures.blob.jsonl").write_bytes(b"x" * 300_000)  # one "line" with no end, five times too long
+    plans = out / ".tdvideo" / "plans"
+    (plans / "far.json").write_text(json.dumps({"created": 1e300, "videos": [{"source": "q.mp4", "output": "q"}]}))
+    (plans / "nan.json").write_text('{"created": NaN, "videos": [{"source": "r.mp4", "output": "r"}]}')
+    (plans / "unreadable.json").write_text(json.dumps({"videos": [], "unreadable": 5}))
+    (plans / "deep.json").write_text('{"videos": [], "x": ' + "[" * 30_000 + "]" * 30_000 + "}")
+    return {"root": root, "src": src, "out": out}
+
+
+def _host() -> str:
+    from tdvideo._files import owner_tag
+
+    return owner_tag().rsplit("-", 1)[1]
+
+
+def test_crafted_metadata_is_one_line_each(crafted: dict[str, Path]) -> None:
+    out = crafted["out"]
+    reasons = {
+        "nested": "not a tdvideo record",
+        "nul": "not a file name",
+        "surrogate": "not a file name",
+        "notimes": "timestamps are NoneType, not a list",
+        "far": "timestamps that are no times of a video",
+        "zbomb": "claims 2147483648 bytes; the file holds",
+        "packed": "not a tdvideo record",
+    }
+    for name, reason in reasons.items():
+        with pytest.raises(OutputError) as caught:
+            tdvideo.load(out / name, root=out)
+        assert reason in str(caught.value) and "\n" not in str(caught.value), (name, str(caught.value))
+    assert len(tdvideo.load(out / "oddsource")) == 3  # odd but harmless metadata: read, and handled below
+
+
+def test_export_and_status_over_crafted_records(crafted: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    out = crafted["out"]
+    code, _, stderr, peak = run("export", str(out), "--to", str(tmp_path / "f.parquet"), "--skip-damaged", cwd=tmp_path)
+    lines = _one_line_each(stderr)
+    assert code == 0 and lines[-1].startswith("3 videos, 93 rows, 8 left out ->"), stderr  # a, b, oddsource
+    assert any("wide0: no features (0 numbers a step)" in line for line in lines)
+    assert peak < MAX_RSS_BYTES
+    code, stdout, stderr, _ = run("status", str(out), cwd=tmp_path)
+    warnings = _one_line_each(stderr)
+    assert code == 1
+    assert any("failures.noise.jsonl: 1200 line(s) that are not failure records" in w for w in warnings), warnings
+    assert any("failures.blob.jsonl: 1 line(s) that are not failure records" in w for w in warnings), warnings
+    assert any("deep.json: " in w and "not a tdvideo record" in w for w in warnings), warnings
+    assert any("unreadable.json: 1 entry" in w for w in warnings), warnings
+    assert not any(line.startswith("failed: /forged.mp4") for line in stdout.splitlines())  # printed escaped, on its own line
+    assert "q (plan far" not in stdout
+
+
+def test_show_and_a_rerun_over_crafted_files(crafted: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = crafted["out"]
+    for name in ("nested", "nul", "far", "zbomb"):
+        code, _, stderr, _ = run("show", str(out / name), "-o", str(tmp_path / f"{name}.png"), cwd=tmp_path)
+        assert code == 1 and len(_one_line_each(stderr)) == 1, (name, stderr)
+    code, stdout, stderr, _ = run("show", str(out / "oddsource"), "-o", str(tmp_path / "odd\nname.png"), cwd=tmp_path)
+    assert code == 0 and stdout.strip() == repr(str(tmp_path / "odd\nname.png")), (stdout, stderr)
+    # The folder named like a temporary is left alone; the run goes on and redoes nothing it need not.
+    code, _, stderr, _ = run("extract", str(crafted["src"]), "-o", str(out), "--workers", "0", cwd=tmp_path)
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert len(list(out.glob(".a.npy.w*.tmp"))) == 1
+
+
+def test_names_that_are_not_utf8_export_and_show(clips: dict[str, Clip], tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("matplotlib")
+    src = tmp_path / "src"
+    src.mkdir()
+    name = os.fsdecode(b"bad\xffname.mp4")
+    shutil.copy(clips["h264"].path, src / name)
+    out = tmp_path / "out"
+    [result] = tdvideo.Extractor(workers=0).run([src], out=out, progress=False)
+    assert result.status == "done"
+    code, _, stderr, _ = run("export", str(out), "--to", str(tmp_path / "f.parquet"), cwd=tmp_path)
+    assert code == 0, stderr
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "f.parquet")["video"][0].as_py() == "bad\\xffname"
+    code, _, stderr, _ = run("show", os.fsdecode(bytes(out) + b"/bad\xffname"), "-o", str(tmp_path / "x.png"), cwd=tmp_path)
+    assert code == 0, stderr
+
+
+def test_links_where_run_records_go_are_refused(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """A link at OUT/.tdvideo/plans would have plans written elsewhere, and status then miss them."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    (out / ".tdvideo").mkdir(parents=True)
+    os.symlink(elsewhere, out / ".tdvideo" / "plans")
+    code, _, stderr, _ = run("extract", str(clips["one"].path), "-o", str(out), cwd=tmp_path)
+    assert code == 2 and "plans: a symbolic link" in stderr and "tdvideo keeps its run records there" in stderr, stderr
+    assert not list(elsewhere.iterdir())
+    code, _, stderr, _ = run("status", str(out), cwd=tmp_path)
+    assert code == 1 and "a symbolic link" in stderr, stderr
+
+
+def test_a_full_disk_while_the_plan_is_written_is_one_line(clips: dict[str, Clip], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from tdvideo.extract import _records
+
+    def full(path, write):  # publish, on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_records, "publish", full)
+    with pytest.raises(OutputError, match=r"^cannot write to .*: No space left on device; stopped \(the run's plan\)$"):
+        list(tdvideo.Extractor(workers=0).run([clips["one"].path], out=tmp_path / "out", progress=False))
+
+
+def test_links_and_folders_where_an_output_goes(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """A folder or a link at an output's metadata or array name: that video fails in one line,
+    nothing is written through the link, and a folder at another format's name is left alone."""
+    src = video_tree(tmp_path / "src", {"a.mp4": clips["h264"].path, "b.mp4": clips["vp9"].path, "c.mp4": clips["mpeg4"].path})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.json").mkdir()
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep")
+    os.symlink(victim, out / "b.json")
+    (out / "c.pt").mkdir()
+    results = {r.path.name: r for r in tdvideo.Extractor(workers=0).run([src], out=out, progress=False)}
+    assert results["a.mp4"].status == "failed" and results["a.mp4"].error_type == "OutputError" and "a directory" in results["a.mp4"].error
+    assert results["b.mp4"].status == "failed" and "a symbolic link" in results["b.mp4"].error
+    assert results["c.mp4"].status == "done" and (out / "c.pt").is_dir()
+    assert victim.read_text() == "keep"

@@ -201,9 +201,16 @@ def test_a_config_with_a_byte_order_mark(tmp_path: Path) -> None:
 
 
 def test_write_checks_left_by_a_kill_are_removed(tmp_path: Path) -> None:
-    (tmp_path / ".tdvideo-write-test.abcd1234").write_text("")
+    """A kill's leftover, once a minute old; a fresh one may be another run's check in progress."""
+    import os
+    import time
+
+    old, fresh = tmp_path / ".tdvideo-write-test.abcd1234", tmp_path / ".tdvideo-write-test.efgh5678"
+    for path in (old, fresh):
+        path.write_text("")
+    os.utime(old, (time.time() - 120,) * 2)
     prepare_output(tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [fresh]
 
 
 def error_lines(result) -> list[str]:

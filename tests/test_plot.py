@@ -300,7 +300,7 @@ def test_timestamps_of_nan_are_one_line(tmp_path: Path) -> None:
     times = np.arange(40) / 10
     times[[3, -1]] = np.nan, np.inf
     write_features(tmp_path / "clip", Features(_scenes(40, scene=10), times, {}), fmt="npy")
-    assert "timestamps hold NaN" in _one_line_error(runner.invoke(app, ["show", str(tmp_path / "clip")]))
+    assert "timestamps that are no times of a video" in _one_line_error(runner.invoke(app, ["show", str(tmp_path / "clip")]))
 
 
 def test_nearly_constant_features_are_not_stretched_into_structure(tmp_path: Path, figures: list[Figure]) -> None:

@@ -294,6 +294,48 @@ def test_a_video_that_fails_in_one_claiming_process_is_not_tried_again_by_anothe
     assert rerun.returncode == 1 and summary(err) == {"done": 0, "skipped": 6, "failed": 1, "elsewhere": 0}, err
 
 
+def test_claims_that_are_no_claims_are_taken_over(tmp_path: Path) -> None:
+    """A dangling link or a folder where a claim goes is no claim of any process: the run
+    takes it over (a waiting process would otherwise wait for ever)."""
+    import hashlib
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    _clips(src, [6, 6, 6])
+    claims = out / ".tdvideo" / "claims"
+    claims.mkdir(parents=True)
+    os.symlink(tmp_path / "nowhere", claims / f"{hashlib.sha1(b'v0').hexdigest()}.claim")
+    (claims / f"{hashlib.sha1(b'v1').hexdigest()}.claim").mkdir()
+    proc = cli(str(src), "-o", str(out), "--balance", "claim", "--claim-timeout", "600", quiet=False)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert len(list(out.glob("*.npy"))) == 3
+
+
+def test_a_waiting_claiming_process_stops_on_the_first_signal(tmp_path: Path) -> None:
+    """Waiting for a video another (live) process holds, decoding in its own process: the
+    first SIGTERM stops it, with the one interrupted line."""
+    import hashlib
+    import signal
+
+    from tdvideo._files import owner_tag
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    _clips(src, [6, 6])
+    claims = out / ".tdvideo" / "claims"
+    claims.mkdir(parents=True)
+    holder = {"owner": f"w1-{owner_tag().rsplit('-', 1)[1]}", "pid": 1}  # pid 1: alive for as long as the test
+    (claims / f"{hashlib.sha1(b'v1').hexdigest()}.claim").write_text(json.dumps(holder))
+    proc = cli(str(src), "-o", str(out), "--balance", "claim", quiet=False)
+    deadline = time.monotonic() + 60
+    while not (out / "v0.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)  # now waiting for v1
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1].startswith("interrupted: "), err
+
+
 def test_a_claiming_process_holds_no_more_claims_than_it_decodes(tmp_path: Path) -> None:
     """The model is the slow part here: decoding could run ahead by many videos, but each
     claim stands for a video being decoded or not yet committed, one per decoder."""

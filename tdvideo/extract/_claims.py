@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._files import open_regular, owner_tag, process_alive, publish
+from .._files import check_inside, open_regular, owner_tag, parse_json, process_alive, publish
 from ..errors import OutputError
 from ..writers import RUN_DIR, SourceIdentity, metadata_path
 from ._inputs import Job
@@ -51,6 +52,7 @@ class Claims:
 
     def __init__(self, out: Path, *, timeout: float) -> None:
         self.folder = out / RUN_DIR / "claims"
+        check_inside(out, self.folder / "x.claim")  # never claims through a link out of OUT
         self.folder.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self.started = time.time()
@@ -70,10 +72,12 @@ class Claims:
         if self._create(claim):
             return True
         try:
-            age = time.time() - claim.stat().st_mtime
+            info = os.lstat(claim)
         except FileNotFoundError:
             return self._create(claim)  # released just now
-        gone = self._holder_gone(claim)
+        age = time.time() - info.st_mtime
+        junk = not stat.S_ISREG(info.st_mode)  # a link, a folder: no claim any process made
+        gone = junk or self._holder_gone(claim)
         if not gone and age <= self.timeout:
             return False  # its owner is at work
         # Its process has gone: rename the claim away first. Of several processes that saw
@@ -83,16 +87,23 @@ class Claims:
             os.rename(claim, grave)
         except FileNotFoundError:
             return False
-        grave.unlink(missing_ok=True)
-        log.info("%s: took over a claim %s", claim.name, "whose process has gone" if gone else f"untouched for {age:.0f} s")
+        except OSError as exc:
+            log.warning("%s: cannot move it out of the way (%s); the video is left to a rerun", claim.name, exc.strerror or exc)
+            return False
+        if stat.S_ISDIR(info.st_mode):
+            log.warning("%s: a folder where a claim goes; moved to %s", claim.name, grave.name)
+        else:
+            grave.unlink(missing_ok=True)
+        why = "that was no claim" if junk else "whose process has gone" if gone else f"untouched for {age:.0f} s"
+        log.info("%s: took over a claim %s", claim.name, why)
         return self._create(claim)
 
     def _holder_gone(self, claim: Path) -> bool:
         """Whether the claim names a process of this host that no longer exists."""
         try:
             with open_regular(claim) as fh:
-                record = json.loads(fh.read(_MAX_CLAIM_BYTES))
-        except (OutputError, ValueError):
+                record = parse_json(fh.read(_MAX_CLAIM_BYTES), claim)
+        except OutputError:
             return False  # being written, or not ours to judge: the timeout decides
         match = _OWNER.fullmatch(str(record.get("owner"))) if isinstance(record, dict) else None
         if match is None or f"w{match.group(1)}-{match.group(2)}" == owner_tag():
@@ -135,10 +146,10 @@ class Claims:
         marker = self.failed_marker(claim)
         try:
             with open_regular(marker) as fh:
-                record = json.loads(fh.read(_MAX_CLAIM_BYTES))
+                record = parse_json(fh.read(_MAX_CLAIM_BYTES), marker)
             when = float(record["failed"])
             recorded = record["source"]
-        except (OutputError, ValueError, KeyError, TypeError):
+        except (OutputError, ValueError, KeyError, TypeError, OverflowError):
             return False  # none, or not a marker of ours: the video is tried
         if when < self.started - self.timeout:
             return False

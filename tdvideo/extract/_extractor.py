@@ -14,9 +14,11 @@ the chunks while the model runs on the previous batch.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -509,6 +511,8 @@ class Extractor:
                     f"cannot write to {show_path(settings.out)}: {exc.strerror}; stopped "
                     f"(finished outputs are kept; a rerun goes on from here)"
                 ) from exc
+            if exc.errno == errno.ENAMETOOLONG:
+                exc = OutputError(f"{show_path(job.base)}: its output's name is too long for the file system")
             return VideoResult.failure(job.path, exc)
         except (OutputError, UnsupportedVideoError) as exc:
             return VideoResult.failure(job.path, exc)
@@ -552,7 +556,8 @@ class Extractor:
         early. ``paths`` may give None: no video for now (claim mode), ask again."""
         if workers == 0:
             sweep_frame_folders()  # of killed runs, as a run with workers does when it starts them
-            return decode_in_process(paths, self.read_options, self._decode, identify=SourceIdentity.of), None
+            stop = threading.Event()
+            return decode_in_process(paths, self.read_options, self._decode, identify=SourceIdentity.of, stop=stop), stop.set
         # Share the cores out: each worker decodes one video at a time.
         threads = self.settings.threads or max(1, available_cpus() // workers)
         options = replace(self.read_options, threads=threads)

@@ -14,12 +14,14 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..errors import NoVideosError, OutputCollisionError, UsageError, option, show_path
+from .._files import check_inside
+from ..errors import NoVideosError, OutputCollisionError, OutputError, UsageError, option, show_path
 from ..writers import RUN_DIR
 
 __all__ = [
@@ -284,20 +286,26 @@ def prepare_output(out: str | Path) -> Path:
     """Create the output folder if needed and check that files can be written in it.
 
     Raises :class:`UsageError` (before any work) when ``out`` is a file, cannot be
-    created, or is not writable.
+    created, or is not writable, or when its folder of run records is a link out of it.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{option('out', show_path(out))} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for leftover in out.glob(f"{_WRITE_TEST}*"):  # of a run killed right here
-            leftover.unlink(missing_ok=True)
+        for leftover in out.glob(f"{_WRITE_TEST}*"):  # of a run killed right here, a while ago
+            if leftover.is_file() and not leftover.is_symlink() and time.time() - leftover.stat().st_mtime > 60:
+                leftover.unlink(missing_ok=True)
         fd, probe = tempfile.mkstemp(prefix=_WRITE_TEST, dir=out)
         os.close(fd)
-        os.unlink(probe)
+        Path(probe).unlink(missing_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot write to {option('out', show_path(out))}: {exc.strerror or exc}") from None
+    for records in ("plans", "claims"):
+        try:
+            check_inside(out, out / RUN_DIR / records / "x")
+        except OutputError as exc:
+            raise UsageError(f"{exc}: tdvideo keeps its run records there; remove it") from None
     return out
 
 

@@ -48,7 +48,8 @@ from ..errors import DecoderCrashError, VideoError, show_path
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 
 __all__ = [
-    "FLUSH", "Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "decode_in_process", "prefetch", "sweep_frame_folders",
+    "FLUSH", "Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "decode_in_process", "prefetch",
+    "remove_own_frame_folders", "sweep_frame_folders",
 ]
 
 log = logging.getLogger(__package__)  # the public package: its modules are private
@@ -83,15 +84,25 @@ _POLL_SECONDS = 0.2
 
 
 def decode_in_process(
-    videos: Iterable[Path | None], options: ReadOptions, decode: Decode = read_chunks, *, identify: Identify | None = None
+    videos: Iterable[Path | None],
+    options: ReadOptions,
+    decode: Decode = read_chunks,
+    *,
+    identify: Identify | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[Chunk]:
     """Every video's chunks, decoded in this thread one after the other. ``videos`` may give
-    None for "no video now, ask again" (claim mode): :data:`FLUSH` is handed on then."""
+    None for "no video now, ask again" (claim mode): :data:`FLUSH` is handed on then. Setting
+    ``stop`` ends it at the next video, or while it waits (FLUSH alone reaches no consumer
+    that could stop it)."""
+    stop = stop or threading.Event()
     index = 0
     for path in videos:
+        if stop.is_set():
+            return
         if path is None:
             yield FLUSH
-            time.sleep(_POLL_SECONDS)
+            stop.wait(_POLL_SECONDS)
             continue
         yield from decode_chunks(index, path, options, decode, identify=identify)
         index += 1
@@ -291,6 +302,14 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 _FRAMES_OWNER = re.compile(r"w(\d+)-([0-9a-f]{8})-")
 _FRAMES_PID = re.compile(r"(\d+)-")  # the folders of a tdvideo that did not name its host
+
+
+def remove_own_frame_folders() -> None:
+    """Remove this process's frame folders: for a process about to exit on a signal, which
+    may have arrived before a pool could clean up after itself (while it was starting)."""
+    root = _frames_root()
+    for entry in root.glob(f"{_FRAMES_PREFIX}{owner_tag()}-*"):
+        shutil.rmtree(entry, onerror=_log_rmtree_error)
 
 
 def sweep_frame_folders(root: Path | None = None) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import stat
 import time
@@ -28,17 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._files import open_regular, publish, read_bytes
+from .._files import check_inside, open_regular, parse_json, publish, read_bytes
 from .._system import file_kind
 from ..errors import OutputError, UsageError, show_path
 from ..writers import FATAL_WRITE_ERRORS, RUN_DIR
 
 __all__ = ["FailuresLog", "Plan", "RunRecords", "plan_folder", "read_records", "write_plan"]
 
-# A plan lists every video of a run, a few hundred bytes each: millions of videos fit.
-MAX_PLAN_BYTES = 1 << 30
+# A plan lists every video of a run, a hundred bytes or more each: a million videos fit.
+# Parsed JSON takes several times its size in memory: the bound is on that too.
+MAX_PLAN_BYTES = 256 * 2**20
 # A failure line is a path and a one-line message; anything longer is not one of ours.
 MAX_FAILURE_LINE = 64 * 1024
+# A failures log holds a line per failure: a million fit. A larger one is not read.
+MAX_FAILURES_BYTES = 256 * 2**20
 
 
 def plan_folder(out: Path) -> Path:
@@ -85,12 +89,17 @@ def write_plan(
     key = hashlib.sha1(json.dumps(content, sort_keys=True).encode(errors="surrogateescape")).hexdigest()[:16]
     folder = plan_folder(out)
     path = folder / f"{key}.json"
-    folder.mkdir(parents=True, exist_ok=True)
-    if path.is_file() and not path.is_symlink():
-        return path  # this very plan is recorded already (another rank, or an earlier run)
-    record = {"created": time.time(), "inputs": given[:_SHOWN_INPUTS], "inputs_count": len(given), **content}
-    data = json.dumps(record, indent=1, ensure_ascii=True).encode()
-    publish(path, lambda fh: fh.write(data))
+    check_inside(out, path)  # never written through a link out of OUT
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and not path.is_symlink():
+            return path  # this very plan is recorded already (another rank, or an earlier run)
+        record = {"created": time.time(), "inputs": given[:_SHOWN_INPUTS], "inputs_count": len(given), **content}
+        data = json.dumps(record, indent=1, ensure_ascii=True).encode()
+        publish(path, lambda fh: fh.write(data))
+    except OSError as exc:
+        stopped = "; stopped" if exc.errno in FATAL_WRITE_ERRORS else ""
+        raise OutputError(f"cannot write to {show_path(out)}: {exc.strerror or exc}{stopped} (the run's plan)") from None
     return path
 
 
@@ -106,12 +115,9 @@ def _relative_output(value: Any) -> str | None:
 
 def _read_plan(path: Path, root: Path, problems: list[str]) -> Plan | None:
     try:
-        record = json.loads(read_bytes(path, limit=MAX_PLAN_BYTES, root=root))
+        record = parse_json(read_bytes(path, limit=MAX_PLAN_BYTES, root=root), path)
     except OutputError as exc:
         problems.append(f"{exc}; this plan is left out")
-        return None
-    except ValueError:
-        problems.append(f"{show_path(path)}: not JSON; this plan is left out")
         return None
     if not isinstance(record, dict) or not isinstance(record.get("videos"), list):
         problems.append(f"{show_path(path)}: not a tdvideo plan (no list of videos); left out")
@@ -126,21 +132,23 @@ def _read_plan(path: Path, root: Path, problems: list[str]) -> Plan | None:
             continue
         videos[output] = source
     unreadable: dict[str, str] = {}
-    for entry in record.get("unreadable") or []:
+    listed = record.get("unreadable")
+    for entry in listed if isinstance(listed, list) else []:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("reason"), str):
             unreadable[entry["path"]] = entry["reason"]
         else:
             bad += 1
+    if listed is not None and not isinstance(listed, list):
+        bad += 1
     if bad:
         problems.append(f"{show_path(path)}: {bad} entr{'y' if bad == 1 else 'ies'} without a source and an output inside the folder; left out")
-    created = record.get("created")
     inputs = record.get("inputs")
     key = record.get("inputs_key")
     return Plan(
         path=path,
         format=str(record.get("format")),
-        created=float(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else None,
-        inputs=[str(i) for i in inputs] if isinstance(inputs, list) else [],
+        created=_time(record.get("created")),
+        inputs=[i for i in inputs if isinstance(i, str)] if isinstance(inputs, list) else [],
         inputs_key=key if isinstance(key, str) else f"plan:{path.name}",  # unknown inputs: a group of its own
         videos=videos,
         unreadable=unreadable,
@@ -190,6 +198,21 @@ class FailuresLog:
         return OutputError(f"cannot write {show_path(self.path)}: {exc.strerror or exc}{stopped}")
 
 
+def _failure_record(line: bytes, path: Path) -> dict[str, Any] | None:
+    """A failure record as tdvideo writes it, from one line, else None."""
+    try:
+        record = parse_json(line, path)
+    except OutputError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        return None
+    if any(k in record and not isinstance(record[k], (str, type(None))) for k in ("output", "error_type", "message")):
+        return None
+    if "time" in record and _time(record["time"]) is None:
+        return None
+    return record
+
+
 def _failure_lines(path: Path, root: Path, problems: list[str]) -> Iterator[dict[str, Any]]:
     """The failure records of one log, in file order; lines that are not records are counted."""
     try:
@@ -199,14 +222,20 @@ def _failure_lines(path: Path, root: Path, problems: list[str]) -> Iterator[dict
         return
     bad = 0
     with fh:
-        for line in iter(lambda: fh.readline(MAX_FAILURE_LINE + 1), b""):
-            try:
-                record = json.loads(line) if len(line) <= MAX_FAILURE_LINE else None
-            except ValueError:
-                record = None
-            if not line.endswith(b"\n") and record is None:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_FAILURES_BYTES:
+            problems.append(f"{show_path(path)}: {size} bytes, more than a failures log may hold ({MAX_FAILURES_BYTES}); its failures are left out")
+            return
+        while line := fh.readline(MAX_FAILURE_LINE + 1):
+            if len(line) > MAX_FAILURE_LINE:  # no line of ours: skip the rest of it
+                while line and not line.endswith(b"\n"):
+                    line = fh.readline(MAX_FAILURE_LINE + 1)
+                bad += 1
+                continue
+            record = _failure_record(line, path)
+            if record is None and not line.endswith(b"\n") and fh.tell() == size:
                 continue  # the last line, cut short by a kill: not a record, and not damage
-            if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+            if record is None:
                 bad += 1
                 continue
             yield record
@@ -229,7 +258,12 @@ def read_records(out: Path) -> RunRecords:
         raise UsageError(f"{show_path(out)}: {'not a folder' if out.exists() else 'no such folder'}")
     records = RunRecords()
     folder = plan_folder(out)
-    paths = sorted(folder.glob("*.json")) if folder.is_dir() and not folder.is_symlink() else []
+    paths: list[Path] = []
+    try:
+        check_inside(out, folder / "x.json")
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    except OutputError as exc:
+        records.problems.append(f"{exc}; its plans are left out")
     old = out / RUN_DIR / "plan.json"  # the one plan tdvideo kept before plans were added up
     if os.path.lexists(old):
         paths.append(old)
@@ -245,6 +279,16 @@ def read_records(out: Path) -> RunRecords:
     return records
 
 
+def _time(value: Any) -> float | None:
+    """A record's time, seconds since the epoch, if it is one (finite, from 1970 to 5138)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) and 0 <= seconds < 1e11 else None
+
+
 def _when(record: dict[str, Any]) -> float:
-    value = record.get("time")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    return _time(record.get("time")) or 0.0
