@@ -142,6 +142,15 @@ def untouched(hostile: dict[str, Path]):
     assert not Path("/tmp/tdvideo-pwned").exists()
 
 
+def _refused_in_one_line(out: Path, reasons: dict[str, str]) -> None:
+    """``load`` of each output under ``out`` is one line that gives its reason."""
+    for name, reason in reasons.items():
+        with pytest.raises(OutputError) as caught:
+            tdvideo.load(out / name, root=out)
+        message = str(caught.value)
+        assert reason in message and "\n" not in message, (name, message)
+
+
 def test_load_refuses_each_bad_output_in_one_line(hostile: dict[str, Path], untouched: None) -> None:
     out = hostile["out"]
     reasons = {
@@ -154,11 +163,7 @@ def test_load_refuses_each_bad_output_in_one_line(hostile: dict[str, Path], unto
         "b": "sha256 differs",
         "linked/a": "not a folder of outputs; not followed",
     }
-    for name, reason in reasons.items():
-        with pytest.raises(OutputError) as caught:
-            tdvideo.load(out / name, root=out)
-        message = str(caught.value)
-        assert reason in message and "\n" not in message, (name, message)
+    _refused_in_one_line(out, reasons)
     assert len(tdvideo.load(out / "zero")) == 0 and len(tdvideo.load(out / "a")) == 60
 
 
@@ -331,10 +336,7 @@ def test_crafted_metadata_is_one_line_each(crafted: dict[str, Path]) -> None:
         "zbomb": "claims 2147483648 bytes; the file holds",
         "packed": "not a tdvideo record",
     }
-    for name, reason in reasons.items():
-        with pytest.raises(OutputError) as caught:
-            tdvideo.load(out / name, root=out)
-        assert reason in str(caught.value) and "\n" not in str(caught.value), (name, str(caught.value))
+    _refused_in_one_line(out, reasons)
     assert len(tdvideo.load(out / "oddsource")) == 3  # odd but harmless metadata: read, and handled below
 
 
