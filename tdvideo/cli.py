@@ -268,17 +268,28 @@ def _interrupted(summary: RunSummary | None) -> typer.Exit:
 
 @app.command(cls=_Command)
 def info(
-    paths: Annotated[list[Path], typer.Argument(help="Video files, or folders (searched recursively).", show_default=False)],
+    paths: Annotated[
+        list[str], typer.Argument(help="Video files or URLs, or folders or prefixes (searched recursively).", show_default=False)
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: one object (one per line for several videos).", metavar=_FLAG)] = False,
+    storage_option: Annotated[
+        list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for the store of URLs (as extract takes it).", metavar="KEY=VALUE")
+    ] = None,
 ) -> None:
     """Show videos' container, codec, size, frame rate, duration, frame count and rotation.
 
     One file: every field, one per line. Several files or a folder: a table, one row each.
     """
+    from .settings import Settings
+    from .storage import is_url
     from .video import file_kind, probe
 
-    if len(paths) == 1 and not paths[0].is_dir():
-        path = paths[0]
+    try:
+        options = Settings(storage_options=_parse_flags({"storage_options": storage_option}).get("storage_options")).storage_options
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    if len(paths) == 1 and not is_url(paths[0]) and not Path(paths[0]).is_dir():
+        path = Path(paths[0])
         try:
             mode = path.stat().st_mode
         except OSError as exc:
@@ -286,24 +297,18 @@ def info(
             raise _fail(f"{show_path(path)}: {what}", EXIT_USAGE) from None
         if not stat.S_ISREG(mode):
             raise _fail(f"{show_path(path)}: not a regular file (a {file_kind(mode)})", EXIT_USAGE)
-        try:
-            video = probe(path)
-        except TdvideoError as exc:
-            raise _fail(str(exc), EXIT_FAILED) from None
-        data = video.to_dict()
-        if as_json:
-            typer.echo(json.dumps(data))
-            return
-        width = max(len(k) for k in data)
-        for key, value in data.items():
-            typer.echo(f"{key:<{width}}  {_shown(value)}")
+        _print_one(probe, path, as_json)
         return
     from .extract import discover_videos
+    from .storage import location
 
     try:
-        found = discover_videos(paths)
+        found = discover_videos(paths, storage_options=options)
     except TdvideoError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
+    if len(paths) == 1 and len(found.videos) == 1 and str(found.videos[0].path) == str(location(paths[0])):
+        _print_one(probe, found.videos[0].path, as_json)  # one object of a store, named by its URL
+        return
     failed = [f"failed: {show_path(u.path)}: {u.reason}" for u in found.unreadable]
     rows = []
     for video in found.videos:
@@ -325,6 +330,21 @@ def info(
         typer.echo(line, err=True)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _print_one(probe: Any, path: Any, as_json: bool) -> None:
+    """Every field of one video's probe, one per line (or one JSON object)."""
+    try:
+        video = probe(path)
+    except TdvideoError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    data = video.to_dict()
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        typer.echo(f"{key:<{width}}  {_shown(value)}")
 
 
 @app.command(cls=_Command)

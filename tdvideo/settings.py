@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 import re
@@ -141,6 +142,28 @@ def _extensions(name: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _storage_options(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k for k in value):
+        raise UsageError(f"{name} must be a table of option names and values, got {value!r}")
+    return dict(value)
+
+
+def _parse_storage_option(name: str, values: Any) -> dict[str, Any]:
+    """``KEY=VALUE`` options from the command line; a VALUE that reads as JSON (a number,
+    true, a table) is that, else it is text."""
+    options: dict[str, Any] = {}
+    for text in [values] if isinstance(values, str) else values:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{name} takes KEY=VALUE, got {text!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        options[key.strip()] = value
+    return options
+
+
 def parse_size(name: str, text: str) -> Size:
     """``224`` (the short side) or ``224x160`` (H x W), from the command line."""
     parts = text.lower().split("x")
@@ -259,6 +282,18 @@ class Settings:
         120.0, "Seconds without a heartbeat after which a claim's process counts as gone.", "Running", (int, float),
         check=_positive_seconds, metavar="S",
     )
+    storage_options: dict[str, Any] | None = _setting(
+        None,
+        "Options for the store of URL inputs (s3://, gs://, https://, hf://): KEY=VALUE, repeatable, e.g. "
+        "endpoint_url=http://host:9000; a [storage_options] table in TOML. Credentials are best left to the "
+        "store's own environment variables and files.",
+        "Storage", (dict,), check=_storage_options, parse=_parse_storage_option, repeat=True, metavar="KEY=VALUE",
+        flag=("--storage-option",), unset="what the store's SDK reads (AWS_* variables, config files, roles)",
+    )
+    storage_timeout: float = _setting(
+        60.0, "Seconds a store may take to connect or to answer a read before the read fails (and is tried again).",
+        "Storage", (int, float), check=_positive_seconds, metavar="S",
+    )
     shard: str | None = _setting(
         None, "Take only share I of N of the videos (as RANK/WORLD_SIZE do).", "Running", (str,), check=_shard, metavar="I/N",
         unset="torchrun/SLURM environment, else all",
@@ -373,6 +408,8 @@ def _toml_value(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise UsageError(f"cannot write {type(value).__name__} to TOML")
 
 

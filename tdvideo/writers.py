@@ -26,6 +26,7 @@ metadata, no pickles (see :mod:`tdvideo._files`). A bad file is an
 
 from __future__ import annotations
 
+import datetime
 import errno
 import hashlib
 import json
@@ -35,7 +36,7 @@ import pickle
 import stat
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, get_args
 
@@ -46,6 +47,7 @@ from ._system import sha256_file
 from ._types import Format, OutputDType
 from .errors import OutputError, UsageError, first_line, show_path
 from .sampling import MAX_SECONDS
+from .storage import Url, location, open_read, reason, stat_url
 
 __all__ = [
     "FATAL_WRITE_ERRORS",
@@ -110,21 +112,49 @@ class SourceIdentity:
     size: int
     mtime_ns: int
     fingerprint: str
+    # A store's object, to look at again (its URL keeps the options to reach it): not recorded.
+    url: Url | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, path: str | Path) -> SourceIdentity:
-        """Read ``path``'s identity (raises ``OSError`` when it cannot be read)."""
-        with open(path, "rb") as fh:
+    def of(cls, path: str | Path | Url) -> SourceIdentity:
+        """Read ``path``'s identity (raises ``OSError`` when it cannot be read).
+
+        A store's object is identified by what the store says: its size, modification
+        time, and ETag or version as the fingerprint (the first and last 64 KiB, read by
+        range, where it gives neither)."""
+        source = location(path)
+        if isinstance(source, Url):
+            return cls._of_url(source)
+        with open(source, "rb") as fh:
             stat = os.fstat(fh.fileno())
-            digest = hashlib.sha256(str(stat.st_size).encode())
-            digest.update(fh.read(_FINGERPRINT_BYTES))
-            if stat.st_size > 2 * _FINGERPRINT_BYTES:
-                fh.seek(-_FINGERPRINT_BYTES, os.SEEK_END)
-            digest.update(fh.read(_FINGERPRINT_BYTES))
-        return cls(str(Path(path).absolute()), stat.st_size, stat.st_mtime_ns, digest.hexdigest())
+            digest = _edges(fh, stat.st_size)
+        return cls(str(source.absolute()), stat.st_size, stat.st_mtime_ns, digest)
+
+    @classmethod
+    def _of_url(cls, url: Url) -> SourceIdentity:
+        try:
+            info = stat_url(url)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a store's client raises its own types: here all mean "cannot be read"
+            raise OSError(f"{url}: {reason(exc)}") from None
+        size = int(info.get("size") or 0)
+        tag = info.get("ETag") or info.get("etag") or info.get("VersionId") or info.get("version_id") or info.get("md5Hash")
+        if tag:
+            fingerprint = f"etag:{str(tag).strip(chr(34))}"
+        else:
+            with open_read(url) as fh:
+                fingerprint = _edges(fh, size)
+        return cls(str(url), size, _mtime_ns(info), fingerprint, url)
 
     def unchanged(self) -> bool:
-        """True when the file is still there with the same size and modification time."""
+        """True when the file is still there with the same size and modification time (an
+        object: the same size, time and ETag)."""
+        if self.url is not None:
+            try:
+                return self.same_file(SourceIdentity._of_url(self.url).to_dict())
+            except OSError:
+                return False
         try:
             stat = os.stat(self.path)
         except OSError:
@@ -132,7 +162,7 @@ class SourceIdentity:
         return stat.st_size == self.size and stat.st_mtime_ns == self.mtime_ns
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "mtime": self.mtime_ns / 1e9}
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "fingerprint": self.fingerprint, "mtime": self.mtime_ns / 1e9}
 
     def same_file(self, recorded: Mapping[str, Any]) -> bool:
         """Whether metadata's ``source`` record describes this same file (the path may differ)."""
@@ -141,6 +171,31 @@ class SourceIdentity:
             and recorded.get("mtime_ns") == self.mtime_ns
             and recorded.get("fingerprint") == self.fingerprint
         )
+
+
+def _edges(fh: Any, size: int) -> str:
+    """sha256 of the size and the first and last 64 KiB of an open file."""
+    digest = hashlib.sha256(str(size).encode())
+    digest.update(fh.read(_FINGERPRINT_BYTES))
+    if size > 2 * _FINGERPRINT_BYTES:
+        fh.seek(-_FINGERPRINT_BYTES, os.SEEK_END)
+    digest.update(fh.read(_FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+def _mtime_ns(info: Mapping[str, Any]) -> int:
+    """A store's modification time of an object, in ns (0 when it gives none)."""
+    value = info.get("LastModified") or info.get("last_modified") or info.get("mtime") or info.get("updated")
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp() * 1e9)
+    if isinstance(value, (int, float)):
+        return int(value * 1e9)
+    if isinstance(value, str):
+        try:
+            return int(datetime.datetime.fromisoformat(value).timestamp() * 1e9)
+        except ValueError:
+            return 0
+    return 0
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -508,8 +563,9 @@ def changed_settings(base: Path, fmt: Format, *, source: Path, settings: Mapping
         return []
     recorded = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     try:
-        if not SourceIdentity.of(source).same_file(recorded):
-            return ["source"] if recorded.get("path") not in (None, str(Path(source).absolute())) else []
+        identity = SourceIdentity.of(source)
+        if not identity.same_file(recorded):
+            return ["source"] if recorded.get("path") not in (None, identity.path) else []
     except OSError:
         return []  # the source cannot be read: the run reports that
     changed = [k for k, v in settings.items() if meta.get(k) != v]

@@ -177,7 +177,7 @@ def test_header_times_alone_do_not_fail_a_whole_file(whole: dict[str, Path], tmp
         assert "header says 3.000 s" in reader.silent_loss(info, every_packet, shown_until, frame), name
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole["mp4"].read_bytes()[:-100])
-    info = dataclasses.replace(tdvideo.probe(whole["mp4"]), path=str(cut))
+    info = dataclasses.replace(tdvideo.probe(whole["mp4"]), path=str(cut), source=cut)
     assert "cut short" in reader.silent_loss(info, every_packet, shown_until, frame)
 
 

@@ -109,8 +109,9 @@ def load_toml_text(text: str) -> dict:
 def test_every_setting_reaches_the_command_line_and_toml(tmp_path: Path) -> None:
     """One record: each field is an option of `tdvideo extract` and a key of a preset."""
     help_text = runner.invoke(app, ["extract", "--help"], terminal_width=200).stdout
-    for name in Settings.__dataclass_fields__:
-        flag = "--out" if name == "out" else "--" + name.replace("_", "-")
+    for name, f in Settings.__dataclass_fields__.items():
+        spelled = f.metadata["spec"].flag
+        flag = spelled[0].split("/")[0] if spelled else "--" + name.replace("_", "-")
         assert flag in help_text, flag
     preset = tmp_path / "all.toml"
     preset.write_text('interpolation = "area"\nthreads = 2\nworkers = 0\n')

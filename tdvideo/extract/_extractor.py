@@ -42,6 +42,7 @@ from ..errors import (
 from ..models._backbone import Backbone, resolve_backbone
 from ..sampling import MAX_GRID_ROWS, expected_rows, grid_count, grid_rows
 from ..settings import Settings
+from ..storage import TIMEOUT_OPTION, Url, is_url, location
 from ..video._geometry import MAX_WINDOW_BYTES
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 from ..writers import (
@@ -316,15 +317,21 @@ class Extractor:
                 report.stop = str(exc)
         return report
 
-    def extract(self, path: str | Path) -> Features:
-        """Features of one video, in memory (no files written). Raises the video's error."""
+    def extract(self, path: str | Path | Url) -> Features:
+        """Features of one video, in memory (no files written): a local file or a URL (see
+        :mod:`tdvideo.storage`). Raises the video's error."""
         # In this process unless workers are asked for: one video gains little from a
         # worker, and a script calling this has usually imported torch already.
         workers = 0 if self.settings.workers is None else None
-        [(_, result)] = list(self._features([Path(path)], workers=workers))
+        source = location(path, self._storage_options()) if is_url(path) else Path(path)
+        [(_, result)] = list(self._features([source], workers=workers))
         if isinstance(result, BaseException):
             raise result
-        return self._on_grid(result, Path(path))
+        return self._on_grid(result, source)
+
+    def _storage_options(self) -> dict[str, Any]:
+        """What URL inputs take to be reached: the storage options, and the timeout."""
+        return {**(self.settings.storage_options or {}), TIMEOUT_OPTION: self.settings.storage_timeout}
 
     def _expected_frames(self, path: Path) -> int | None:
         """About how many frames of ``path`` the model will see, from its header."""
@@ -426,7 +433,8 @@ class Extractor:
         if claim and settings.engine == "ray":
             raise UsageError("balance 'claim' is for processes you launch; the Ray engine balances the work itself")
         plan = plan_run(
-            inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, root=settings.root, shard=None if claim else shard, claim=claim
+            inputs, out=settings.out, extensions=settings.ext, glob=settings.glob, root=settings.root, shard=None if claim else shard, claim=claim,
+            storage_options=self._storage_options(),
         )
         return settings, plan
 
@@ -565,7 +573,7 @@ class Extractor:
         pool.start()  # the workers decode while this process imports torch
         return pool.chunks(), pool.stop
 
-    def _worker_count(self, paths: Sequence[Path]) -> int:
+    def _worker_count(self, paths: Sequence[Path | Url]) -> int:
         cpus = available_cpus()
         memory = available_memory()
         cap = min(cpus, max(1, memory // WORKER_BYTES) if memory is not None else cpus)
@@ -577,6 +585,11 @@ class Extractor:
             return min(requested, cap, len(paths))
         total = 0
         for p in paths:
+            if isinstance(p, Url):
+                # A store's object: one more request to size it would cost more than the
+                # choice is worth, and reading it waits on the network, which a worker hides.
+                total += BYTES_PER_WORKER
+                continue
             try:
                 total += p.stat().st_size
             except OSError:

@@ -22,6 +22,7 @@ from typing import Any
 
 from .._files import check_inside
 from ..errors import NoVideosError, OutputCollisionError, OutputError, UsageError, option, show_path
+from ..storage import Url, is_url, location, reason, stat_url, walk_url
 from ..writers import RUN_DIR
 
 __all__ = [
@@ -85,14 +86,24 @@ def _output_name(relative: PurePath) -> PurePath:
     return PurePath(*(_safe_part(part) for part in relative.parts)) if relative.parts else PurePath("_")
 
 
-def _file_names(files: list[Path], root: str | Path | None) -> list[PurePath]:
+def _as_path(place: str | Path | Url) -> Path:
+    """Where ``place`` is, as an absolute path to compare with others: a URL as
+    ``/scheme/path``, so that objects of one store share its folders."""
+    if isinstance(place, Url) or is_url(place):
+        url = location(place)
+        assert isinstance(url, Url)
+        return Path("/", url.scheme, url.path)
+    return Path(os.path.abspath(place))
+
+
+def _file_names(files: list[Path | Url], root: str | Path | None) -> list[PurePath]:
     """Output names of files given one by one (as arguments or in a list): their path below
     ``root``, else below their deepest common folder, without the extension, as files found
     inside a folder input are named; a lone file is named by its stem."""
     if root is None and len(files) < 2:
         return [_output_name(PurePath(f.stem)) for f in files]
-    absolute = [Path(os.path.abspath(f)) for f in files]
-    base = Path(os.path.abspath(root)) if root is not None else Path(os.path.commonpath([a.parent for a in absolute]))
+    absolute = [_as_path(f) for f in files]
+    base = _as_path(root) if root is not None else Path(os.path.commonpath([a.parent for a in absolute]))
     names = []
     for given, path in zip(files, absolute):
         relative = PurePath(os.path.relpath(path, base))
@@ -103,11 +114,12 @@ def _file_names(files: list[Path], root: str | Path | None) -> list[PurePath]:
 
 
 def discover_videos(
-    inputs: Iterable[str | Path],
+    inputs: Iterable[str | Path | Url],
     *,
     extensions: Iterable[str] | None = None,
     glob: str | None = None,
     root: str | Path | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Discovery:
     """Expand files and folders into a deterministic list of videos.
 
@@ -120,18 +132,35 @@ def discover_videos(
     Subfolders that cannot be listed, broken links and non-regular files with a video
     extension are returned as :attr:`Discovery.unreadable`, never skipped silently.
 
+    A URL (``s3://bucket/videos/``, ``https://host/clip.mp4``) is a store's object, or a
+    prefix listed recursively like a folder; ``storage_options`` go to its store (see
+    :mod:`tdvideo.storage`). A missing object or bucket, a denied access or a store that
+    cannot be reached is a :class:`UsageError`, before any work.
+
     Raises :class:`UsageError` for a path that does not exist and :class:`NoVideosError`
     when a folder holds no videos at all.
     """
     exts = _normalize_exts(extensions) if extensions else set(VIDEO_EXTENSIONS)
     found: list[InputVideo] = []
     unreadable: list[Unreadable] = []
-    files: list[tuple[int, Path]] = []  # files given one by one, and their place in ``found``
+    files: list[tuple[int, Path | Url]] = []  # files given one by one, and their place in ``found``
     under = root
     for item in inputs:
         if str(item) == "":
             raise UsageError("an empty path was given as an input (a shell variable that was not set?)")
-        root = Path(item)
+        place = location(item, storage_options) if is_url(item) else Path(item)
+        if isinstance(place, Url):
+            if _url_is_prefix(place):
+                videos = _walk_url(place, exts, glob)
+                if not videos:
+                    what = f"matching {glob!r} " if glob else ""
+                    raise NoVideosError(f"{place}: no video files {what}found (extensions: {' '.join(sorted(exts))})")
+                found.extend(videos)
+            else:
+                files.append((len(found), place))
+                found.append(InputVideo(place, PurePath()))
+            continue
+        root = place
         if root.is_dir():
             videos, problems = _walk(root, exts, glob)
             if not videos and not problems:
@@ -151,6 +180,38 @@ def discover_videos(
     if not found and not unreadable:
         raise NoVideosError("no input videos given")
     return Discovery(found, unreadable)
+
+
+def _url_is_prefix(url: Url) -> bool:
+    """Whether ``url`` is a prefix of objects (a folder) rather than one object; what keeps
+    it from being read is a :class:`UsageError`, said before any work."""
+    try:
+        info = stat_url(url)
+    except FileNotFoundError:
+        raise UsageError(f"{url}: no such object, prefix or bucket") from None
+    except PermissionError as exc:
+        raise UsageError(f"{url}: access denied ({reason(exc)})") from None
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a store's client raises its own types: a bad endpoint, a timeout
+        raise UsageError(f"{url}: cannot be reached ({reason(exc)})") from None
+    return info.get("type") == "directory"
+
+
+def _walk_url(root: Url, exts: set[str], pattern: str | None) -> list[InputVideo]:
+    """The video objects below the prefix ``root``, named by their key below it."""
+    videos = []
+    try:
+        for url, _ in walk_url(root):
+            relative = url.relative_to(root)
+            name = relative.name
+            suffix = name[name.rfind(".") :] if "." in name else ""
+            if suffix.lower() not in exts or (pattern is not None and not fnmatch.fnmatch(relative.as_posix(), pattern)):
+                continue
+            videos.append(InputVideo(url, _output_name(relative.parent / name[: -len(suffix)])))
+    except Exception as exc:  # noqa: BLE001 - a store's client raises its own types
+        raise UsageError(f"{root}: cannot be listed ({reason(exc)})") from None
+    return videos
 
 
 def _walk(root: Path, exts: set[str], pattern: str | None) -> tuple[list[InputVideo], list[Unreadable]]:
@@ -373,11 +434,12 @@ def plan_run(
     shard: Shard | None = None,
     claim: bool = False,
     root: str | Path | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> RunPlan:
     """Discover the inputs and plan their outputs; collisions are checked over all inputs,
     whatever the shard. With ``claim``, ``shard`` only names the process (its logs): every
     video is a candidate, claimed when started."""
-    found = discover_videos(inputs, extensions=extensions, glob=glob, root=root)
+    found = discover_videos(inputs, extensions=extensions, glob=glob, root=root, storage_options=storage_options)
     bases = plan_outputs(found.videos, out)
     every = [(v, Job(v.path, base)) for v, base in zip(found.videos, bases)]
     jobs = [job for v, job in every if claim or shard is None or shard.owns(v)]

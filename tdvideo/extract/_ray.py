@@ -65,7 +65,9 @@ def _ray() -> Any:
 
 def _decode(row: dict[str, Any], *, options: Any, decode: Any) -> Iterator[dict[str, Any]]:
     """A video's chunks as rows: uint8 ``frames`` and the rest of the chunk, pickled."""
-    for seq, chunk in enumerate(decode_chunks(int(row["index"]), Path(row["path"]), options, decode, identify=SourceIdentity.of)):
+    # The video as the driver had it: a local path, or a URL with what reaches it.
+    source = pickle.loads(row["source"])
+    for seq, chunk in enumerate(decode_chunks(int(row["index"]), source, options, decode, identify=SourceIdentity.of)):
         frames = chunk.clip.frames if chunk.clip is not None else np.zeros((0,), np.uint8)
         rest = replace(chunk, clip=replace(chunk.clip, frames=np.zeros((0,), np.uint8))) if chunk.clip is not None else chunk
         yield {"index": chunk.index, "seq": seq, "frames": frames, "chunk": pickle.dumps(rest)}
@@ -180,7 +182,7 @@ def _features(ray: Any, extractor: Extractor, paths: Sequence[Path], progress: A
     context.max_errored_blocks = -1  # a video whose task keeps failing is recorded, not fatal
     context.enable_progress_bars = False
     gpus = int(ray.cluster_resources().get("GPU", 0)) if extractor.settings.device in ("auto", "cuda") else 0
-    items = [{"index": i, "path": str(p)} for i, p in enumerate(paths)]
+    items = [{"index": i, "source": pickle.dumps(p)} for i, p in enumerate(paths)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # Ray Data retries a task whose process died without end by default: a video that
     # crashes its decoder every time would stall the run, so it gets _RETRIES more tries.

@@ -32,6 +32,7 @@ from typing import Any
 from .._files import check_inside, open_regular, parse_json, publish, read_bytes
 from .._system import file_kind
 from ..errors import OutputError, UsageError, show_path
+from ..storage import is_url, location
 from ..writers import FATAL_WRITE_ERRORS, RUN_DIR
 
 __all__ = ["FailuresLog", "Plan", "RunRecords", "plan_folder", "read_records", "write_plan"]
@@ -83,7 +84,8 @@ def write_plan(
     could not read; return the plan's path. The same plan is written once."""
     videos = [{"source": str(src), "output": base.relative_to(out).as_posix()} for src, base in jobs]
     problems = [{"path": str(path), "reason": reason} for path, reason in unreadable]
-    given = sorted({os.path.abspath(i) for i in inputs})
+    # A URL without its query string (a signed URL's signature is a credential), a path made absolute.
+    given = sorted({str(location(i)) if is_url(i) else os.path.abspath(i) for i in inputs})
     inputs_key = hashlib.sha1("\0".join(given).encode(errors="surrogateescape")).hexdigest()[:16]
     content = {"format": fmt, "inputs_key": inputs_key, "videos": videos, "unreadable": problems}
     key = hashlib.sha1(json.dumps(content, sort_keys=True).encode(errors="surrogateescape")).hexdigest()[:16]

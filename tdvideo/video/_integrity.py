@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..storage import Url, location, open_read
+
 __all__ = ["Length", "check_length", "shortfall"]
 
 # Top-level boxes or chunks read at most: bounds the work on a hostile file.
@@ -44,15 +46,15 @@ class Length:
     whole: bool = False
 
 
-def check_length(path: str | Path, format_name: str) -> Length:
+def check_length(path: str | Path | Url, format_name: str) -> Length:
     """Whether ``path`` is shorter than its container declares, or known to be whole.
 
     ``format_name`` is FFmpeg's demuxer name (``container.format.name``).
     """
     names = set(format_name.split(","))
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
+        with open_read(location(path)) as fh:
+            size = fh.seek(0, os.SEEK_END)
             if names & {"mov", "mp4"}:
                 declared = _isobmff_end(fh, size)
             elif "matroska" in names or "webm" in names:
@@ -74,7 +76,7 @@ def check_length(path: str | Path, format_name: str) -> Length:
     return Length(whole=True)
 
 
-def shortfall(path: str | Path, format_name: str) -> str | None:
+def shortfall(path: str | Path | Url, format_name: str) -> str | None:
     """Why ``path`` is shorter than its container declares, or None if it is not (or cannot tell).
 
     ``format_name`` is FFmpeg's demuxer name (``container.format.name``).

@@ -8,13 +8,15 @@ last fragment ends; see :func:`stream_duration`.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import stat
 import struct
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -23,6 +25,7 @@ import av
 
 from .._system import file_kind
 from ..errors import DecodeError, NoVideoStreamError, VideoOpenError, show_path
+from ..storage import Url, location, open_read, reason, stat_url
 from ._geometry import displayed
 from ._index import keyframe_interval, keyframe_times
 
@@ -73,6 +76,9 @@ class VideoInfo:
     other_streams: int = 0
     stream: int = 0
     video_streams: list[dict[str, Any]] = field(default_factory=list)
+    # Where it was read from, to read it again (a URL keeps its query string and options):
+    # not part of what is recorded.
+    source: Any = field(default=None, repr=False, compare=False)
 
     def rotated(self, rotation: int) -> VideoInfo:
         """This info for a display rotation of ``rotation`` degrees (0/90/180/270)."""
@@ -90,16 +96,24 @@ class VideoInfo:
         return 1.0 / (self.fps or self.guessed_fps or 25.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "source"}
 
 
 def ffmpeg_reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
-def open_video(path: str | Path) -> av.container.InputContainer:
-    """Open ``path`` for reading; a missing, empty, special or unreadable file is a :class:`VideoOpenError`."""
-    p = Path(path)
+@contextmanager
+def open_video(path: str | Path | Url) -> Iterator[av.container.InputContainer]:
+    """Open a video for reading, a local file or a store's object (a :class:`~tdvideo.storage.Url`,
+    read through range requests); a missing, empty, special or unreadable one is a
+    :class:`VideoOpenError`."""
+    source = location(path)
+    if isinstance(source, Url):
+        with _open_url(source) as container:
+            yield container
+        return
+    p = source
     try:
         mode = p.stat()
     except FileNotFoundError:
@@ -115,11 +129,43 @@ def open_video(path: str | Path) -> av.container.InputContainer:
         raise VideoOpenError(p, "empty file (0 bytes)")
     try:
         # Metadata that is not UTF-8 (damaged, or written by a broken muxer) must not stop the video.
-        return av.open(str(p), mode="r", metadata_errors="replace")
+        container = av.open(str(p), mode="r", metadata_errors="replace")
     except av.FFmpegError as exc:
         raise VideoOpenError(p, f"not a video FFmpeg can open ({ffmpeg_reason(exc)})") from exc
     except OSError as exc:
         raise VideoOpenError(p, f"cannot read: {exc.strerror or exc}") from exc
+    with container:
+        yield container
+
+
+@contextmanager
+def _open_url(url: Url) -> Iterator[av.container.InputContainer]:
+    """A store's object opened for FFmpeg through a file object that reads it by ranges."""
+    try:
+        info = stat_url(url)
+    except FileNotFoundError:
+        raise VideoOpenError(url, "no such object") from None
+    except PermissionError as exc:
+        raise VideoOpenError(url, f"access denied ({reason(exc)})") from None
+    except (OSError, RuntimeError, ValueError) as exc:  # what fsspec's stores raise for a failed request
+        raise VideoOpenError(url, f"cannot read: {reason(exc)}") from None
+    if info.get("type") == "directory":
+        raise VideoOpenError(url, "is a folder (a prefix), not a video file")
+    if not info.get("size"):
+        raise VideoOpenError(url, "empty object (0 bytes)")
+    try:
+        fh = open_read(url)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise VideoOpenError(url, f"cannot read: {reason(exc)}") from None
+    with fh:
+        try:
+            container = av.open(fh, mode="r", metadata_errors="replace")
+        except av.FFmpegError as exc:
+            raise VideoOpenError(url, f"not a video FFmpeg can open ({ffmpeg_reason(exc)})") from exc
+        except OSError as exc:
+            raise VideoOpenError(url, f"cannot read: {reason(exc)}") from exc
+        with container:
+            yield container
 
 
 def video_stream(container: av.container.InputContainer, path: str | Path, index: int = 0) -> av.video.stream.VideoStream:
@@ -188,6 +234,7 @@ def header_info(
              "fps": _to_float(v.average_rate), "frames": v.frames or None}
             for i, v in enumerate(container.streams.video)
         ],
+        source=location(path),
     )
 
 
@@ -238,8 +285,8 @@ def fragments_start(container: av.container.InputContainer, stream: av.video.str
     if not names & {"mov", "mp4"} or stream.frames or stream.time_base is None:
         return 0.0
     try:
-        with open(path, "rb") as fh:
-            ticks = _first_tfdt(fh, os.fstat(fh.fileno()).st_size, stream.id)
+        with open_read(location(path)) as fh:
+            ticks = _first_tfdt(fh, fh.seek(0, os.SEEK_END), stream.id)
     except OSError:
         return 0.0  # only sharpens the header's duration; reading the file fails later with its own message
     return float(ticks * stream.time_base) if ticks else 0.0
@@ -317,6 +364,7 @@ def _to_float(value: Fraction | None) -> float | None:
 
 def header_counts(path: str | Path, *, stream: int = 0) -> tuple[float | None, int | None, float | None]:
     """Duration, frame count and frame rate as the header says, without decoding a frame."""
+    path = location(path)
     with open_video(path) as container:
         chosen = video_stream(container, path, stream)
         tb = chosen.time_base
@@ -334,6 +382,7 @@ def probe(path: str | Path, *, stream: int = 0) -> VideoInfo:
         NoVideoStreamError: no video stream.
         DecodeError: the first frame cannot be decoded.
     """
+    path = location(path)
     with open_video(path) as container:
         chosen = video_stream(container, path, stream)
         try:

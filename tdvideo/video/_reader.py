@@ -22,6 +22,7 @@ import numpy as np
 from .._types import Interpolation, OnError, Size
 from ..errors import DecodeError, EmptyVideoError, UnsupportedVideoError, UsageError, show_path
 from ..sampling import EPS, FrameSelector, Sampling, windows
+from ..storage import Url, location
 from ._geometry import CODED_LIMIT, INTERPOLATIONS, MAX_WINDOW_BYTES, Geometry, check_size
 from ._index import has_seek_index, keyframe_times, planned_seeks, seek_pays
 from ._integrity import check_length, shortfall
@@ -268,7 +269,7 @@ class Reader:
                 f"decode error after {self.report.frames_decoded} frames ({ffmpeg_reason(exc)})"
             )
             # A cut-off file often ends in a damaged packet: say that it was cut off.
-            cut = shortfall(self.header.path, self.header.container)
+            cut = shortfall(self.header.source or self.header.path, self.header.container)
             self._fail(f"{cut}; {reason}" if cut is not None else reason, exc)
             return None
         if seeked and self.seeking and frames_since_seek == 0:
@@ -336,7 +337,7 @@ def silent_loss(header: VideoInfo, report: Report, shown_until: float, frame: fl
     and when the first two show that nothing is missing: the container declares its
     length and the file holds all of it, and every packet gave its frame.
     """
-    length = check_length(header.path, header.container)
+    length = check_length(header.source or header.path, header.container)
     if length.short is not None:
         return length.short
     if report.seeks == 0 and report.packets > report.frames_decoded:
@@ -404,13 +405,14 @@ class ReadOptions:
                 raise UsageError(f"{name} must be an integer of at least {least}, got {value!r}")
 
 
-def read_chunks(path: str | Path, options: ReadOptions) -> Iterator[RawChunk]:
+def read_chunks(path: str | Path | Url, options: ReadOptions) -> Iterator[RawChunk]:
     """Stream a video as :class:`RawChunk`s.
 
     Raises:
         VideoOpenError, NoVideoStreamError, DecodeError, EmptyVideoError,
         UnsupportedVideoError.
     """
+    path = location(path)  # a URL's query string and options stay with it, out of messages
     sampling, size, crop = options.sampling, options.size, options.crop
     interpolation, on_error = options.interpolation, options.on_error
     chunk_frames, chunk_bytes = options.chunk_frames, options.chunk_bytes
@@ -531,7 +533,7 @@ def _raise_empty(path: str | Path, header: VideoInfo, sampling: Sampling, report
     if report.truncated:
         raise DecodeError(path, report.error or "decode error", frames_decoded=report.frames_decoded)
     if report.frames_decoded == 0:
-        cut = shortfall(header.path, header.container)
+        cut = shortfall(header.source or header.path, header.container)
         if cut is not None:
             raise DecodeError(path, f"{cut}; no frames could be decoded")
         raise EmptyVideoError(path, "no frames could be decoded")

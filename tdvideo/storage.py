@@ -1,0 +1,267 @@
+"""Where the bytes live: a local path, or a URL of any fsspec file system.
+
+``s3://``, ``gs://``, ``az://``, ``https://`` and ``hf://`` URLs are read through fsspec
+with range requests (a 2 GB object is never downloaded whole), listed recursively like
+folders, and identified by what the store says of them (size, ETag or version,
+modification time). A :class:`Url` keeps, beside its text, the query string a signed URL
+needs and the storage options (credentials, an endpoint) to reach it, so that it can be
+handed to a decoding process as it is; neither ever appears in what it prints, in an
+output, a log or a record: a URL is recorded as ``str(url)``, without its query string.
+
+On a local path none of this costs anything: local paths stay :class:`pathlib.Path` and
+are read as before. Each store's package is an extra (``tdvideo[s3]``, ``[gcs]``,
+``[azure]``, ``[hf]``, ``[http]``); a URL whose package is missing says which to install.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any, BinaryIO
+
+from .errors import UsageError, first_line
+
+__all__ = ["Url", "is_url", "location", "open_read", "reason", "stat_url", "walk_url"]
+
+log = logging.getLogger("tdvideo")
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# The extra that brings each store's fsspec implementation.
+_EXTRAS = {
+    "s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
+    "adl": "azure", "hf": "hf", "http": "http", "https": "http",
+}
+# Seconds to wait for a store to connect or to answer a read, unless the options say otherwise
+# (under this key: the setting storage_timeout).
+DEFAULT_TIMEOUT = 60.0
+TIMEOUT_OPTION = "storage_timeout"
+# Tries of a read that a store broke off (a reset connection, a 5xx), with a growing pause.
+READ_TRIES = 4
+_BACKOFF_SECONDS = 0.5
+
+
+_QUERY = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]*://[^\s?'"]*)\?[^\s'"]*""")
+
+
+def reason(exc: BaseException) -> str:
+    """An error of a store as one line, with the query string of any URL in it taken out:
+    clients put the URL they fetched in their messages, signature and all."""
+    return _QUERY.sub(r"\1", first_line(exc))
+
+
+def is_url(value: object) -> bool:
+    """Whether ``value`` names a location by URL (``scheme://...``; ``file://`` is a local path)."""
+    if isinstance(value, Url):
+        return True
+    match = _SCHEME.match(value) if isinstance(value, str) else None
+    return match is not None and match.group(1).lower() != "file"
+
+
+@dataclass(frozen=True, eq=True)
+class Url:
+    """A file or folder in a store. ``str(url)`` is ``scheme://path``, never the query string
+    or the storage options, which are kept only to reach it. Path-like: ``name``, ``stem``,
+    ``suffix``, ``parent``, ``url / "name"``, ``with_name``, ``with_suffix``, ``relative_to``."""
+
+    scheme: str
+    path: str
+    query: str = field(default="", compare=False, repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str, options: Mapping[str, Any] | None = None) -> Url:
+        match = _SCHEME.match(text)
+        if match is None:
+            raise UsageError(f"{text!r} is not a URL")
+        rest = text[match.end() :]
+        path, _, query = rest.partition("?")
+        return cls(match.group(1).lower(), path.rstrip("/") or path, query, MappingProxyType(dict(options or {})))
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.path}"
+
+    def __repr__(self) -> str:
+        return f"Url({str(self)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the mapping proxy does not pickle: a plain dict does
+        return (type(self), (self.scheme, self.path, self.query, dict(self.options)))
+
+    @property
+    def full(self) -> str:
+        """The URL with its query string: what is fetched, never what is shown."""
+        return f"{self}?{self.query}" if self.query else str(self)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+    @property
+    def parent(self) -> Url:
+        head = self.path.rsplit("/", 1)[0] if "/" in self.path else self.path
+        return Url(self.scheme, head, "", self.options)
+
+    def __truediv__(self, other: str | PurePosixPath | os.PathLike[str]) -> Url:
+        tail = PurePosixPath(os.fspath(other)).as_posix()
+        return Url(self.scheme, f"{self.path.rstrip('/')}/{tail}" if tail not in ("", ".") else self.path, "", self.options)
+
+    def with_name(self, name: str) -> Url:
+        return self.parent / name
+
+    def with_suffix(self, suffix: str) -> Url:
+        return self.with_name(PurePosixPath(self.name).with_suffix(suffix).name)
+
+    def relative_to(self, other: Url) -> PurePosixPath:
+        prefix = other.path.rstrip("/") + "/"
+        if self.scheme != other.scheme or not self.path.startswith(prefix):
+            raise ValueError(f"{self} is not below {other}")
+        return PurePosixPath(self.path[len(prefix) :])
+
+    def as_posix(self) -> str:
+        return str(self)
+
+
+def location(value: str | os.PathLike[str] | Url, options: Mapping[str, Any] | None = None) -> Path | Url:
+    """``value`` as a local :class:`Path`, or as a :class:`Url` carrying ``options``."""
+    if isinstance(value, Url):
+        return value if options is None else Url(value.scheme, value.path, value.query, MappingProxyType(dict(options)))
+    text = os.fspath(value)
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    return Url.parse(text, options) if is_url(text) else Path(text)
+
+
+# -- the file systems --------------------------------------------------------------------------
+
+
+def _with_timeouts(scheme: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options, with connect and read timeouts for the stores whose client takes them,
+    so that a store that stops answering fails a read instead of hanging it."""
+    merged = dict(options)
+    timeout = float(merged.pop(TIMEOUT_OPTION, DEFAULT_TIMEOUT))
+    if scheme in ("s3", "s3a"):
+        config = dict(merged.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", timeout)
+        config.setdefault("read_timeout", timeout)
+        config.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
+        merged["config_kwargs"] = config
+    elif scheme in ("http", "https"):
+        import aiohttp
+
+        client = dict(merged.get("client_kwargs") or {})
+        client.setdefault("timeout", aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout))
+        merged["client_kwargs"] = client
+    return merged
+
+
+def filesystem(url: Url) -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and the path within it (:class:`UsageError` when the
+    store's package is not installed)."""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url.full, **_with_timeouts(url.scheme, url.options))
+    except ImportError:
+        extra = _EXTRAS.get(url.scheme)
+        package = f"pip install 'tdvideo[{extra}]'" if extra else "install the fsspec implementation for it"
+        raise UsageError(f"{url.scheme}:// URLs need their store's package: {package}") from None
+    except ValueError as exc:  # fsspec: no implementation for this protocol
+        raise UsageError(f"{url}: {reason(exc)}") from None
+    return fs, path
+
+
+def stat_url(url: Url) -> dict[str, Any]:
+    """What the store says of ``url``: its ``type`` ("file" or "directory"), ``size``, and
+    what identifies its contents (``ETag``, ``VersionId``, ``LastModified`` as the store
+    gives them). Raises what the store raises (``FileNotFoundError``, ``PermissionError``,
+    connection errors)."""
+    fs, path = filesystem(url)
+    return fs.info(path)
+
+
+def walk_url(url: Url) -> Iterator[tuple[Url, dict[str, Any]]]:
+    """Every file below the prefix ``url``, recursively, in name order, with what the store
+    says of it."""
+    fs, path = filesystem(url)
+    found = fs.find(path, detail=True, withdirs=False)
+    base = path.rstrip("/") + "/"
+    for name in sorted(found):
+        if not name.startswith(base):
+            continue
+        yield url / name[len(base) :], found[name]
+
+
+class _RetryingReader(io.RawIOBase):
+    """A store's file for reading, tried again after a broken read: a connection that was
+    reset, or a store's 5xx, is retried :data:`READ_TRIES` times with a growing pause,
+    reopening at the same offset; then the error is raised, naming the URL."""
+
+    def __init__(self, url: Url) -> None:
+        super().__init__()
+        self.url = url
+        self._fs, self._path = filesystem(url)
+        self._fh = self._open()
+        self._position = 0
+        self.size = self._fh.size
+
+    def _open(self) -> Any:
+        # A read-ahead cache in blocks of a few MB: FFmpeg reads in small pieces, and each
+        # would otherwise be a request; memory stays a block or two whatever the object's size.
+        return self._fs.open(self._path, "rb", block_size=4 * 2**20, cache_type="readahead")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._position = self._fh.seek(offset, whence)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        for attempt in range(READ_TRIES):
+            try:
+                data = self._fh.read(len(view))
+                break
+            except (OSError, RuntimeError, ValueError) as exc:  # what fsspec's stores raise for a broken read
+                if attempt + 1 == READ_TRIES or isinstance(exc, (FileNotFoundError, PermissionError)):
+                    raise OSError(f"{self.url}: reading at byte {self._position} failed ({reason(exc)})") from None
+                log.debug("%s: read at %d failed (%s); trying again", self.url, self._position, reason(exc))
+                time.sleep(_BACKOFF_SECONDS * 2**attempt)
+                self._fh = self._open()
+                self._fh.seek(self._position)
+        view[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+        finally:
+            super().close()
+
+
+def open_read(source: Path | Url) -> BinaryIO:
+    """A binary file object to read ``source`` with (seekable; a store's through range requests)."""
+    if isinstance(source, Url):
+        return io.BufferedReader(_RetryingReader(source), buffer_size=256 * 1024)  # type: ignore[arg-type]
+    return open(source, "rb")

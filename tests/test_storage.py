@@ -1,0 +1,232 @@
+"""Videos where they live: an S3 API server (moto's, started here on a local port, talked to
+by s3fs over HTTP exactly as AWS is) and an HTTP server that honours Range requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tdvideo
+from tdvideo._system import measure_command
+
+from .conftest import Clip, video_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("s3fs")
+pytest.importorskip("moto")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server did not start"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    pytest.fail("the server did not start in 30 s")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory, clips: dict[str, Clip]) -> Iterator[dict[str, object]]:
+    """moto's S3 server on a local port, the environment pointing at it (this process's and
+    every command's), and a bucket of clips under ``videos/``, one in a subfolder."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _wait_for(port, server)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("bkt")
+    local = video_tree(tmp_path_factory.mktemp("s3src"), {"a.mp4": clips["h264"].path, "sub/b.webm": clips["vp9"].path, "c.avi": clips["mpeg4"].path})
+    for path in sorted(local.rglob("*.*")):
+        fs.put(str(path), f"bkt/videos/{path.relative_to(local).as_posix()}")
+    fs.pipe("bkt/videos/notes.txt", b"not a video")
+    yield {"fs": fs, "local": local, "port": port, "env": env}
+    server.kill()
+    server.wait()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def tdvideo_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tdvideo", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_a_bucket_prefix_gives_the_outputs_of_the_same_files_on_disk(s3: dict, tmp_path: Path) -> None:
+    local_out, remote_out = tmp_path / "local", tmp_path / "remote"
+    list(tdvideo.Extractor(workers=0).run([s3["local"]], out=local_out, progress=False))
+    done = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(remote_out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.relative_to(remote_out).as_posix() for p in remote_out.rglob("*.npy"))
+    assert names == ["a.npy", "c.npy", "sub/b.npy"]  # the tree below the prefix, mirrored; notes.txt is no video
+    for name in names:
+        here, there = tdvideo.load(local_out / name), tdvideo.load(remote_out / name)
+        np.testing.assert_allclose(there.array, here.array, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(there.timestamps, here.timestamps)
+        source = there.metadata["source"]
+        assert source["path"] == f"s3://bkt/videos/{Path(name).with_suffix('').as_posix()}{Path(source['path']).suffix}"
+        assert source["fingerprint"].startswith("etag:") and source["size"] > 0
+    # A rerun skips what is finished, by the store's ETag; an object rewritten is done again.
+    again = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(remote_out), cwd=tmp_path)
+    assert again.returncode == 0 and "0 done, 3 skipped" in again.stderr, again.stderr
+    s3["fs"].put(str(s3["local"] / "a.mp4"), "bkt/videos/c.avi")  # another object under c.avi's key
+    third = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(remote_out), "--overwrite", cwd=tmp_path)
+    assert third.returncode == 0 and "3 done" in third.stderr, third.stderr
+    s3["fs"].put(str(s3["local"] / "c.avi"), "bkt/videos/c.avi")
+
+
+def test_the_clips_keep_their_index_at_the_end(s3: dict) -> None:
+    """The MP4 in the bucket is written as a muxer writes it by default: moov after mdat, so
+    reading it takes a range request at the end, not a download of the whole object."""
+    data = s3["fs"].cat("bkt/videos/a.mp4")
+    assert data.index(b"moov") > data.index(b"mdat")
+
+
+def test_info_and_dry_run_on_urls(s3: dict, tmp_path: Path) -> None:
+    one = tdvideo_cli("info", "s3://bkt/videos/a.mp4", cwd=tmp_path)
+    assert one.returncode == 0 and one.stdout.splitlines()[0].split() == ["path", "s3://bkt/videos/a.mp4"], one.stdout + one.stderr
+    table = tdvideo_cli("info", "s3://bkt/videos", cwd=tmp_path)
+    assert table.returncode == 0 and len(table.stdout.splitlines()) == 4, table.stdout  # a header and 3 rows
+    dry = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(tmp_path / "out"), "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and sorted(dry.stdout.split()[1::2]) == ["s3://bkt/videos/a.mp4", "s3://bkt/videos/c.avi", "s3://bkt/videos/sub/b.webm"]
+
+
+def test_what_keeps_a_store_from_being_read_is_one_line_before_any_work(s3: dict, tmp_path: Path) -> None:
+    cases = [
+        (["s3://no-such-bucket/videos/"], "s3://no-such-bucket/videos: no such object, prefix or bucket"),
+        (["s3://bkt/videos/", "--storage-option", "endpoint_url=http://127.0.0.1:9", "--storage-timeout", "2"], "s3://bkt/videos: cannot be reached"),
+        (["gs://some-bucket/videos/"], "gs:// URLs need their store's package: pip install 'tdvideo[gcs]'"),
+        (["az://container/videos/"], "az:// URLs need their store's package: pip install 'tdvideo[azure]'"),
+    ]
+    for args, message in cases:
+        start = time.monotonic()
+        done = tdvideo_cli("extract", *args, "-o", str(tmp_path / "out"), cwd=tmp_path, timeout=120)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and message in lines[0], (args, done.stderr)
+        assert time.monotonic() - start < 60, args
+        assert not (tmp_path / "out").exists()
+
+
+# -- over HTTP ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def http(clips: dict[str, Clip], tmp_path: Path) -> Iterator[dict[str, object]]:
+    """The Range-honouring server of tests/rangeserver.py, in its own process, over a folder
+    of clips; it can be stopped and started again, and logs every request."""
+    root = video_tree(tmp_path / "served", {f"v{i}.mp4": clips["long_gop"].path for i in range(4)})
+    port = _free_port()
+    log = tmp_path / "requests.log"
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.rangeserver", str(root), str(port), str(log)], cwd=ROOT)
+        _wait_for(port, proc)
+        return proc
+
+    state = {"root": root, "url": f"http://127.0.0.1:{port}", "log": log, "start": start, "proc": start()}
+    yield state
+    state["proc"].kill()  # type: ignore[attr-defined]
+    state["proc"].wait()  # type: ignore[attr-defined]
+
+
+SECRET = "X-Amz-Signature=0123456789abcdef&X-Amz-Credential=AKIASECRET"
+
+
+def test_a_signed_url_s_query_string_is_used_and_never_recorded(http: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (Path(http["root"]) / "bad.mp4").write_bytes(b"not a video" * 100)
+    urls = [f"{http['url']}/v0.mp4?{SECRET}", f"{http['url']}/bad.mp4?{SECRET}"]
+    listed = tmp_path / "list.txt"
+    listed.write_text("\n".join(urls) + "\n")
+    done = tdvideo_cli("extract", "--from-list", str(listed), "-o", str(out), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert SECRET in Path(http["log"]).read_text()  # what was fetched carried it
+    for text in (done.stdout, done.stderr, *(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix != ".npy")):
+        assert "0123456789abcdef" not in text and "AKIASECRET" not in text
+    assert json.loads((out / "v0.json").read_text())["source"]["path"] == f"{http['url']}/v0.mp4"
+    [failure] = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert failure["path"] == f"{http['url']}/bad.mp4"
+    # A URL that is not there is a usage error, as a missing path is, and says so without it.
+    missing = tdvideo_cli("extract", f"{http['url']}/missing.mp4?{SECRET}", "-o", str(out), cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr == f"error: {http['url']}/missing.mp4: no such object, prefix or bucket\n"
+
+
+def test_a_server_that_goes_away_mid_run_fails_those_videos_and_a_rerun_completes(http: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tdvideo", "extract", *(f"{http['url']}/v{i}.mp4" for i in range(4)), "-o", str(out),
+         "--workers", "0", "--model", "resnet18", "--weights", "none", "--storage-timeout", "2"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    http["proc"].send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=180)
+    failed = [line for line in stderr.splitlines() if line.startswith("failed: ")]
+    assert proc.returncode == 1 and failed, stderr
+    assert all(line.startswith(f"failed: {http['url']}/v") for line in failed), failed
+    assert "Traceback" not in stderr
+    http["proc"].wait()
+    http["proc"] = http["start"]()
+    again = tdvideo_cli("extract", *(f"{http['url']}/v{i}.mp4" for i in range(4)), "-o", str(out), "--workers", "0",
+                        "--model", "resnet18", "--weights", "none", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.glob("*.npy")) == [f"v{i}.npy" for i in range(4)]
+
+
+def _padded(source: Path, target: Path, padding: int) -> None:
+    """``source`` (an MP4 with its moov last) with a ``free`` box of ``padding`` bytes before
+    the moov: a valid file that large, sparse on disk (no disk taken by the padding)."""
+    data = source.read_bytes()
+    at = data.index(b"moov") - 4
+    with target.open("wb") as fh:
+        fh.write(data[:at])
+        fh.write((padding + 8).to_bytes(4, "big") + b"free")
+        fh.seek(padding, os.SEEK_CUR)
+        fh.write(data[at:])
+
+
+def test_a_large_object_is_read_in_bounded_memory(http: dict, tmp_path: Path) -> None:
+    """A 2 GB object costs what a small one does: it is read by ranges, never whole."""
+    small, large = Path(http["root"]) / "v0.mp4", Path(http["root"]) / "large.mp4"
+    _padded(small, large, 2 * 2**30)
+    assert large.stat().st_size > 2 * 2**30
+    peaks = {}
+    for name in ("v0", "large"):
+        done = measure_command([sys.executable, "-m", "tdvideo", "extract", f"{http['url']}/{name}.mp4", "-o", str(tmp_path / name)], cwd=tmp_path, timeout=300)
+        assert done.code == 0, done.stderr
+        peaks[name] = done.peak_rss
+    assert len(tdvideo.load(tmp_path / "large" / "large")) == len(tdvideo.load(tmp_path / "v0" / "v0")) == 200
+    assert peaks["large"] - peaks["v0"] < 300 * 2**20, peaks
+    shutil.rmtree(tmp_path / "large")
