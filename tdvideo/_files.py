@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 
 from ._system import file_kind, file_mode
 from .errors import OutputError, first_line, show_path
+from .storage import Url, open_read, put_file, reason, stat_url
 
 __all__ = [
     "STALE_SECONDS",
@@ -63,9 +64,13 @@ STALE_SECONDS = 3600.0
 _NAME_MAX = 255
 
 
-def check_inside(root: Path, path: Path) -> None:
+def check_inside(root: Path | Url, path: Path | Url) -> None:
     """Raise :class:`OutputError` unless every folder between ``root`` and ``path`` is a real
-    folder (no symbolic link leading out of ``root``). ``root`` itself may be a link."""
+    folder (no symbolic link leading out of ``root``). ``root`` itself may be a link. A
+    store has no links: nothing to check there."""
+    if isinstance(path, Url):
+        return
+    assert isinstance(root, Path)
     try:
         relative = path.relative_to(root)
     except ValueError:
@@ -85,9 +90,18 @@ def check_inside(root: Path, path: Path) -> None:
             raise OutputError(f"{show_path(folder)}: a {file_kind(mode)}, not a folder of outputs; not followed")
 
 
-def open_regular(path: Path, *, root: Path | None = None) -> BinaryIO:
+def open_regular(path: Path | Url, *, root: Path | Url | None = None) -> BinaryIO:
     """Open ``path`` for reading if it is a regular file (not a link, FIFO, device or folder)
-    inside ``root`` (when given); else :class:`OutputError` naming it and what it is."""
+    inside ``root`` (when given); else :class:`OutputError` naming it and what it is. A
+    store's object is opened for reading by ranges."""
+    if isinstance(path, Url):
+        _stat_object(path)
+        try:
+            return open_read(path)
+        except FileNotFoundError:
+            raise OutputError(f"{path}: missing") from None  # removed since it was looked at
+        except Exception as exc:  # noqa: BLE001 - a store's client raises its own types
+            raise OutputError(f"{path}: cannot be read ({reason(exc)})") from None
     if root is not None:
         check_inside(root, path)
     try:
@@ -110,9 +124,31 @@ def open_regular(path: Path, *, root: Path | None = None) -> BinaryIO:
         raise
 
 
-def read_bytes(path: Path, *, limit: int, root: Path | None = None) -> bytes:
+def _stat_object(url: Url) -> dict[str, Any]:
+    """What the store says of an object it should hold; :class:`OutputError` when it does not."""
+    try:
+        info = stat_url(url)
+    except FileNotFoundError:
+        raise OutputError(f"{url}: missing") from None
+    except Exception as exc:  # noqa: BLE001 - a store's client raises its own types
+        raise OutputError(f"{url}: cannot be read ({reason(exc)})") from None
+    if info.get("type") != "file":
+        raise OutputError(f"{url}: a prefix (a folder), not an object; not read")
+    return info
+
+
+def read_bytes(path: Path | Url, *, limit: int, root: Path | Url | None = None) -> bytes:
     """The bytes of the regular file ``path`` (see :func:`open_regular`), at most ``limit``
     of them: a larger file is an :class:`OutputError`, found before it is read."""
+    if isinstance(path, Url):
+        size = int(_stat_object(path).get("size") or 0)
+        if size > limit:
+            raise OutputError(f"{path}: {size} bytes, more than such a file may hold ({limit}); not read")
+        try:
+            with open_read(path) as fh:
+                return fh.read(limit + 1)[:limit]
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot be read ({reason(exc)})") from None
     with open_regular(path, root=root) as fh:
         size = os.fstat(fh.fileno()).st_size
         if size > limit:
@@ -222,8 +258,10 @@ class Sink(io.RawIOBase):
         return os.lseek(self._fd, 0, os.SEEK_CUR)
 
 
-def writable_target(target: Path) -> None:
+def writable_target(target: Path | Url) -> None:
     """Refuse (:class:`OutputError`) to replace what is not a regular file: a link, a FIFO, a folder."""
+    if isinstance(target, Url):
+        return  # an object is replaced whole by a PUT; a store has no links
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
@@ -232,11 +270,13 @@ def writable_target(target: Path) -> None:
         raise OutputError(f"{show_path(target)}: a {file_kind(mode)}, not a regular file; not replaced")
 
 
-def temporary(target: Path) -> Path:
+def temporary(target: Path | Url) -> Path:
     """A new empty temporary file beside ``target``, named after this writer, with the
-    umask's mode (see :class:`Leftovers`); for writers that need a path (Parquet)."""
+    umask's mode (see :class:`Leftovers`); for writers that need a path (Parquet). For a
+    store's object, a local temporary (in ``TMPDIR``), uploaded by :func:`rename_into_place`."""
     writable_target(target)
-    fd, tmp = tempfile.mkstemp(prefix=f"{temporary_prefix(target.name)}{owner_tag()}.", suffix=".tmp", dir=target.parent)
+    folder = None if isinstance(target, Url) else target.parent
+    fd, tmp = tempfile.mkstemp(prefix=f"{temporary_prefix(target.name)}{owner_tag()}.", suffix=".tmp", dir=folder)
     try:
         # mkstemp makes 0600 files; a rename keeps the mode, so give the umask's mode now.
         os.fchmod(fd, file_mode())
@@ -245,13 +285,20 @@ def temporary(target: Path) -> Path:
     return Path(tmp)
 
 
-def rename_into_place(tmp: Path, target: Path) -> None:
-    """Rename the finished temporary ``tmp`` to ``target`` (not onto a link, a FIFO, a folder)."""
+def rename_into_place(tmp: Path, target: Path | Url) -> None:
+    """Rename the finished temporary ``tmp`` to ``target`` (not onto a link, a FIFO, a folder);
+    a store's object is uploaded whole from it (a PUT is atomic), and the temporary removed."""
+    if isinstance(target, Url):
+        try:
+            put_file(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     writable_target(target)
     os.replace(tmp, target)
 
 
-def publish(target: Path, write: Callable[[BinaryIO], object]) -> None:
+def publish(target: Path | Url, write: Callable[[BinaryIO], object]) -> None:
     """Write ``target`` through ``write(file)`` into a temporary beside it, then rename it
     into place: a kill leaves the old file (or none), never half of the new one.
 
@@ -290,8 +337,11 @@ class Leftovers:
     def __init__(self) -> None:
         self._names: dict[Path, set[str]] = {}
 
-    def remove(self, folder: Path, names: list[str]) -> list[Path]:
-        """Remove the abandoned temporaries of the files ``names`` in ``folder``; return them."""
+    def remove(self, folder: Path | Url, names: list[str]) -> list[Path]:
+        """Remove the abandoned temporaries of the files ``names`` in ``folder``; return them.
+        A store holds none: an object is written whole."""
+        if isinstance(folder, Url):
+            return []
         found = self._names.get(folder)
         if found is None:
             try:

@@ -408,10 +408,31 @@ def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
 
 
+_StorageOption = Annotated[
+    list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for the store of URLs (as extract takes it).", metavar="KEY=VALUE")
+]
+
+
+def _place(text: str, storage_option: list[str] | None) -> Any:
+    """A path as given, or a URL with the storage options given (a usage error when they are
+    not KEY=VALUE)."""
+    from .settings import Settings
+    from .storage import is_url, location
+
+    if not is_url(text):
+        return text
+    try:
+        options = Settings(storage_options=_parse_flags({"storage_options": storage_option}).get("storage_options")).storage_options
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    return location(text, options)
+
+
 @app.command(cls=_Command)
 def status(
-    out: Annotated[Path, typer.Argument(help="The output folder of one or more runs (every rank's).", metavar="OUT")],
+    out: Annotated[str, typer.Argument(help="The output folder of one or more runs (every rank's); a URL for a store's.", metavar="OUT")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.", metavar=_FLAG)] = False,
+    storage_option: _StorageOption = None,
 ) -> None:
     """Where the runs writing into OUT stand: done, failed, not yet done, and the failures.
 
@@ -421,7 +442,7 @@ def status(
     from .extract import run_status
 
     try:
-        report = run_status(out)
+        report = run_status(_place(out, storage_option))
     except TdvideoError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     for problem in report.problems:
@@ -464,16 +485,17 @@ def _one_line(text: object) -> str:
 
 @app.command(cls=_Command)
 def show(
-    features: Annotated[Path, typer.Argument(help="An output: OUT/clip, or its .npy/.npz/.pt/.json.", metavar="FEATURES")],
+    features: Annotated[str, typer.Argument(help="An output: OUT/clip, or its .npy/.npz/.pt/.json (a URL for a store's).", metavar="FEATURES")],
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="The PNG to write, or a folder to write it in (default: beside the features).", metavar="FILE")
     ] = None,
+    storage_option: _StorageOption = None,
 ) -> None:
     """Draw an output's features to a PNG: thumbnails, self-similarity, PCA timeline, cuts."""
     from .show import plot
 
     try:
-        path = plot(features, output)
+        path = plot(_place(features, storage_option), _place(output, storage_option) if output is not None else None)
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except TdvideoError as exc:  # a damaged or hostile output, a PNG that cannot be written
@@ -483,11 +505,12 @@ def show(
 
 @app.command(cls=_Command)
 def export(
-    out: Annotated[Path, typer.Argument(help="The output folder of a run.", metavar="OUT")],
-    to: Annotated[Path, typer.Option("--to", help="The Parquet file to write (and TO's stem + .videos.parquet).", metavar="FILE")],
+    out: Annotated[str, typer.Argument(help="The output folder of a run (a URL for a store's).", metavar="OUT")],
+    to: Annotated[str, typer.Option("--to", help="The Parquet file to write (and TO's stem + .videos.parquet).", metavar="FILE")],
     skip_damaged: Annotated[
         bool, typer.Option("--skip-damaged", help="Leave out outputs that cannot be read (each is named) and export the others.", metavar=_FLAG)
     ] = False,
+    storage_option: _StorageOption = None,
 ) -> None:
     """Write every finished output under OUT as one Parquet table: a row per timestep.
 
@@ -497,7 +520,9 @@ def export(
     from .export import DamagedOutputsError, export_parquet
 
     try:
-        report = export_parquet(out, to, on_damaged="skip" if skip_damaged else "raise")
+        target = _place(to, storage_option)
+        target = Path(target) if isinstance(target, str) else target
+        report = export_parquet(_place(out, storage_option), target, on_damaged="skip" if skip_damaged else "raise")
     except DamagedOutputsError as exc:
         for left in exc.left_out:
             typer.echo(left.line(), err=True)
@@ -510,7 +535,7 @@ def export(
         typer.echo(f"warning: {left.line()}", err=True)
     videos = f"{report.videos} video{'s' if report.videos != 1 else ''}"
     skipped = f", {len(report.left_out)} left out" if report.left_out else ""
-    typer.echo(f"{videos}, {report.rows} rows{skipped} -> {show_path(to)} (+ {show_path(to.with_name(to.stem + '.videos.parquet'))})", err=True)
+    typer.echo(f"{videos}, {report.rows} rows{skipped} -> {show_path(target)} (+ {show_path(target.with_name(target.stem + '.videos.parquet'))})", err=True)
 
 
 # -- the process -------------------------------------------------------------------------------

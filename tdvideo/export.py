@@ -29,6 +29,7 @@ import numpy as np
 from ._files import Leftovers, rename_into_place, temporary
 from ._system import file_kind
 from .errors import OutputError, UsageError, show_path, spelled
+from .storage import Url, is_url, location, reason, walk_url
 from .writers import FORMATS, RUN_DIR, Features, load
 
 __all__ = ["DamagedOutputsError", "ExportReport", "LeftOut", "export_parquet", "load_dir", "scan_dir"]
@@ -82,17 +83,37 @@ def _candidates(out: Path) -> list[tuple[str, Path] | LeftOut]:
     return sorted(found, key=lambda item: item.name if isinstance(item, LeftOut) else item[0])
 
 
-def scan_dir(out: str | Path) -> Iterator[tuple[str, Features] | LeftOut]:
+def _store_candidates(out: Url) -> list[tuple[str, Url] | LeftOut]:
+    """:func:`_candidates` of a folder in a store: its objects, listed, grouped by output."""
+    try:
+        names = [url.relative_to(out).as_posix() for url, _ in walk_url(out)]
+    except Exception as exc:  # noqa: BLE001 - a store's client raises its own types
+        raise UsageError(f"{out}: cannot be listed ({reason(exc)})") from None
+    bases = {
+        name[: -len(suffix)]
+        for name in names
+        if not name.startswith(f"{RUN_DIR}/")
+        for suffix in _SUFFIXES
+        if name.endswith(suffix) and len(name.rsplit("/", 1)[-1]) > len(suffix)
+    }
+    return [(base, out / base) for base in sorted(bases)]
+
+
+def scan_dir(out: str | Path | Url) -> Iterator[tuple[str, Features] | LeftOut]:
     """Every output under ``out`` in name order: ``(relative path, Features)``, or the
     :class:`LeftOut` reason it cannot be read (damaged, unfinished, not a regular file)."""
-    out = Path(out)
-    try:
-        mode = os.stat(out).st_mode
-    except OSError as exc:
-        raise UsageError(f"{show_path(out)}: not a folder of tdvideo outputs ({exc.strerror or exc})") from None
-    if not stat.S_ISDIR(mode):
-        raise UsageError(f"{show_path(out)}: not a folder of tdvideo outputs (a {file_kind(mode)})")
-    for item in _candidates(out):
+    out = location(out) if is_url(out) else Path(out)
+    if isinstance(out, Url):
+        candidates = _store_candidates(out)
+    else:
+        try:
+            mode = os.stat(out).st_mode
+        except OSError as exc:
+            raise UsageError(f"{show_path(out)}: not a folder of tdvideo outputs ({exc.strerror or exc})") from None
+        if not stat.S_ISDIR(mode):
+            raise UsageError(f"{show_path(out)}: not a folder of tdvideo outputs (a {file_kind(mode)})")
+        candidates = _candidates(out)
+    for item in candidates:
         if isinstance(item, LeftOut):
             yield item
             continue
@@ -158,11 +179,12 @@ def export_parquet(out: str | Path, target: str | Path, *, on_damaged: OnDamaged
     if on_damaged not in ("raise", "skip"):
         raise UsageError(f"on_damaged must be 'raise' or 'skip', got {on_damaged!r}")
     pa, pq = _pyarrow()
-    out, target = Path(out), Path(target)
+    target = location(target) if is_url(target) else Path(target)
     videos_target = target.with_name(f"{target.stem}.videos.parquet")
     tmp: list[Path] = []
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(target, Path):
+            target.parent.mkdir(parents=True, exist_ok=True)
         Leftovers().remove(target.parent, [target.name, videos_target.name])  # of an export that was killed
         for final in (target, videos_target):
             tmp.append(temporary(final))

@@ -34,6 +34,7 @@ import numpy as np
 
 from ._files import Leftovers, publish
 from .errors import OutputError, UsageError, VideoError, first_line, show_path
+from .storage import Url, is_url, location
 from .writers import FORMATS, Features, load
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def _thumbnails(source: str | None, times: np.ndarray) -> tuple[list[tuple[float
     """Frames of the source at a few of ``times`` (each the last frame shown at its time),
     or why there are none. One pass that seeks from one time to the next, so a long
     source is not decoded whole; NumPy frames, so torch (half a gigabyte) is not imported."""
-    if not source or not Path(source).is_file():
+    if not source or (not is_url(source) and not Path(source).is_file()):  # a URL: read it to know
         return [], f"source not found ({show_path(source or '?')}): no thumbnails"
     from .sampling import MAX_FPS, Sampling
     from .video import ReadOptions, read_chunks
@@ -273,9 +274,11 @@ def _output_beside(where: Path) -> Path:
     return base.with_name(base.name + ".png")
 
 
-def _output_path(output: str | os.PathLike[str], where: Path | None) -> Path:
+def _output_path(output: str | os.PathLike[str] | Url, where: Path | Url | None) -> Path | Url:
     """The PNG ``output`` names: a file, or a folder (one that exists, or a name ending in a
-    slash), which then gets ``<name>.png`` as beside the features."""
+    slash), which then gets ``<name>.png`` as beside the features; or a store's object."""
+    if isinstance(output, Url) or is_url(output):
+        return location(output)
     text = os.fspath(output)
     if not text.endswith(os.sep) and not Path(text).is_dir():
         return Path(text)
@@ -286,7 +289,9 @@ def _output_path(output: str | os.PathLike[str], where: Path | None) -> Path:
     return Path(text) / _output_beside(where).name
 
 
-def _check_folder(output: Path) -> None:
+def _check_folder(output: Path | Url) -> None:
+    if isinstance(output, Url):
+        return  # a store has no folders to make: the PUT says whether it can be written
     folder = output.parent
     if not folder.is_dir():
         why = f"{show_path(folder)} is not a folder" if folder.exists() else f"no folder {show_path(folder)} to write it in"
@@ -303,7 +308,7 @@ def _save(fig: Figure, output: Path) -> None:
         raise OutputError(f"{show_path(output)}: cannot be written ({exc.strerror or first_line(exc)})") from None
 
 
-def plot(features: Features | str | Path, output: str | Path | None = None) -> Path:
+def plot(features: Features | str | Path | Url, output: str | Path | Url | None = None) -> Path | Url:
     """Draw ``features`` (or the output at that path) to a PNG; return its path (default:
     beside the features, ``<name>.png``: ``OUT/clip.v1`` gets ``OUT/clip.v1.png``).
 
@@ -322,7 +327,7 @@ def plot(features: Features | str | Path, output: str | Path | None = None) -> P
         import matplotlib.figure
     except ImportError:
         raise UsageError("tdvideo show needs matplotlib: pip install 'tdvideo[plot]'") from None
-    where = None if isinstance(features, Features) else Path(features)
+    where = None if isinstance(features, Features) else location(features) if is_url(features) else Path(features)
     if output is not None:
         output = _output_path(output, where)
         _check_folder(output)  # a slip in the name is told before loading what may be gigabytes
@@ -330,7 +335,7 @@ def plot(features: Features | str | Path, output: str | Path | None = None) -> P
         output = _output_beside(where)
     else:
         raise UsageError("plot(features) of features in memory needs output=PATH")
-    features = features if isinstance(features, Features) else load(Path(features))
+    features = features if isinstance(features, Features) else load(where)  # type: ignore[arg-type]
     x, times = vectors(features)
     if len(x) == 0 or x.shape[1] == 0:
         raise UsageError(f"{show_path(where or 'features')}: nothing to draw ({x.shape[0]} steps of {x.shape[1]} numbers)")

@@ -28,7 +28,9 @@ from typing import Any, BinaryIO
 
 from .errors import UsageError, first_line
 
-__all__ = ["Url", "is_url", "location", "open_read", "reason", "stat_url", "walk_url"]
+__all__ = [
+    "Url", "exists_url", "glob_url", "is_url", "location", "open_read", "put_bytes", "put_file", "reason", "remove_url", "stat_url", "walk_url",
+]
 
 log = logging.getLogger("tdvideo")
 
@@ -190,6 +192,7 @@ def stat_url(url: Url) -> dict[str, Any]:
     gives them). Raises what the store raises (``FileNotFoundError``, ``PermissionError``,
     connection errors)."""
     fs, path = filesystem(url)
+    fs.invalidate_cache(path)  # what another process wrote since: no listing cached from before
     return fs.info(path)
 
 
@@ -265,3 +268,64 @@ def open_read(source: Path | Url) -> BinaryIO:
     if isinstance(source, Url):
         return io.BufferedReader(_RetryingReader(source), buffer_size=256 * 1024)  # type: ignore[arg-type]
     return open(source, "rb")
+
+
+# -- writing to a store ------------------------------------------------------------------------
+#
+# A PUT of an object is atomic: readers see the old object or the new one, never part of it.
+# So an object is written whole, from memory or from a finished local file, and there is no
+# temporary in the store to clean up after a kill.
+
+
+def _failed(url: Url, exc: BaseException) -> OSError:
+    """A store's error as an ``OSError`` naming the URL (its query string left out)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return type(exc)(exc.errno, f"{url}: {reason(exc)}")
+    return OSError(f"{url}: {reason(exc)}")
+
+
+def put_bytes(url: Url, data: bytes) -> None:
+    """Write the object ``url`` with ``data``, whole."""
+    fs, path = filesystem(url)
+    try:
+        fs.pipe_file(path, data)
+    except Exception as exc:  # noqa: BLE001 - a store's client raises its own types: all mean "not written"
+        raise _failed(url, exc) from None
+
+
+def put_file(local: Path, url: Url) -> None:
+    """Upload the finished local file ``local`` as the object ``url`` (in parts when large)."""
+    fs, path = filesystem(url)
+    try:
+        fs.put_file(str(local), path)
+    except Exception as exc:  # noqa: BLE001 - as put_bytes
+        raise _failed(url, exc) from None
+
+
+def remove_url(url: Url) -> bool:
+    """Remove the object ``url``; True if it was there."""
+    fs, path = filesystem(url)
+    try:
+        if not fs.exists(path):
+            return False
+        fs.rm_file(path)
+    except FileNotFoundError:
+        return False
+    except Exception as exc:  # noqa: BLE001 - as put_bytes
+        raise _failed(url, exc) from None
+    fs.invalidate_cache(path)
+    return True
+
+
+def exists_url(url: Url) -> bool:
+    fs, path = filesystem(url)
+    fs.invalidate_cache(path)  # what another process wrote since: no listing cached from before
+    return bool(fs.exists(path))
+
+
+def glob_url(url: Url, pattern: str) -> list[Url]:
+    """The objects directly below ``url`` whose names match ``pattern`` (``failures*.jsonl``)."""
+    fs, path = filesystem(url)
+    fs.invalidate_cache(path)
+    base = path.rstrip("/") + "/"
+    return [url / name[len(base) :] for name in sorted(fs.glob(base + pattern)) if name.startswith(base)]

@@ -35,19 +35,19 @@ import os
 import pickle
 import stat
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, get_args
 
 import numpy as np
 
-from ._files import Leftovers, open_regular, parse_json, publish, read_bytes, writable_target
+from ._files import Leftovers, open_regular, parse_json, publish, read_bytes, rename_into_place, temporary, writable_target
 from ._system import sha256_file
 from ._types import Format, OutputDType
 from .errors import OutputError, UsageError, first_line, show_path
 from .sampling import MAX_SECONDS
-from .storage import Url, location, open_read, reason, stat_url
+from .storage import Url, location, open_read, reason, remove_url, stat_url
 
 __all__ = [
     "FATAL_WRITE_ERRORS",
@@ -220,26 +220,24 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     See the module docstring for the order of the steps and what a kill leaves.
     """
     _check_format(fmt)
-    base.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(base, Path):
+        base.parent.mkdir(parents=True, exist_ok=True)
     target = array_path(base, fmt)
     for name in (metadata_path(base), target):  # a link, a FIFO, a folder: refused before anything is touched
         writable_target(name)
     array, times = features.array, features.timestamps
-    metadata_path(base).unlink(missing_ok=True)
+    _remove_files([metadata_path(base)])
     if fmt == "npy":
-        publish(target, lambda fh: np.save(fh, array, allow_pickle=False))
+        written = _write_array(target, lambda fh: np.save(fh, array, allow_pickle=False))
     elif fmt == "npz":
-        publish(target, lambda fh: np.savez(fh, features=array, timestamps=times))
+        written = _write_array(target, lambda fh: np.savez(fh, features=array, timestamps=times))
     else:
-        publish(target, lambda fh: _torch_save(array, times, fh))
-    written = target.stat()
+        written = _write_array(target, lambda fh: _torch_save(array, times, fh))
     meta = {
         **features.metadata,
         "format": fmt,
         "file": target.name,
-        "file_bytes": written.st_size,
-        "file_mtime_ns": written.st_mtime_ns,
-        "file_sha256": sha256_file(target),
+        **written,
         "shape": list(array.shape),
         "dtype": str(array.dtype),
         "timestamps": times,
@@ -248,6 +246,30 @@ def write_features(base: Path, features: Features, *, fmt: Format = "npy") -> Pa
     # An earlier output of this video in another format is stale now.
     _remove_files([array_path(base, other) for other in FORMATS if other != fmt])
     return target
+
+
+def _write_array(target: Path | Url, write: Callable[[Any], object]) -> dict[str, Any]:
+    """Write the array file ``target`` and return what the metadata records of it: its size,
+    sha256, and what tells it was not touched since (the file's modification time; an
+    object's ETag, which the store changes with every write)."""
+    if isinstance(target, Path):
+        publish(target, write)
+        stat = target.stat()
+        return {"file_bytes": stat.st_size, "file_mtime_ns": stat.st_mtime_ns, "file_sha256": sha256_file(target)}
+    tmp = temporary(target)  # a local file: hashed, then uploaded whole
+    try:
+        publish(tmp, write)
+        size, digest = tmp.stat().st_size, sha256_file(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    rename_into_place(tmp, target)
+    return {"file_bytes": size, "file_etag": _etag(stat_url(target)), "file_sha256": digest}
+
+
+def _etag(info: Mapping[str, Any]) -> str | None:
+    tag = info.get("ETag") or info.get("etag") or info.get("VersionId") or info.get("md5Hash")
+    return str(tag).strip('"') if tag else None
 
 
 # Rows of a long list written at a time: the metadata of millions of rows is never one string.
@@ -302,11 +324,14 @@ def remove_output(base: Path) -> bool:
     return _remove_files([metadata_path(base), *(array_path(base, fmt) for fmt in FORMATS)])
 
 
-def _remove_files(paths: list[Path]) -> bool:
+def _remove_files(paths: list[Path] | list[Path | Url]) -> bool:
     """Remove those of ``paths`` that are files or links (a folder of that name is left
-    alone: not an output); True if any was there."""
+    alone: not an output), or objects of a store; True if any was there."""
     found = False
     for path in paths:
+        if isinstance(path, Url):
+            found = remove_url(path) or found
+            continue
         try:
             if stat.S_ISDIR(os.lstat(path).st_mode):
                 continue
@@ -383,12 +408,22 @@ def finished_output(base: Path, *, full: bool = False, root: Path | None = None)
     return (meta, "") if why is None else (None, why)
 
 
-def _same_array(fh: BinaryIO, target: Path, meta: dict[str, Any], *, full: bool, path: Path) -> str | None:
-    """Why the open array file ``fh`` is not the one ``meta`` was written with, or None."""
+def _size_and_stamp(fh: BinaryIO, target: Path | Url) -> tuple[int, str, Any]:
+    """An open array file's size, and the metadata key and value that say it is untouched
+    since it was written: its modification time; for a store's object, its ETag."""
+    if isinstance(target, Url):
+        info = stat_url(target)
+        return int(info.get("size") or 0), "file_etag", _etag(info)
     stat = os.fstat(fh.fileno())
-    if meta.get("file_bytes") != stat.st_size:
-        return f"{show_path(target)}: {stat.st_size} bytes, not the {meta.get('file_bytes')} {path.name} was written with"
-    if (full or meta.get("file_mtime_ns") != stat.st_mtime_ns) and _sha256(fh) != meta.get("file_sha256"):
+    return stat.st_size, "file_mtime_ns", stat.st_mtime_ns
+
+
+def _same_array(fh: BinaryIO, target: Path | Url, meta: dict[str, Any], *, full: bool, path: Path | Url) -> str | None:
+    """Why the open array file ``fh`` is not the one ``meta`` was written with, or None."""
+    size, key, stamp = _size_and_stamp(fh, target)
+    if meta.get("file_bytes") != size:
+        return f"{show_path(target)}: {size} bytes, not the {meta.get('file_bytes')} {path.name} was written with"
+    if (full or stamp is None or meta.get(key) != stamp) and _sha256(fh) != meta.get("file_sha256"):
         return f"{show_path(target)}: not the array {path.name} was written with (sha256 differs: damaged or replaced)"
     return None
 
@@ -402,7 +437,7 @@ def _sha256(fh: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def load(path: str | Path, *, root: str | Path | None = None) -> Features:
+def load(path: str | Path | Url, *, root: str | Path | Url | None = None) -> Features:
     """Read an output back: pass the array file (``.npy``/``.npz``/``.pt``), its ``.json``,
     or the name without extension.
 
@@ -413,9 +448,9 @@ def load(path: str | Path, *, root: str | Path | None = None) -> Features:
     never a pickle. Raises :class:`~tdvideo.errors.OutputError`, naming the file and the
     reason, otherwise.
     """
-    p = Path(path)
+    p = location(path)
     base = p.with_suffix("") if p.suffix in (".json", ".npy", ".npz", ".pt") else p
-    where = Path(root) if root is not None else None
+    where = location(root) if root is not None else None
     meta, why = finished_output(base, full=True, root=where)
     if meta is None:
         raise OutputError(why)  # it names the file at fault
@@ -427,7 +462,7 @@ def load(path: str | Path, *, root: str | Path | None = None) -> Features:
             if _sha256(fh) != meta.get("file_sha256"):  # the file just checked, not one swapped in since
                 raise OutputError(f"{show_path(target)}: changed while it was being read")
             if fmt == "npy":
-                array = _read_npy(fh, size=os.fstat(fh.fileno()).st_size, shape=shape)
+                array = _read_npy(fh, size=_size_and_stamp(fh, target)[0], shape=shape)
                 if not isinstance(meta.get("timestamps"), list):
                     raise ValueError(f"the metadata's timestamps are {type(meta.get('timestamps')).__name__}, not a list")
                 times = np.asarray(meta["timestamps"], dtype=np.float64)
@@ -500,7 +535,8 @@ def _read_npy(fh: IO[bytes], *, size: int, shape: tuple[int, ...] | None) -> np.
 def _read_npz(fh: IO[bytes], *, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``features`` and ``timestamps`` of an .npz file, each member checked as a .npy."""
     arrays = {}
-    archive_size = os.fstat(fh.fileno()).st_size
+    archive_size = fh.seek(0, os.SEEK_END)
+    fh.seek(0)
     with zipfile.ZipFile(fh) as archive:
         for name in ("features", "timestamps"):
             info = archive.getinfo(f"{name}.npy")

@@ -230,3 +230,62 @@ def test_a_large_object_is_read_in_bounded_memory(http: dict, tmp_path: Path) ->
     assert len(tdvideo.load(tmp_path / "large" / "large")) == len(tdvideo.load(tmp_path / "v0" / "v0")) == 200
     assert peaks["large"] - peaks["v0"] < 300 * 2**20, peaks
     shutil.rmtree(tmp_path / "large")
+
+
+# -- outputs in a bucket -----------------------------------------------------------------------
+
+
+def test_outputs_in_a_bucket_resume_status_export_show_and_load(s3: dict, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    fs = s3["fs"]
+    fs.pipe("bkt/more/bad.mp4", b"not a video" * 100)
+    fs.put(str(s3["local"] / "a.mp4"), "bkt/more/a.mp4")
+    out = "s3://bkt/feats"
+    done = tdvideo_cli("extract", "s3://bkt/more/", "-o", out, cwd=tmp_path)
+    assert done.returncode == 1 and "failed: s3://bkt/more/bad.mp4: " in done.stderr, done.stderr
+    assert fs.exists("bkt/feats/a.npy") and fs.exists("bkt/feats/a.json")
+    [log] = fs.glob("bkt/feats/failures*.jsonl")  # a log of this process's own: an object cannot be appended to
+    assert json.loads(fs.cat(log).decode().splitlines()[0])["path"] == "s3://bkt/more/bad.mp4"
+    features = tdvideo.load(f"{out}/a")
+    assert len(features) == 60 and features.metadata["file_etag"]
+    status = tdvideo_cli("status", out, "--json", cwd=tmp_path)
+    counts = json.loads(status.stdout)
+    assert status.returncode == 1 and (counts["done"], counts["failed"], counts["pending"]) == (1, 1, 0), status.stdout + status.stderr
+    again = tdvideo_cli("extract", "s3://bkt/more/", "-o", out, cwd=tmp_path)
+    assert again.returncode == 1 and "0 done, 1 skipped, 1 failed" in again.stderr, again.stderr
+    # An array rewritten in the bucket (its ETag changes) is no longer trusted: done again.
+    fs.pipe("bkt/feats/a.npy", fs.cat("bkt/feats/a.npy")[:-4] + b"\0\0\0\0")
+    assert json.loads(tdvideo_cli("status", out, "--json", cwd=tmp_path).stdout)["done"] == 0
+    redo = tdvideo_cli("extract", "s3://bkt/more/", "-o", out, cwd=tmp_path)
+    assert "1 done, 0 skipped, 1 failed" in redo.stderr, redo.stderr
+    exported = tdvideo_cli("export", out, "--to", str(tmp_path / "f.parquet"), cwd=tmp_path)
+    assert exported.returncode == 0 and exported.stderr.startswith("1 video, 60 rows ->"), exported.stderr
+    shown = tdvideo_cli("show", f"{out}/a", cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"{out}/a.png" and fs.cat("bkt/feats/a.png").startswith(b"\x89PNG")
+
+
+def test_claim_mode_in_a_bucket(s3: dict, tmp_path: Path) -> None:
+    """Two processes claiming videos through the bucket's conditional writes: each video done once."""
+    fs = s3["fs"]
+    for i in range(6):
+        fs.put(str(s3["local"] / "a.mp4"), f"bkt/claimed/v{i}.mp4")
+    args = ["extract", "s3://bkt/claimed/", "-o", "s3://bkt/cfeats", "--balance", "claim", "--model", "resnet18", "--weights", "none"]
+    procs = [subprocess.Popen([sys.executable, "-m", "tdvideo", *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    done = 0
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        line = [x for x in err.splitlines() if " done, " in x][-1]
+        done += int(line.split()[0])
+    assert done == 6
+    assert sorted(fs.glob("bkt/cfeats/*.npy")) == [f"bkt/cfeats/v{i}.npy" for i in range(6)]
+    assert fs.glob("bkt/cfeats/.tdvideo/claims/*.claim") == []
+
+
+def test_claims_need_a_store_that_creates_only_when_absent() -> None:
+    from tdvideo.errors import UsageError
+    from tdvideo.extract._claims import open_claims
+    from tdvideo.storage import Url
+
+    with pytest.raises(UsageError, match=r"balance=claim needs a store that creates an object only when absent"):
+        open_claims(Url.parse("memory://out"), timeout=10)

@@ -20,6 +20,7 @@ stops when each is finished, has failed, or was taken over from a process that h
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -35,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._files import check_inside, open_regular, owner_tag, parse_json, process_alive, publish
-from ..errors import OutputError
+from ..errors import OutputError, UsageError, option
+from ..storage import Url, filesystem, remove_url, stat_url
 from ..writers import RUN_DIR, SourceIdentity, metadata_path
 from ._inputs import Job
 
-__all__ = ["ClaimQueue", "Claims", "Elsewhere"]
+__all__ = ["ClaimQueue", "Claims", "Elsewhere", "StoreClaims", "open_claims"]
 
 log = logging.getLogger("tdvideo")
 
@@ -133,7 +135,21 @@ class Claims:
                 publish(self.failed_marker(claim), lambda fh: fh.write(record))
             except (OSError, OutputError) as exc:
                 log.warning("%s: could not leave its failure marker (%s); other processes may try it again", claim.name, exc)
+        self._remove(claim)
+
+    def _remove(self, claim: Path) -> None:
         claim.unlink(missing_ok=True)
+
+    def clear_marker(self, claim: Path) -> None:
+        """Remove an earlier run's failure marker of ``claim`` (the video is tried again)."""
+        self.failed_marker(claim).unlink(missing_ok=True)
+
+    def committed_since_start(self, metadata: Path) -> bool:
+        """Whether the output whose metadata is at ``metadata`` was committed after this process started."""
+        try:
+            return metadata.stat().st_mtime >= self.started
+        except FileNotFoundError:
+            return False
 
     @staticmethod
     def failed_marker(claim: Path) -> Path:
@@ -174,7 +190,112 @@ class Claims:
         with self._lock:
             held, self._held = list(self._held), set()
         for claim in held:
-            claim.unlink(missing_ok=True)
+            self._remove(claim)
+
+
+class StoreClaims(Claims):
+    """Claims in an S3 bucket: what ``O_CREAT | O_EXCL`` and ``rename`` do on a disk, done
+    with the store's conditional writes. A claim is created with ``If-None-Match: *`` (one
+    process wins); the heartbeat rewrites it with ``If-Match`` its own ETag, so a claim taken
+    over is never written again by the process that lost it; a stale claim is taken over by
+    a write ``If-Match`` the ETag that was seen stale (one process wins)."""
+
+    def __init__(self, out: Url, *, timeout: float) -> None:
+        fs, _ = filesystem(out)
+        if not hasattr(fs, "call_s3"):
+            raise UsageError(
+                f"{option('balance', 'claim')} needs a store that creates an object only when absent (S3's "
+                f"If-None-Match); {out.scheme}:// is not one: use {option('balance', 'static')} there"
+            )
+        self._etags: dict[Url, str] = {}
+        self.folder = out / RUN_DIR / "claims"  # type: ignore[assignment]
+        self.timeout = timeout
+        self.started = time.time()
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "owner": owner_tag()}
+        self._held = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="tdvideo-claims", daemon=True)
+        self._beat.start()
+
+    def _put(self, claim: Url, **condition: str) -> str | None:
+        """Write the claim if ``condition`` holds: its new ETag, or None when it does not hold."""
+        fs, path = filesystem(claim)
+        bucket, key, _ = fs.split_path(path)
+        body = json.dumps({**self.owner, "since": time.time()}).encode()
+        try:
+            response = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)
+        except (FileExistsError, OSError) as exc:
+            if isinstance(exc, FileExistsError) or exc.errno == errno.EINVAL or "Precondition" in str(exc):
+                return None  # another process's claim: created or rewritten first
+            raise
+        fs.invalidate_cache(path)
+        return str(response.get("ETag", "")).strip('"')
+
+    def _create(self, claim: Path) -> bool:  # type: ignore[override]
+        etag = self._put(claim, IfNoneMatch="*")  # type: ignore[arg-type]
+        if etag is None:
+            return False
+        with self._lock:
+            self._held.add(claim)
+            self._etags[claim] = etag  # type: ignore[index]
+        return True
+
+    def take(self, claim: Path) -> bool:  # type: ignore[override]
+        if self._create(claim):
+            return True
+        try:
+            info = stat_url(claim)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return self._create(claim)  # released just now
+        seen = str(info.get("ETag", "")).strip('"')
+        modified = info.get("LastModified")
+        age = time.time() - modified.timestamp() if hasattr(modified, "timestamp") else 0.0
+        gone = self._holder_gone(claim)
+        if not gone and age <= self.timeout:
+            return False
+        etag = self._put(claim, IfMatch=seen)  # type: ignore[arg-type]
+        if etag is None:
+            return False  # another process took it over first, or its holder wrote meanwhile
+        log.info("%s: took over a claim %s", claim.name, "whose process has gone" if gone else f"untouched for {age:.0f} s")
+        with self._lock:
+            self._held.add(claim)
+            self._etags[claim] = etag  # type: ignore[index]
+        return True
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(max(0.05, self.timeout / 4)):
+            with self._lock:
+                held = [(claim, self._etags.get(claim)) for claim in self._held]  # type: ignore[call-overload]
+            for claim, etag in held:
+                try:
+                    renewed = self._put(claim, IfMatch=etag) if etag else None  # type: ignore[arg-type]
+                except OSError as exc:
+                    log.warning("%s: could not renew the claim (%s)", claim.name, exc)
+                    continue
+                with self._lock:
+                    if renewed is None:
+                        self._held.discard(claim)  # taken over after a stall of ours: no longer ours
+                    elif claim in self._held:
+                        self._etags[claim] = renewed  # type: ignore[index]
+
+    def _remove(self, claim: Path) -> None:
+        remove_url(claim)  # type: ignore[arg-type]
+
+    def clear_marker(self, claim: Path) -> None:
+        remove_url(self.failed_marker(claim))  # type: ignore[arg-type]
+
+    def committed_since_start(self, metadata: Path) -> bool:
+        try:
+            modified = stat_url(metadata).get("LastModified")  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return False
+        return hasattr(modified, "timestamp") and modified.timestamp() >= self.started - 1.0  # a store's times are to the second
+
+
+def open_claims(out: Path | Url, *, timeout: float) -> Claims:
+    """This process's claims under ``out``: files on a disk, or objects of an S3 bucket."""
+    return StoreClaims(out, timeout=timeout) if isinstance(out, Url) else Claims(out, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -259,10 +380,7 @@ class ClaimQueue:
         return None
 
     def _committed_since_start(self, job: Job) -> bool:
-        try:
-            return metadata_path(job.base).stat().st_mtime >= self.claims.started
-        except FileNotFoundError:
-            return False
+        return self.claims.committed_since_start(metadata_path(job.base))
 
     def _try(self, job: Job) -> bool | None:
         """Claim ``job``: True when claimed; False when another process holds it (looked at
@@ -279,7 +397,7 @@ class ClaimQueue:
             self.claims.release(claim)
             self.outcomes.append(Elsewhere(job, "done"))
             return None
-        self.claims.failed_marker(claim).unlink(missing_ok=True)  # an earlier run's: tried again now
+        self.claims.clear_marker(claim)  # an earlier run's: tried again now
         self.sweep(job)  # leftovers of a commit its earlier claimant did not finish
         with self._lock:
             self._holding += 1

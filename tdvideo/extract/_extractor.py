@@ -57,9 +57,9 @@ from ..writers import (
     write_features,
 )
 from ._batcher import Batch, Failure, Restart, batches
-from ._claims import ClaimQueue, Claims
+from ._claims import ClaimQueue, open_claims
 from ._collect import Collector, take_rows
-from ._inputs import Job, RunPlan, Shard, plan_run, prepare_output
+from ._inputs import Job, RunPlan, Shard, output_folder, plan_run, prepare_output
 from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_in_process, sweep_frame_folders
 from ._records import FailuresLog, write_plan
 from ._report import DryRun, Recorder, RunSummary, VideoResult, reason_of
@@ -263,7 +263,7 @@ class Extractor:
     def _claimed(self, jobs: list[Job], out: Path, settings: Settings, temporaries: Temporaries, *, progress: Any) -> Iterator[VideoResult]:
         """Claim mode: each video is claimed as a decoder frees up, and its claim released
         when it is committed; then the videos other processes hold are waited for."""
-        claims = Claims(out, timeout=settings.claim_timeout)
+        claims = open_claims(out, timeout=settings.claim_timeout)
         queue = ClaimQueue(jobs, out, claims, finished=lambda job: self._finished(job, settings), sweep=lambda job: temporaries.remove(job.base))
         try:
             for index, result in self._features(jobs, progress=progress, claims=queue):
@@ -328,6 +328,10 @@ class Extractor:
         if isinstance(result, BaseException):
             raise result
         return self._on_grid(result, source)
+
+    def _out(self, settings: Settings) -> Path | Url:
+        """The output folder: local, or in a store."""
+        return output_folder(settings.out, self._storage_options())
 
     def _storage_options(self) -> dict[str, Any]:
         """What URL inputs take to be reached: the storage options, and the timeout."""
@@ -476,7 +480,7 @@ class Extractor:
         """Whether ``job``'s output is finished for these settings (a source that cannot be
         read is not: extracting it fails, with its reason)."""
         try:
-            return not settings.overwrite and is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=Path(settings.out))
+            return not settings.overwrite and is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=self._out(settings))
         except OSError:
             return False
 
@@ -488,7 +492,7 @@ class Extractor:
         if settings.overwrite:
             return None
         try:
-            finished = is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=Path(settings.out))
+            finished = is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=self._out(settings))
         except OSError as exc:
             return VideoResult.failure(job.path, VideoOpenError(job.path, f"cannot read: {exc.strerror or exc}"))
         if not finished:
@@ -502,7 +506,7 @@ class Extractor:
 
         What fails this video alone: its own error, a link or FIFO where its output goes,
         running out of memory for its rows. A full disk stops the run (OutputError)."""
-        out = Path(settings.out)
+        out = self._out(settings)
         try:
             check_inside(out, job.base)  # a linked folder inside OUT leads out of it: nothing written there
             if isinstance(result, BaseException):
@@ -532,7 +536,7 @@ class Extractor:
     def _remove_stale(self, job: Job, settings: Settings) -> bool:
         """Remove an output at ``job.base`` that is not this video's for these settings; True if removed."""
         try:
-            if is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=Path(settings.out)):
+            if is_finished(job.base, settings.format, source=job.path, settings=self._stored, root=self._out(settings)):
                 return False
         except OSError:
             pass  # the source is gone: whatever is at base no longer describes it

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._files import check_inside
 from ..errors import NoVideosError, OutputCollisionError, OutputError, UsageError, option, show_path
-from ..storage import Url, is_url, location, reason, stat_url, walk_url
+from ..storage import Url, is_url, location, put_bytes, reason, remove_url, stat_url, walk_url
 from ..writers import RUN_DIR
 
 __all__ = [
@@ -302,13 +302,16 @@ def rank_name(shard: Shard | None, *, claim: bool = False) -> str | None:
     return None
 
 
-def failures_log_name(shard: Shard | None, *, claim: bool = False) -> str:
-    """Where a run writes its failures under ``--out``."""
+def failures_log_name(shard: Shard | None, *, claim: bool = False, store: bool = False) -> str:
+    """Where a run writes its failures under ``--out``. In a ``store``, where an object
+    cannot be appended to, each process of each run writes a log of its own."""
     name = rank_name(shard, claim=claim)
+    if store:
+        name = f"{name or socket.gethostname()}-{os.getpid()}-{time.time_ns() // 1_000_000}"
     return "failures.jsonl" if name is None else f"failures.{name}.jsonl"
 
 
-def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
+def plan_outputs(videos: Sequence[InputVideo], out: str | Path | Url) -> list[Path]:
     """Output base paths (no extension) for ``videos`` under ``out``; collisions are an error.
 
     The tree below each input folder (and below the common folder of files given one by
@@ -317,7 +320,7 @@ def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
     subfolder named like the failures log or the run records (``.tdvideo``), are reported
     together before any work starts.
     """
-    out = Path(out)
+    out = out if isinstance(out, Url) else Path(out)
     owners: dict[Path, list[Path]] = {}
     bases = []
     lines = []
@@ -343,12 +346,21 @@ def plan_outputs(videos: Sequence[InputVideo], out: str | Path) -> list[Path]:
 _WRITE_TEST = ".tdvideo-write-test."
 
 
-def prepare_output(out: str | Path) -> Path:
-    """Create the output folder if needed and check that files can be written in it.
+def prepare_output(out: str | Path | Url) -> Path | Url:
+    """Create the output folder if needed and check that files can be written in it (in a
+    store: that an object can be written there, and removed).
 
     Raises :class:`UsageError` (before any work) when ``out`` is a file, cannot be
     created, or is not writable, or when its folder of run records is a link out of it.
     """
+    if isinstance(out, Url):
+        probe = out / f"{_WRITE_TEST}{os.getpid()}-{time.time_ns()}"
+        try:
+            put_bytes(probe, b"")
+            remove_url(probe)
+        except (OSError, UsageError) as exc:
+            raise UsageError(f"cannot write to {option('out', str(out))}: {reason(exc)}") from None
+        return out
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{option('out', show_path(out))} is a file, not a folder")
@@ -440,8 +452,14 @@ def plan_run(
     whatever the shard. With ``claim``, ``shard`` only names the process (its logs): every
     video is a candidate, claimed when started."""
     found = discover_videos(inputs, extensions=extensions, glob=glob, root=root, storage_options=storage_options)
-    bases = plan_outputs(found.videos, out)
+    folder = output_folder(out, storage_options)
+    bases = plan_outputs(found.videos, folder)
     every = [(v, Job(v.path, base)) for v, base in zip(found.videos, bases)]
     jobs = [job for v, job in every if claim or shard is None or shard.owns(v)]
-    failures = Path(out) / failures_log_name(shard, claim=claim)
-    return RunPlan(jobs, found.unreadable, Path(out), failures, [job for _, job in every])
+    failures = folder / failures_log_name(shard, claim=claim, store=isinstance(folder, Url))
+    return RunPlan(jobs, found.unreadable, folder, failures, [job for _, job in every])
+
+
+def output_folder(out: str | Path | Url, storage_options: Mapping[str, Any] | None = None) -> Path | Url:
+    """``--out`` as a local folder, or a folder (prefix) in a store reached with ``storage_options``."""
+    return location(out, storage_options) if is_url(out) else Path(out)

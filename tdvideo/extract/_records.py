@@ -32,7 +32,7 @@ from typing import Any
 from .._files import check_inside, open_regular, parse_json, publish, read_bytes
 from .._system import file_kind
 from ..errors import OutputError, UsageError, show_path
-from ..storage import is_url, location
+from ..storage import Url, exists_url, glob_url, is_url, location, put_bytes, reason
 from ..writers import FATAL_WRITE_ERRORS, RUN_DIR
 
 __all__ = ["FailuresLog", "Plan", "RunRecords", "plan_folder", "read_records", "write_plan"]
@@ -93,9 +93,13 @@ def write_plan(
     path = folder / f"{key}.json"
     check_inside(out, path)  # never written through a link out of OUT
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if path.is_file() and not path.is_symlink():
-            return path  # this very plan is recorded already (another rank, or an earlier run)
+        if isinstance(path, Url):
+            if exists_url(path):
+                return path  # this very plan is recorded already (another rank, or an earlier run)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            if path.is_file() and not path.is_symlink():
+                return path
         record = {"created": time.time(), "inputs": given[:_SHOWN_INPUTS], "inputs_count": len(given), **content}
         data = json.dumps(record, indent=1, ensure_ascii=True).encode()
         publish(path, lambda fh: fh.write(data))
@@ -158,15 +162,22 @@ def _read_plan(path: Path, root: Path, problems: list[str]) -> Plan | None:
 
 
 class FailuresLog:
-    """A process's failures journal: one JSON line per failed input, appended, never erased."""
+    """A process's failures journal: one JSON line per failed input, appended, never erased.
 
-    def __init__(self, path: Path, *, out: Path | None = None) -> None:
+    In a store, where an object cannot be appended to, each process's log is an object of
+    its own (its name says which process: see :func:`~._inputs.failures_log_name`), written
+    whole again with each failure."""
+
+    def __init__(self, path: Path | Url, *, out: Path | Url | None = None) -> None:
         self.path = path
         self.out = out
+        self._lines: list[str] = []  # a store's log: what this process wrote so far
 
     def check(self) -> None:
         """A :class:`UsageError` before any work when the log is there but no regular file
         (a folder, a FIFO, a link): failures could not be recorded."""
+        if isinstance(self.path, Url):
+            return
         try:
             mode = os.lstat(self.path).st_mode
         except FileNotFoundError:
@@ -179,6 +190,13 @@ class FailuresLog:
         if output is not None and self.out is not None:
             record["output"] = output.relative_to(self.out).as_posix()
         line = json.dumps(record) + "\n"
+        if isinstance(self.path, Url):
+            self._lines.append(line)
+            try:
+                put_bytes(self.path, "".join(self._lines).encode())
+            except OSError as exc:
+                raise self._error(exc) from exc
+            return
         try:
             # O_APPEND: lines of processes sharing a log never overwrite each other; O_NOFOLLOW
             # and the type check: never written through a link or into a FIFO.
@@ -224,7 +242,8 @@ def _failure_lines(path: Path, root: Path, problems: list[str]) -> Iterator[dict
         return
     bad = 0
     with fh:
-        size = os.fstat(fh.fileno()).st_size
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(0)
         if size > MAX_FAILURES_BYTES:
             problems.append(f"{show_path(path)}: {size} bytes, more than a failures log may hold ({MAX_FAILURES_BYTES}); its failures are left out")
             return
@@ -254,8 +273,10 @@ class RunRecords:
     problems: list[str] = field(default_factory=list)
 
 
-def read_records(out: Path) -> RunRecords:
+def read_records(out: Path | Url) -> RunRecords:
     """The plans and failures under ``out`` (:class:`UsageError` when ``out`` is no folder)."""
+    if isinstance(out, Url):
+        return _read_store_records(out)
     if not out.is_dir():
         raise UsageError(f"{show_path(out)}: {'not a folder' if out.exists() else 'no such folder'}")
     records = RunRecords()
@@ -274,11 +295,33 @@ def read_records(out: Path) -> RunRecords:
         if plan is not None:
             records.plans.append(plan)
     for path in sorted(out.glob("failures*.jsonl")):
-        for record in _failure_lines(path, out, records.problems):
-            earlier = records.failures.get(record["path"])
-            if earlier is None or _when(record) >= _when(earlier):
-                records.failures[record["path"]] = record
+        _add_failures(records, _failure_lines(path, out, records.problems))
     return records
+
+
+def _read_store_records(out: Url) -> RunRecords:
+    """:func:`read_records` of a folder in a store."""
+    records = RunRecords()
+    try:
+        plans = glob_url(plan_folder(out), "*.json")
+        logs = glob_url(out, "failures*.jsonl")
+    except Exception as exc:  # noqa: BLE001 - a store's client raises its own types
+        raise UsageError(f"{out}: cannot be listed ({reason(exc)})") from None
+    for path in plans:
+        plan = _read_plan(path, out, records.problems)
+        if plan is not None:
+            records.plans.append(plan)
+    for path in logs:
+        _add_failures(records, _failure_lines(path, out, records.problems))
+    return records
+
+
+def _add_failures(records: RunRecords, lines: Iterator[dict[str, Any]]) -> None:
+    """Keep the last failure of each source path."""
+    for record in lines:
+        earlier = records.failures.get(record["path"])
+        if earlier is None or _when(record) >= _when(earlier):
+            records.failures[record["path"]] = record
 
 
 def _time(value: Any) -> float | None:

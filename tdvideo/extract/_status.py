@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, show_path
+from ..storage import is_url, location
 from ..writers import RUN_DIR, read_metadata
 from ._records import Plan, read_records
 
@@ -52,7 +53,7 @@ class RunStatus:
 
 def run_status(out: str | Path) -> RunStatus:
     """The status of the runs that wrote into ``out`` (:class:`UsageError` if none did)."""
-    out = Path(out)
+    out = location(out) if is_url(out) else Path(out)
     records = read_records(out)
     if not records.plans and not records.problems:
         raise UsageError(f"{show_path(out)}: no tdvideo run recorded its plan here ({RUN_DIR}/plans/)")
