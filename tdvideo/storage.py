@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 from .errors import UsageError, first_line
 
 __all__ = [
-    "Url", "exists_url", "glob_url", "is_url", "location", "open_read", "put_bytes", "put_file", "reason", "remove_url", "stat_url", "walk_url",
+    "SKIM_BLOCK", "STREAM_BLOCK", "TarMember", "Url", "exists_url", "glob_url", "is_url", "location", "open_read", "put_bytes", "put_file", "reason", "remove_url", "stat_url", "walk_url",
 ]
 
 log = logging.getLogger("tdvideo")
@@ -137,8 +137,72 @@ class Url:
         return str(self)
 
 
-def location(value: str | os.PathLike[str] | Url, options: Mapping[str, Any] | None = None) -> Path | Url:
+@dataclass(frozen=True)
+class TarMember:
+    """A file inside a tar archive (a WebDataset shard): ``size`` bytes at ``offset`` of the
+    archive ``shard``, a local path or a store's object. ``str()`` is ``SHARD:NAME``."""
+
+    shard: Path | Url
+    name: str
+    offset: int
+    size: int
+    sidecar: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.name}"
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix
+
+
+class _Slice(io.RawIOBase):
+    """Bytes ``offset`` to ``offset + size`` of an open file, as a file of their own."""
+
+    def __init__(self, fh: BinaryIO, offset: int, size: int) -> None:
+        super().__init__()
+        self._fh, self._offset, self._size, self._position = fh, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = max(0, min(len(view), self._size - self._position))
+        if want == 0:
+            return 0
+        self._fh.seek(self._offset + self._position)
+        data = self._fh.read(want)
+        view[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+        finally:
+            super().close()
+
+
+def location(value: str | os.PathLike[str] | Url | TarMember, options: Mapping[str, Any] | None = None) -> Path | Url | TarMember:
     """``value`` as a local :class:`Path`, or as a :class:`Url` carrying ``options``."""
+    if isinstance(value, TarMember):
+        return value
     if isinstance(value, Url):
         return value if options is None else Url(value.scheme, value.path, value.query, MappingProxyType(dict(options)))
     text = os.fspath(value)
@@ -211,20 +275,24 @@ def walk_url(url: Url) -> Iterator[tuple[Url, dict[str, Any]]]:
 class _RetryingReader(io.RawIOBase):
     """A store's file for reading, tried again after a broken read: a connection that was
     reset, or a store's 5xx, is retried :data:`READ_TRIES` times with a growing pause,
-    reopening at the same offset; then the error is raised, naming the URL."""
+    reopening at the same offset; then the error is raised, naming the URL. ``info`` is
+    what the store said of the object when it was opened (its ``type``, ``size``, ...),
+    where its client keeps it."""
 
-    def __init__(self, url: Url) -> None:
+    def __init__(self, url: Url, *, block_size: int) -> None:
         super().__init__()
         self.url = url
         self._fs, self._path = filesystem(url)
+        self._block_size = block_size
         self._fh = self._open()
         self._position = 0
         self.size = self._fh.size
+        self.info: Mapping[str, Any] = getattr(self._fh, "details", None) or {}
 
     def _open(self) -> Any:
-        # A read-ahead cache in blocks of a few MB: FFmpeg reads in small pieces, and each
-        # would otherwise be a request; memory stays a block or two whatever the object's size.
-        return self._fs.open(self._path, "rb", block_size=4 * 2**20, cache_type="readahead")
+        # A read-ahead cache: FFmpeg reads in small pieces, and each would otherwise be a
+        # request; memory stays a block or two whatever the object's size.
+        return self._fs.open(self._path, "rb", block_size=self._block_size, cache_type="readahead")
 
     def readable(self) -> bool:
         return True
@@ -245,7 +313,7 @@ class _RetryingReader(io.RawIOBase):
             try:
                 data = self._fh.read(len(view))
                 break
-            except (OSError, RuntimeError, ValueError) as exc:  # what fsspec's stores raise for a broken read
+            except Exception as exc:  # noqa: BLE001 - a store's client raises its own types (aiohttp's for a 5xx)
                 if attempt + 1 == READ_TRIES or isinstance(exc, (FileNotFoundError, PermissionError)):
                     raise OSError(f"{self.url}: reading at byte {self._position} failed ({reason(exc)})") from None
                 log.debug("%s: read at %d failed (%s); trying again", self.url, self._position, reason(exc))
@@ -263,10 +331,23 @@ class _RetryingReader(io.RawIOBase):
             super().close()
 
 
-def open_read(source: Path | Url) -> BinaryIO:
-    """A binary file object to read ``source`` with (seekable; a store's through range requests)."""
+# Bytes fetched per request when reading a store's object: 16 MB for decoding, which reads
+# on through the file (each request costs a round trip and the store's own work: fewer,
+# larger ones are faster, as the stores advise; benchmarks/RESULTS.md); small ones for a
+# walk over headers, which jumps through it.
+STREAM_BLOCK = 16 * 2**20
+SKIM_BLOCK = 64 * 2**10
+
+
+def open_read(source: Path | Url | TarMember, *, block_size: int = STREAM_BLOCK) -> BinaryIO:
+    """A binary file object to read ``source`` with (seekable; a store's through range
+    requests of ``block_size`` bytes, its reader's ``info`` being what the store said of
+    it; a tar member as the bytes of its shard it holds)."""
+    if isinstance(source, TarMember):
+        shard = open_read(source.shard, block_size=block_size)
+        return io.BufferedReader(_Slice(shard, source.offset, source.size), buffer_size=256 * 1024)  # type: ignore[arg-type]
     if isinstance(source, Url):
-        return io.BufferedReader(_RetryingReader(source), buffer_size=256 * 1024)  # type: ignore[arg-type]
+        return io.BufferedReader(_RetryingReader(source, block_size=block_size), buffer_size=256 * 1024)  # type: ignore[arg-type]
     return open(source, "rb")
 
 

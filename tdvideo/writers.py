@@ -47,7 +47,7 @@ from ._system import sha256_file
 from ._types import Format, OutputDType
 from .errors import OutputError, UsageError, first_line, show_path
 from .sampling import MAX_SECONDS
-from .storage import Url, location, open_read, reason, remove_url, stat_url
+from .storage import TarMember, Url, location, open_read, reason, remove_url, stat_url
 
 __all__ = [
     "FATAL_WRITE_ERRORS",
@@ -112,8 +112,9 @@ class SourceIdentity:
     size: int
     mtime_ns: int
     fingerprint: str
-    # A store's object, to look at again (its URL keeps the options to reach it): not recorded.
-    url: Url | None = field(default=None, repr=False, compare=False)
+    # A store's object or a tar member, to look at again (a URL keeps the options to reach
+    # it): not recorded.
+    url: Url | TarMember | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, path: str | Path | Url) -> SourceIdentity:
@@ -125,6 +126,11 @@ class SourceIdentity:
         source = location(path)
         if isinstance(source, Url):
             return cls._of_url(source)
+        if isinstance(source, TarMember):
+            # A member of a shard: its own size and edges, and the shard's time.
+            shard = cls.of(source.shard)
+            with open_read(source) as fh:
+                return cls(str(source), source.size, shard.mtime_ns, _edges(fh, source.size), source)
         with open(source, "rb") as fh:
             stat = os.fstat(fh.fileno())
             digest = _edges(fh, stat.st_size)
@@ -152,7 +158,7 @@ class SourceIdentity:
         object: the same size, time and ETag)."""
         if self.url is not None:
             try:
-                return self.same_file(SourceIdentity._of_url(self.url).to_dict())
+                return self.same_file(SourceIdentity.of(self.url).to_dict())
             except OSError:
                 return False
         try:

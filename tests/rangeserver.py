@@ -1,8 +1,10 @@
 """A small HTTP server that serves a folder and honours Range requests, for tests of URL inputs.
 
-``python -m tests.rangeserver ROOT PORT [LOG]`` serves ROOT on 127.0.0.1:PORT; each request
-line (method, path with its query string, range) is appended to LOG when given, so a test can
-see what reached the server. Python's own ``http.server`` sends whole files only.
+``python -m tests.rangeserver ROOT PORT [LOG [FAIL_AFTER]]`` serves ROOT on 127.0.0.1:PORT;
+each request line (method, path with its query string, range) is appended to LOG when given,
+so a test can see what reached the server; with FAIL_AFTER, the GET after that many is
+answered with a 503, once (a store's passing fault). Python's own ``http.server`` sends whole
+files only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,18 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 class RangeHandler(SimpleHTTPRequestHandler):
     log_path: str | None = None
+    fail_after: int | None = None  # answer the request after this many GETs with a 503, once
+    _gets = 0
+
+    def do_GET(self) -> None:
+        type(self)._gets += 1
+        if self.fail_after is not None and type(self)._gets == self.fail_after + 1:
+            if self.log_path:
+                with open(self.log_path, "a") as fh:
+                    fh.write(f"503 for GET {self.path}\n")
+            self.send_error(503, "Slow Down")
+            return
+        super().do_GET()
 
     def log_message(self, format: str, *args: object) -> None:
         if self.log_path:
@@ -64,8 +78,8 @@ class RangeHandler(SimpleHTTPRequestHandler):
             remaining -= len(data)
 
 
-def serve(root: str | Path, port: int, log: str | None = None) -> ThreadingHTTPServer:
-    handler = type("Handler", (RangeHandler,), {"log_path": log})
+def serve(root: str | Path, port: int, log: str | None = None, fail_after: int | None = None) -> ThreadingHTTPServer:
+    handler = type("Handler", (RangeHandler,), {"log_path": log, "fail_after": fail_after})
 
     def make(*args, **kwargs):
         return handler(*args, directory=str(root), **kwargs)
@@ -74,4 +88,5 @@ def serve(root: str | Path, port: int, log: str | None = None) -> ThreadingHTTPS
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None).serve_forever()
+    fail = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    serve(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None, fail).serve_forever()

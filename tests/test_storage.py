@@ -289,3 +289,102 @@ def test_claims_need_a_store_that_creates_only_when_absent() -> None:
 
     with pytest.raises(UsageError, match=r"balance=claim needs a store that creates an object only when absent"):
         open_claims(Url.parse("memory://out"), timeout=10)
+
+
+# -- WebDataset shards -------------------------------------------------------------------------
+
+
+def _shard(path: Path, members: dict[str, bytes]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture()
+def shards(clips: dict[str, Clip], tmp_path: Path) -> Path:
+    """Two shards as video2dataset writes them: a video, its JSON and caption per key; in the
+    second, a damaged video member."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    video = clips["h264"].path.read_bytes()
+    _shard(folder / "00000.tar", {
+        "000000000.mp4": video, "000000000.json": b'{"caption": "a cat", "url": "http://x/y"}', "000000000.txt": b"a cat",
+        "000000001.mp4": clips["vp9"].path.read_bytes(), "000000001.txt": b"a dog",
+    })
+    _shard(folder / "00001.tar", {"000000002.mp4": b"\0" * 5000, "000000002.json": b"{}", "000000003.mp4": video})
+    return folder
+
+
+def test_webdataset_shards_give_a_video_per_member(shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = tdvideo_cli("extract", str(shards / "{00000..00001}.tar"), "-o", str(out), cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("failed: ")] == [
+        line for line in done.stderr.splitlines() if line.startswith(f"failed: {shards / '00001.tar'}:000000002.mp4: ")
+    ] != []  # the damaged member fails alone
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy"))
+    assert names == ["00000/000000000.npy", "00000/000000001.npy", "00001/000000003.npy"]
+    first = tdvideo.load(out / "00000" / "000000000")
+    assert first.metadata["sidecar"] == {"json": {"caption": "a cat", "url": "http://x/y"}, "txt": "a cat"}
+    assert first.metadata["source"]["path"] == f"{shards / '00000.tar'}:000000000.mp4"
+    direct = tdvideo.Extractor(workers=0).extract(tdvideo.storage.TarMember(shards / "00000.tar", "000000000.mp4", 512, first.metadata["source"]["size"]))
+    np.testing.assert_allclose(first.array, direct.array, rtol=1e-6, atol=1e-7)
+    again = tdvideo_cli("extract", str(shards / "{00000..00001}.tar"), "-o", str(out), cwd=tmp_path)
+    assert "0 done, 3 skipped, 1 failed" in again.stderr, again.stderr  # resume per member
+    status = json.loads(tdvideo_cli("status", str(out), "--json", cwd=tmp_path).stdout)
+    assert (status["done"], status["failed"]) == (3, 1)
+
+
+def test_webdataset_shards_in_a_bucket(s3: dict, shards: Path, tmp_path: Path) -> None:
+    for shard in shards.glob("*.tar"):
+        s3["fs"].put(str(shard), f"bkt/wds/{shard.name}")
+    local = tdvideo_cli("extract", str(shards / "{00000..00001}.tar"), "-o", str(tmp_path / "local"), cwd=tmp_path)
+    remote = tdvideo_cli("extract", "s3://bkt/wds/{00000..00001}.tar", "-o", str(tmp_path / "remote"), cwd=tmp_path)
+    assert remote.returncode == local.returncode == 1, remote.stderr
+    for name in ("00000/000000000", "00000/000000001", "00001/000000003"):
+        np.testing.assert_allclose(tdvideo.load(tmp_path / "remote" / name).array, tdvideo.load(tmp_path / "local" / name).array, rtol=1e-6, atol=1e-7)
+
+
+def test_a_damaged_shard_is_named_and_its_readable_members_kept(clips: dict[str, Clip], tmp_path: Path) -> None:
+    whole = _shard(tmp_path / "whole.tar", {f"{i:09d}.mp4": clips["h264"].path.read_bytes() for i in range(3)})
+    import tarfile
+
+    with tarfile.open(whole) as tar:
+        last = tar.getmembers()[-1]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[: last.offset_data + 1000])  # inside the last member's video
+    found = tdvideo.extract.discover_videos([str(cut)])
+    assert [v.relative.as_posix() for v in found.videos] == ["cut/000000000", "cut/000000001"]
+    assert [u.path for u in found.unreadable] == [cut]
+    assert found.unreadable[0].reason.startswith("cut short: 000000002.mp4 ends at byte")
+
+
+def test_the_ray_engine_reads_the_objects_in_its_tasks(s3: dict, tmp_path: Path) -> None:
+    """Decoding tasks open the bucket's objects themselves: the outputs are the local engine's."""
+    pytest.importorskip("ray")
+    local = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(tmp_path / "local"), cwd=tmp_path)
+    ray = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(tmp_path / "ray"), "--engine", "ray", cwd=tmp_path)
+    assert local.returncode == ray.returncode == 0, ray.stderr
+    for name in ("a", "c", "sub/b"):
+        np.testing.assert_allclose(tdvideo.load(tmp_path / "ray" / name).array, tdvideo.load(tmp_path / "local" / name).array, rtol=1e-6, atol=1e-7)
+
+
+def test_a_passing_5xx_mid_video_is_tried_again(clips: dict[str, Clip], tmp_path: Path) -> None:
+    root = video_tree(tmp_path / "served", {"v.mp4": clips["long_gop"].path})
+    port, log = _free_port(), tmp_path / "requests.log"
+    server = subprocess.Popen([sys.executable, "-m", "tests.rangeserver", str(root), str(port), str(log), "0"], cwd=ROOT)
+    try:
+        _wait_for(port, server)
+        done = tdvideo_cli("extract", f"http://127.0.0.1:{port}/v.mp4", "-o", str(tmp_path / "out"), cwd=tmp_path)
+    finally:
+        server.kill()
+        server.wait()
+    assert done.returncode == 0, done.stderr
+    assert "503" in log.read_text()  # the store failed a read part-way, and the read was made again
+    assert len(tdvideo.load(tmp_path / "out" / "v")) == 200

@@ -42,7 +42,7 @@ from ..errors import (
 from ..models._backbone import Backbone, resolve_backbone
 from ..sampling import MAX_GRID_ROWS, expected_rows, grid_count, grid_rows
 from ..settings import Settings
-from ..storage import TIMEOUT_OPTION, Url, is_url, location
+from ..storage import TIMEOUT_OPTION, TarMember, Url, is_url, location
 from ..video._geometry import MAX_WINDOW_BYTES
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 from ..writers import (
@@ -317,13 +317,13 @@ class Extractor:
                 report.stop = str(exc)
         return report
 
-    def extract(self, path: str | Path | Url) -> Features:
+    def extract(self, path: str | Path | Url | TarMember) -> Features:
         """Features of one video, in memory (no files written): a local file or a URL (see
         :mod:`tdvideo.storage`). Raises the video's error."""
         # In this process unless workers are asked for: one video gains little from a
         # worker, and a script calling this has usually imported torch already.
         workers = 0 if self.settings.workers is None else None
-        source = location(path, self._storage_options()) if is_url(path) else Path(path)
+        source = path if isinstance(path, TarMember) else location(path, self._storage_options()) if is_url(path) else Path(path)
         [(_, result)] = list(self._features([source], workers=workers))
         if isinstance(result, BaseException):
             raise result
@@ -516,6 +516,8 @@ class Extractor:
                 return failure
             frames = int(result.metadata.get("frames", result.timestamps.size))  # what the model saw
             result = self._on_grid(result, job.path)
+            if isinstance(job.path, TarMember) and job.path.sidecar:
+                result.metadata["sidecar"] = dict(job.path.sidecar)  # video2dataset's caption and metadata
             target = write_features(job.base, result, fmt=settings.format)
         except OSError as exc:
             if exc.errno in FATAL_WRITE_ERRORS:
@@ -589,7 +591,7 @@ class Extractor:
             return min(requested, cap, len(paths))
         total = 0
         for p in paths:
-            if isinstance(p, Url):
+            if isinstance(p, (Url, TarMember)):
                 # A store's object: one more request to size it would cost more than the
                 # choice is worth, and reading it waits on the network, which a worker hides.
                 total += BYTES_PER_WORKER

@@ -24,6 +24,7 @@ from .._files import check_inside
 from ..errors import NoVideosError, OutputCollisionError, OutputError, UsageError, option, show_path
 from ..storage import Url, is_url, location, put_bytes, reason, remove_url, stat_url, walk_url
 from ..writers import RUN_DIR
+from ._shards import is_shard, scan_shard, shard_places
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -148,6 +149,11 @@ def discover_videos(
     for item in inputs:
         if str(item) == "":
             raise UsageError("an empty path was given as an input (a shell variable that was not set?)")
+        if isinstance(item, str | Path) and is_shard(str(item)):
+            videos, problems = _shards(str(item), exts, storage_options)
+            found.extend(videos)
+            unreadable.extend(problems)
+            continue
         place = location(item, storage_options) if is_url(item) else Path(item)
         if isinstance(place, Url):
             if _url_is_prefix(place):
@@ -180,6 +186,19 @@ def discover_videos(
     if not found and not unreadable:
         raise NoVideosError("no input videos given")
     return Discovery(found, unreadable)
+
+
+def _shards(text: str, exts: set[str], storage_options: Mapping[str, Any] | None) -> tuple[list[InputVideo], list[Unreadable]]:
+    """The video members of the WebDataset shards ``text`` names (``{00000..00099}`` expanded);
+    a shard that cannot be read, or is damaged part-way, is unreadable with its reason."""
+    videos: list[InputVideo] = []
+    problems: list[Unreadable] = []
+    for shard in shard_places(text, storage_options):
+        members, problem = scan_shard(shard, exts)
+        videos.extend(InputVideo(member, _output_name(name)) for member, name in members)  # type: ignore[arg-type]
+        if problem is not None:
+            problems.append(Unreadable(shard, problem))  # type: ignore[arg-type]
+    return videos, problems
 
 
 def _url_is_prefix(url: Url) -> bool:

@@ -409,7 +409,10 @@ def _worker_main(
                     continue
                 assert chunk.clip is not None
                 serial += 1
-                packed = _pack(chunk.clip, Path(frames_dir) / f"{os.getpid()}-{serial}")
+                try:
+                    packed = _pack(chunk.clip, Path(frames_dir) / f"{os.getpid()}-{serial}")
+                except FileNotFoundError:
+                    return  # the main process removed the frames folder: it is stopping, and so do we
                 link.send_chunk(("chunk", index, packed, chunk.last, chunk.source), chunk.clip.frames.nbytes)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the main process has gone, or stopped us: so do we

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..storage import Url, location, open_read
+from ..storage import SKIM_BLOCK, Url, location, open_read
 
 __all__ = ["Length", "check_length", "shortfall"]
 
@@ -53,7 +53,8 @@ def check_length(path: str | Path | Url, format_name: str) -> Length:
     """
     names = set(format_name.split(","))
     try:
-        with open_read(location(path)) as fh:
+        # Headers only: a few bytes per box or chunk, jumping through the file.
+        with open_read(location(path), block_size=SKIM_BLOCK) as fh:
             size = fh.seek(0, os.SEEK_END)
             if names & {"mov", "mp4"}:
                 declared = _isobmff_end(fh, size)

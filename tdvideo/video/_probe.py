@@ -25,7 +25,7 @@ import av
 
 from .._system import file_kind
 from ..errors import DecodeError, NoVideoStreamError, VideoOpenError, show_path
-from ..storage import Url, location, open_read, reason, stat_url
+from ..storage import TarMember, Url, location, open_read, reason
 from ._geometry import displayed
 from ._index import keyframe_interval, keyframe_times
 
@@ -109,8 +109,8 @@ def open_video(path: str | Path | Url) -> Iterator[av.container.InputContainer]:
     read through range requests); a missing, empty, special or unreadable one is a
     :class:`VideoOpenError`."""
     source = location(path)
-    if isinstance(source, Url):
-        with _open_url(source) as container:
+    if isinstance(source, (Url, TarMember)):
+        with _open_object(source) as container:
             yield container
         return
     p = source
@@ -139,25 +139,25 @@ def open_video(path: str | Path | Url) -> Iterator[av.container.InputContainer]:
 
 
 @contextmanager
-def _open_url(url: Url) -> Iterator[av.container.InputContainer]:
-    """A store's object opened for FFmpeg through a file object that reads it by ranges."""
+def _open_object(url: Url | TarMember) -> Iterator[av.container.InputContainer]:
+    """A store's object (or a tar member) opened for FFmpeg through a file object that reads
+    it by ranges."""
+    if isinstance(url, TarMember) and url.size == 0:
+        raise VideoOpenError(url, "empty member (0 bytes)")
     try:
-        info = stat_url(url)
+        fh = open_read(url)  # one request for what the store says of it, as it opens
     except FileNotFoundError:
         raise VideoOpenError(url, "no such object") from None
     except PermissionError as exc:
         raise VideoOpenError(url, f"access denied ({reason(exc)})") from None
     except (OSError, RuntimeError, ValueError) as exc:  # what fsspec's stores raise for a failed request
         raise VideoOpenError(url, f"cannot read: {reason(exc)}") from None
-    if info.get("type") == "directory":
-        raise VideoOpenError(url, "is a folder (a prefix), not a video file")
-    if not info.get("size"):
-        raise VideoOpenError(url, "empty object (0 bytes)")
-    try:
-        fh = open_read(url)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise VideoOpenError(url, f"cannot read: {reason(exc)}") from None
     with fh:
+        if isinstance(url, Url):
+            if fh.raw.info.get("type") == "directory":  # type: ignore[attr-defined]
+                raise VideoOpenError(url, "is a folder (a prefix), not a video file")
+            if not fh.raw.size:  # type: ignore[attr-defined]
+                raise VideoOpenError(url, "empty object (0 bytes)")
         try:
             container = av.open(fh, mode="r", metadata_errors="replace")
         except av.FFmpegError as exc:
