@@ -399,6 +399,8 @@ def models(
             shape += f" per {row['clip_len']} frames"
         table.append((row["name"], shape, "needs weights" if row["needs_weights"] else "no weights", row["description"]))
     _echo_table(("name", "features", "weights", "description"), table)
+    if len(rows) == 1 and rows[0].get("input_sizes"):
+        typer.echo(f"input: {rows[0]['input_sizes']}")
 
 
 def _echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -112,6 +112,55 @@ def test_timm_weights_from_a_file_give_timms_own_features(timm, clips: dict[str,
     assert features.metadata["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_a_vit_takes_another_patch_aligned_size_as_timm_resizes_it(timm, clips: dict[str, Clip], tmp_path: Path) -> None:
+    """DINOv2's config says 518; --size 256 --crop 224 runs it at 224, its position
+    embeddings resampled once as timm's dynamic_img_size resamples them on every call."""
+    model_name = DINOV2_S14.removeprefix("timm:")
+    reference = timm.create_model(model_name, pretrained=False, dynamic_img_size=True).eval()
+    state = {k: v + 0.02 * torch.randn_like(v) if v.is_floating_point() else v for k, v in reference.state_dict().items()}
+    reference.load_state_dict(state)
+    reference.reset_classifier(0)
+    path = tmp_path / "dino.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(state, str(path))
+    extractor = tdvideo.Extractor(model=DINOV2_S14, weights=str(path), size=256, crop=224, num_frames=3)
+    features = extractor.extract(clips["h264"].path)
+
+    pre = extractor.backbone.preprocessing
+    clip = tdvideo.read_video(clips["h264"].path, num_frames=3, size=256, crop=224, interpolation=pre.interpolation)
+    assert tuple(clip.frames.shape[-2:]) == (224, 224)
+    with torch.inference_mode():
+        expected = reference(normalized(clip.frames, pre))
+    torch.testing.assert_close(torch.from_numpy(features.array), expected, rtol=1e-4, atol=1e-4)
+    assert features.metadata["input_resized"]["from"] == [518, 518]
+    assert features.metadata["input_resized"]["to"] == [224, 224]
+
+    tokens = tdvideo.Extractor(model=DINOV2_S14, weights=str(path), size=256, crop=224, num_frames=2, pool="none")
+    assert tokens.extract(clips["h264"].path).array.shape == (2, 1 + 16 * 16, 384)
+
+
+def test_a_size_off_the_patch_grid_is_one_line(timm, clips: dict[str, Clip], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["extract", str(clips["h264"].path), "-o", str(tmp_path / "out"), "--model", DINOV2_S14,
+                                 "--weights", "none", "--size", "256", "--crop", "225"])
+    assert result.exit_code == 2
+    assert "does not take 225x225 frames: 225x225 is not a multiple of its patch size 14x14" in result.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.npy"))
+
+
+def test_models_says_which_sizes_a_vit_takes(timm) -> None:
+    result = runner.invoke(app, ["models", DINOV2_S14])
+    assert result.exit_code == 0, result.output
+    assert "input: 518x518 (its config), or any multiple of 14 with --size/--crop" in result.output
+
+
+@random_weights
+def test_a_map_at_another_size_has_that_sizes_shape(clips: dict[str, Clip]) -> None:
+    extractor = tdvideo.Extractor(model="resnet18", weights="none", pool="none", size=96, crop=96, num_frames=2)
+    assert extractor.backbone.feature_shape == (512, 3, 3)
+    assert extractor.extract(clips["h264"].path).array.shape == (2, 512, 3, 3)
+
+
 def test_timm_weights_offline_say_where_they_are_looked_for(timm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
 

@@ -166,7 +166,7 @@ class Extractor:
         _check_geometry(self.size, self.crop, self.sampling.clip_len, settings)
         box = self.crop if self.crop is not None else self.size if isinstance(self.size, tuple) else None
         if box is not None and box != self.backbone.preprocessing.input_size:
-            self.backbone.check_input(*((box, box) if isinstance(box, int) else box))
+            self.backbone.fit_input(*((box, box) if isinstance(box, int) else box))
         _warn_if_batch_is_capped(settings.batch_size, self.size, self.crop)
         # As stored in each output's metadata (tuples become lists), for the resume check.
         self._stored = json.loads(json.dumps(self.describe()))

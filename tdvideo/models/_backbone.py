@@ -51,6 +51,7 @@ class Backbone:
     clip_len: int | None = None
     layer: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    resize_input: Callable[[nn.Module, tuple[int, int]], dict[str, Any]] | None = field(default=None, repr=False)
     _module: nn.Module | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -86,18 +87,34 @@ class Backbone:
             self._module, self.make = self.make(), None
         return self._module
 
-    def check_input(self, height: int, width: int) -> None:
-        """:class:`ModelError` if the model, once built, cannot take frames of this size
-        (a ViT whose position embeddings are for one grid); a meta-device pass, no compute.
-        The light built-ins take any size and are not built for this."""
+    def fit_input(self, height: int, width: int) -> None:
+        """Make the model take frames of ``height`` x ``width``, or raise :class:`ModelError`
+        saying why it cannot. A model that takes them as it is is left alone (a meta-device
+        pass, no compute); one whose input size is fixed by its position embeddings (a timm
+        ViT, DINOv2) is resized as its family resizes it, their position embeddings
+        resampled once, and ``details["input_resized"]`` records it. ``feature_shape``
+        becomes the shape at this size. The light built-ins take any size as they are."""
         if self.light:
             return
         from ._modules import feature_shape
 
+        window = self.clip_len if self.kind == "window" else None
+        at = Preprocessing(size=None, crop=(height, width))
         try:
-            feature_shape(self.module, Preprocessing(size=None, crop=(height, width)), clip_len=self.clip_len if self.kind == "window" else None)
-        except Exception as exc:  # whatever the model raises about its input
-            raise ModelError(f"model {self.name} does not take {height}x{width} frames: {first_line(exc)}") from exc
+            self.feature_shape = feature_shape(self.module, at, clip_len=window)
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever the model raises about its input: tried below, or said
+            refusal = exc
+        if self.resize_input is not None:
+            try:
+                record = self.resize_input(self.module, (height, width))
+                self.feature_shape = feature_shape(self.module, at, clip_len=window)
+            except Exception as exc:  # noqa: BLE001 - as above: the model's own reason is the message
+                refusal = exc
+            else:
+                self.details = {**self.details, "input_resized": record}
+                return
+        raise ModelError(f"model {self.name} does not take {height}x{width} frames: {first_line(refusal)}") from refusal
 
     def frame_model(self) -> nn.Module:
         """uint8 ``(N, 3, H, W)`` frames in, features out."""
@@ -177,6 +194,7 @@ def resolve_backbone(
         "clip_len": entry.clip_len,
         "layer": layer,
         "details": entry.details(named) if entry.details is not None else {},
+        "resize_input": entry.resize_input,
     }
     if path is None and layer is None and pool in entry.feature_shapes:
         return Backbone(make=lambda: _build(entry, named, None, pool)[0], feature_shape=entry.feature_shapes[pool], **describe)

@@ -124,7 +124,8 @@ def describe_model(name: str, *, pool: Pool | None = None) -> dict[str, Any]:
     """Feature shape and inputs of a model, without building its weights.
 
     ``{"name", "feature_shape", "needs_weights", "spatial", "input_size", "description",
-    "kind", "clip_len"}``; from the registry or the catalog where they know, else from the
+    "kind", "clip_len", "input_sizes"}`` (``input_sizes``: which frame sizes it takes, in
+    words, where its family can say more than ``input_size``); from the registry or the catalog where they know, else from the
     meta device (timm's models: computed once, then kept in the user cache beside the
     torchvision catalog).
     """
@@ -133,15 +134,17 @@ def describe_model(name: str, *, pool: Pool | None = None) -> dict[str, Any]:
     entry = model_entry(name)
     pool = pool or entry.default_pool
     if pool in entry.feature_shapes:
-        return describe_row(entry, entry.preprocessing(None), entry.feature_shapes[pool])
-    row = load_catalog()["models"].get(name)
-    if row is not None and pool == entry.default_pool:
-        return row
-    if name.startswith(TIMM_PREFIX) and pool == entry.default_pool:
-        return _timm_rows().describe(entry)
-    from ._modules import describe_live
+        row = describe_row(entry, entry.preprocessing(None), entry.feature_shapes[pool])
+    elif (known := load_catalog()["models"].get(name)) is not None and pool == entry.default_pool:
+        row = known
+    elif name.startswith(TIMM_PREFIX) and pool == entry.default_pool:
+        row = _timm_rows().describe(entry)
+    else:
+        from ._modules import describe_live
 
-    return describe_live(entry, pool=pool)
+        row = describe_live(entry, pool=pool)
+    # Which sizes it takes: said by its family, not stored (catalogs made before knew none).
+    return {**row, "input_sizes": entry.input_sizes}
 
 
 class _TimmRows:

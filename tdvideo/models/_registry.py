@@ -65,6 +65,9 @@ class ModelEntry:
     output covers. ``layer(module, node)`` cuts a built module at a node of its graph, and
     ``layer_names(module)`` lists those nodes (torchvision's FX feature extraction, or
     the family's own); ``details(weights)`` adds what the metadata should record.
+    ``resize_input(module, (h, w))`` makes a built module whose input size is fixed (a ViT's
+    position embeddings are for one grid) take frames of another size, as its family does
+    it, and returns what to record of that; ``input_sizes`` says in words which it takes.
     """
 
     name: str
@@ -83,6 +86,8 @@ class ModelEntry:
     layer: Callable[[Any, str], Any] | None = None
     layer_names: Callable[[Any], list[str]] | None = None
     details: Callable[[str | None], dict[str, Any]] | None = None
+    resize_input: Callable[[Any, tuple[int, int]], dict[str, Any]] | None = None
+    input_sizes: str | None = None
 
 
 def _late(module: str, function: str, *bound: Any) -> Callable[..., Any]:

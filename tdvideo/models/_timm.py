@@ -13,13 +13,19 @@ a timm model with its pretrained tag (``vit_base_patch16_clip_224.openai``):
 - ``pool="none"`` gives ``forward_features``: tokens ``(N, D)`` or a map ``(C, H, W)``;
 - named weights (``DEFAULT``) come from the Hugging Face Hub through timm's own download
   helpers, into the Hugging Face cache, and are loaded as a state dict like any file;
-- ``--layer`` uses timm's FX feature extraction (which knows timm's own leaf modules).
+- ``--layer`` uses timm's FX feature extraction (which knows timm's own leaf modules);
+- a ViT (DINOv2, CLIP, SigLIP, EVA, DeiT, Swin) takes frames of another size than its
+  config's (``--size 256 --crop 224`` for DINOv2, whose config says 518) through timm's own
+  ``set_input_size``: the position embeddings are resampled once (bicubic), as timm does
+  when it loads pretrained weights at another ``img_size``; the size must be a multiple of
+  the patch size.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -69,7 +75,31 @@ def entry(name: str) -> ModelEntry:
         layer=_take_layer,
         layer_names=_layer_names,
         details=lambda _weights: {"timm_data_config": data_config(model_name), "embedding": "image-text" if joint else "pre-logits"},
+        resize_input=resize_input,
+        input_sizes=_input_sizes(model_name),
     )
+
+
+def _input_sizes(model_name: str) -> str | None:
+    """Which frame sizes the model takes, in words, where its name says its patch size."""
+    patch = re.search(r"patch(\d+)", model_name.partition(".")[0])
+    if patch is None:
+        return None
+    _, h, w = data_config(model_name)["input_size"]
+    return f"{h}x{w} (its config), or any multiple of {patch.group(1)} with --size/--crop (position embeddings resampled)"
+
+
+def resize_input(module: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
+    """Make the timm ViT inside ``module`` take ``size`` frames (timm's ``set_input_size``)."""
+    model = next((m for m in module.modules() if hasattr(m, "set_input_size") and hasattr(m, "patch_embed")), None)
+    if model is None:
+        raise ModelError("its input size is fixed (no position embeddings to resample)")
+    before = tuple(model.patch_embed.img_size)
+    patch = tuple(model.patch_embed.patch_size)
+    if size[0] % patch[0] or size[1] % patch[1]:
+        raise ModelError(f"{size[0]}x{size[1]} is not a multiple of its patch size {patch[0]}x{patch[1]}")
+    model.set_input_size(img_size=size)
+    return {"from": list(before), "to": list(size), "how": "position embeddings resampled (bicubic) by timm's set_input_size"}
 
 
 def _is_image_text(model_name: str) -> bool:
