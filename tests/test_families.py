@@ -434,9 +434,18 @@ def test_array_of_a_plugin_is_the_modules_output(plugin_path: Path, clips: dict[
 
 @random_weights
 def test_a_frame_size_the_model_cannot_take_is_refused_before_any_work(timm, clips: dict[str, Clip]) -> None:
-    """DINOv2's position embeddings are for 518 x 518: a 224 crop is a usage error up front."""
-    with pytest.raises(ModelError, match=r"does not take 224x224 frames: Input height \(224\) doesn't match model \(518\)"):
-        tdvideo.Extractor(model=DINOV2_S14, weights="none", size=224, crop=224)
+    """A size off DINOv2's 14-pixel patch grid, or one a module of fixed input refuses: a
+    usage error up front, with the model's own reason."""
+    with pytest.raises(ModelError, match=r"does not take 224x231 frames: 224x231 is not a multiple of its patch size 14x14"):
+        tdvideo.Extractor(model=DINOV2_S14, weights="none", size=256, crop=(224, 231))
+
+    class Fixed(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch._assert(x.shape[-1] == 64, "this module takes 64 pixels wide frames")
+            return x.mean((2, 3))
+
+    with pytest.raises(ModelError, match=r"does not take 100x100 frames: this module takes 64 pixels wide frames"):
+        tdvideo.Extractor(model=Fixed(), preprocessing=Preprocessing(size=(64, 64)), size=100, crop=100)
     features = tdvideo.Extractor(model="resnet18", weights="none", size=100, crop=100, num_frames=1).extract(clips["h264"].path)
     assert features.array.shape == (1, 512)  # a CNN takes any size
 
