@@ -172,6 +172,35 @@ def test_timm_weights_offline_say_where_they_are_looked_for(timm, tmp_path: Path
     assert "\n" not in message and "weights=PATH" in message and "--weights" not in message and str(tmp_path / "hub") in message
 
 
+@pytest.mark.parametrize("proxy", [False, True])
+def test_timm_weights_with_the_hub_unreachable_fail_without_retrying(timm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: bool) -> None:
+    """No HF_HUB_OFFLINE set, and nothing listens where the Hub (or its proxy) should be: the
+    refusal names that connection (the Hub client, which would retry, is never asked)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if proxy:
+        monkeypatch.setattr(constants, "ENDPOINT", "https://hub.invalid")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    else:
+        monkeypatch.setattr(constants, "ENDPOINT", f"https://127.0.0.1:{port}")
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Hub client was asked")
+
+    monkeypatch.setattr("timm.models._hub.download_from_hf", never)
+    with pytest.raises(WeightsError, match=rf"cannot connect to {'the proxy ' if proxy else ''}127\.0\.0\.1:{port}"):
+        tdvideo.build_backbone("timm:vit_tiny_patch16_224.augreg_in21k")
+
+
 def test_timm_weights_from_the_hugging_face_cache(timm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """DEFAULT weights already in the cache load with no network, and their sha256 is recorded."""
     from huggingface_hub import constants

@@ -187,7 +187,7 @@ def named_weights(model_name: str, weights: str) -> tuple[str, Path]:
         reason = first_line(exc).split(". ")[0]
         raise WeightsError(
             f"timm weights {model_name} are not in the Hugging Face cache ({_hf_cache()}) and could not be "
-            f"downloaded ({reason}); fetch them once with a connection (HF_HUB_OFFLINE=1 skips trying), "
+            f"downloaded ({reason}); fetch them once with a connection, "
             f"or pass {option('weights', 'PATH')} to a .safetensors or .pth file"
         ) from None  # the reason is in the message: the network's tracebacks would bury it
     return model_name, Path(path)
@@ -195,7 +195,8 @@ def named_weights(model_name: str, weights: str) -> tuple[str, Path]:
 
 def _download_from_hub(download: Any, repo: str, filename: str | None) -> str:
     """The file from the Hugging Face cache when it is there (no network), else downloaded:
-    ``filename``, or timm's usual names, safetensors first."""
+    ``filename``, or timm's usual names, safetensors first. ``OSError`` at once when the
+    Hub cannot be reached."""
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
@@ -204,6 +205,11 @@ def _download_from_hub(download: Any, repo: str, filename: str | None) -> str:
         cached = try_to_load_from_cache(repo, name)
         if isinstance(cached, str):
             return cached
+    from ._hub import hub_unreachable
+
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise OSError(unreachable)
     for name in names[:-1]:
         try:
             return download(repo, name)
