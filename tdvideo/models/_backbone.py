@@ -158,7 +158,7 @@ def resolve_backbone(
 ) -> Backbone:
     """Check and describe a registered model: everything :func:`build_backbone` does,
     but a weight-free built-in's module is built later, when first used. Same errors."""
-    entry = model_entry(name)
+    entry = model_entry(name, weights=None if weights is None else str(weights))
     if pool is not None and pool not in ("avg", "none"):
         raise ModelError(f"pool must be 'avg' or 'none', got {pool!r}")
     if layer is not None:
@@ -173,7 +173,7 @@ def resolve_backbone(
     named: str | None = None
     if weights == "none":
         path = None
-    elif entry.named_weights is not None and not _is_path(weights):
+    elif entry.named_weights is not None and (not _is_path(weights) or (entry.weights_folder and Path(weights).is_dir())):
         named, path = entry.named_weights(weights)
     elif _is_path(weights) or Path(weights).exists():
         path = Path(weights)

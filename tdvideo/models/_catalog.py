@@ -129,8 +129,10 @@ def describe_model(name: str, *, pool: Pool | None = None) -> dict[str, Any]:
     meta device (timm's models: computed once, then kept in the user cache beside the
     torchvision catalog).
     """
-    from ._registry import TIMM_PREFIX, model_entry
+    from ._registry import HF_PREFIX, TIMM_PREFIX, _late, model_entry
 
+    if name.startswith(HF_PREFIX) and (example := _late("_hf", "describe")(name)) is not None:
+        return {**example, "input_sizes": None}
     entry = model_entry(name)
     pool = pool or entry.default_pool
     if pool in entry.feature_shapes:

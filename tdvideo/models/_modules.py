@@ -129,7 +129,8 @@ def build_module(
     caller's), after the weights are loaded: checkpoints are saved from the whole model.
     """
     module = _checked(entry, entry.build(named))
-    sha256 = load_state_dict_file(module, path) if path is not None else None
+    # A family that loads its named weights itself (weights_folder) has them in already.
+    sha256 = load_state_dict_file(module, path) if path is not None and not entry.weights_folder else None
     if layer is None:
         return entry.adapt(module, pool).eval(), sha256
     take = entry.layer or _default_layer

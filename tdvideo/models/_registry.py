@@ -6,6 +6,7 @@ weights. The families, in the order a name is looked up:
 
 - the built-ins and models added with :func:`register_model`;
 - ``timm:NAME``, any timm model (the ``tdvideo[timm]`` extra);
+- ``hf:ORG/NAME``, Hugging Face transformers models (the ``tdvideo[transformers]`` extra);
 - torchvision's image classifiers and video models (names from the stored catalog);
 - plugins: packages that declare an entry point in the group ``tdvideo.models``.
 
@@ -30,6 +31,7 @@ from ._preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = [
     "DEFAULT_MODEL",
+    "HF_PREFIX",
     "PLUGIN_GROUP",
     "TIMM_PREFIX",
     "ModelEntry",
@@ -42,6 +44,7 @@ __all__ = [
 
 DEFAULT_MODEL = "colorhist"
 TIMM_PREFIX = "timm:"
+HF_PREFIX = "hf:"
 PLUGIN_GROUP = "tdvideo.models"
 
 Kind = Literal["frame", "window"]
@@ -68,6 +71,9 @@ class ModelEntry:
     ``resize_input(module, (h, w))`` makes a built module whose input size is fixed (a ViT's
     position embeddings are for one grid) take frames of another size, as its family does
     it, and returns what to record of that; ``input_sizes`` says in words which it takes.
+    With ``weights_folder``, ``named_weights`` also takes a saved model's folder, and
+    ``build(named)`` loads the named weights itself (a transformers model: its loader knows
+    its checkpoints' layouts).
     """
 
     name: str
@@ -88,6 +94,7 @@ class ModelEntry:
     details: Callable[[str | None], dict[str, Any]] | None = None
     resize_input: Callable[[Any, tuple[int, int]], dict[str, Any]] | None = None
     input_sizes: str | None = None
+    weights_folder: bool = False
 
 
 def _late(module: str, function: str, *bound: Any) -> Callable[..., Any]:
@@ -105,7 +112,7 @@ _FOUND: dict[str, ModelEntry] = {}  # entries of the other families, made when f
 
 def register_model(entry: ModelEntry) -> ModelEntry:
     """Add a model to the registry (see :func:`custom_model`); names are unique."""
-    if entry.name in _REGISTRY or entry.name in _torchvision_names() or entry.name.startswith(TIMM_PREFIX):
+    if entry.name in _REGISTRY or entry.name in _torchvision_names() or entry.name.startswith((TIMM_PREFIX, HF_PREFIX)):
         raise ValueError(f"model {entry.name!r} is already registered")
     return _add(entry)
 
@@ -238,6 +245,13 @@ def _timm_entry(name: str) -> ModelEntry:
     return _late("_timm", "entry")(name)
 
 
+def _require_transformers(name: str) -> None:
+    try:
+        importlib.import_module("transformers")
+    except ImportError:
+        raise ModelError(f"model {name!r} needs transformers: pip install 'tdvideo[transformers]'") from None
+
+
 def _plugins() -> dict[str, metadata.EntryPoint]:
     """Models that installed packages declare in the ``tdvideo.models`` entry-point group."""
     return {ep.name: ep for ep in metadata.entry_points(group=PLUGIN_GROUP)}
@@ -266,8 +280,13 @@ def list_models(pattern: str | None = None) -> list[str]:
     """Model names, sorted, optionally filtered by an fnmatch ``pattern``.
 
     timm's models are listed only for a pattern that starts with ``timm:`` (there are
-    over a thousand): ``timm:*clip*``; they are its pretrained weights' names.
+    over a thousand): ``timm:*clip*``; they are its pretrained weights' names. ``hf:*``
+    lists an example checkpoint of each transformers architecture tdvideo runs (any
+    checkpoint of those architectures works).
     """
+    if pattern is not None and pattern.startswith(HF_PREFIX):
+        _require_transformers(pattern)
+        return _late("_hf", "hf_names")(pattern)
     if pattern is not None and pattern.startswith(TIMM_PREFIX):
         _require_timm(pattern)
         return [TIMM_PREFIX + n for n in _late("_timm", "timm_names")(pattern[len(TIMM_PREFIX) :])]
@@ -275,11 +294,16 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
-def model_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``; :class:`ModelError` naming close matches if unknown."""
+def model_entry(name: str, *, weights: str | None = None) -> ModelEntry:
+    """The registry entry for ``name``; :class:`ModelError` naming close matches if unknown.
+    ``weights``: what the model will run with, for a family whose entry depends on it (an
+    ``hf:`` model's config is read from a saved model's folder)."""
     found = _REGISTRY.get(name) or _FOUND.get(name)
     if found is not None:
         return found
+    if name.startswith(HF_PREFIX):
+        _require_transformers(name)
+        return _late("_hf", "entry")(name, weights)
     if name.startswith(TIMM_PREFIX):
         return _FOUND.setdefault(name, _timm_entry(name))
     if name in _torchvision_names():
