@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .extract import Extractor, VideoResult
     from .models import Backbone, Preprocessing, build_backbone, list_models
     from .sampling import Sampling
+    from .search import Moment, search
     from .settings import Settings
     from .show import plot
     from .timedistributed import TimeDistributed
@@ -58,6 +59,7 @@ _MODULES = {
     "writers": ("Features", "load"),
     "export": ("export_parquet", "load_dir"),
     "show": ("plot",),
+    "search": ("Moment", "search"),
 }
 __getattr__, __dir__, _LAZY = lazy_exports(__name__, _MODULES, globals())
 

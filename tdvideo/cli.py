@@ -506,6 +506,42 @@ def show(
 
 
 @app.command(cls=_Command)
+def search(
+    out: Annotated[str, typer.Argument(help="The output folder to search (a URL for a store's).", metavar="OUT")],
+    query: Annotated[str | None, typer.Argument(help="What to look for, in words.", metavar="TEXT")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Look for what this picture shows instead.", metavar="PATH")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", help="How many moments to print.", metavar="K")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.", metavar=_FLAG)] = False,
+    skip_damaged: Annotated[
+        bool, typer.Option("--skip-damaged", help="Leave out outputs that cannot be read (each is named) and search the others.", metavar=_FLAG)
+    ] = False,
+    storage_option: _StorageOption = None,
+) -> None:
+    """The moments under OUT most like TEXT (or --image), best first: video, time, score.
+
+    A sentence is encoded with the text tower of the features' own image-text model (hf:
+    CLIP, SigLIP, X-CLIP; timm's OpenAI CLIP tags); an image with the features' model and
+    preprocessing, whatever it is. Scores are cosine similarities.
+    """
+    from .search import search as find
+
+    try:
+        moments = find(_place(out, storage_option), query, image=image, k=k, on_damaged="skip" if skip_damaged else "raise")
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except TdvideoError as exc:  # an output that cannot be read: named
+        raise _fail(str(exc), EXIT_FAILED) from None
+    if as_json:
+        typer.echo(json.dumps([m.to_dict() for m in moments]))
+        return
+    rows = [
+        (str(rank), _one_line(m.video), f"{m.time:.2f}" + (f"-{m.end:.2f}" if m.end is not None else ""), f"{m.score:.4f}")
+        for rank, m in enumerate(moments, 1)
+    ]
+    _echo_table(("rank", "video", "time (s)", "score"), rows)
+
+
+@app.command(cls=_Command)
 def export(
     out: Annotated[str, typer.Argument(help="The output folder of a run (a URL for a store's).", metavar="OUT")],
     to: Annotated[str, typer.Option("--to", help="The Parquet file to write (and TO's stem + .videos.parquet).", metavar="FILE")],

@@ -457,7 +457,8 @@ def load(path: str | Path | Url, *, root: str | Path | Url | None = None) -> Fea
     p = location(path)
     base = p.with_suffix("") if p.suffix in (".json", ".npy", ".npz", ".pt") else p
     where = location(root) if root is not None else None
-    meta, why = finished_output(base, full=True, root=where)
+    # The cheap checks first (size, time); the sha256 once, of the very file read below.
+    meta, why = finished_output(base, root=where)
     if meta is None:
         raise OutputError(why)  # it names the file at fault
     target = base.parent / meta["file"]
@@ -465,8 +466,11 @@ def load(path: str | Path | Url, *, root: str | Path | Url | None = None) -> Fea
     try:
         shape = _shape(meta.get("shape"))
         with open_regular(target, root=where) as fh:
-            if _sha256(fh) != meta.get("file_sha256"):  # the file just checked, not one swapped in since
-                raise OutputError(f"{show_path(target)}: changed while it was being read")
+            if _sha256(fh) != meta.get("file_sha256"):
+                raise OutputError(
+                    f"{show_path(target)}: not the array {metadata_path(base).name} was written with "
+                    f"(sha256 differs: damaged or replaced)"
+                )
             if fmt == "npy":
                 array = _read_npy(fh, size=_size_and_stamp(fh, target)[0], shape=shape)
                 if not isinstance(meta.get("timestamps"), list):

@@ -54,7 +54,21 @@ def pooled(value: object) -> torch.Tensor:
 def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = transformers.CLIPConfig(text_config=TEXT, vision_config={**TINY, "image_size": 32, "patch_size": 8}, projection_dim=24)
     processor = transformers.CLIPImageProcessor(size={"shortest_edge": 36}, crop_size={"height": 32, "width": 32})
-    return saved(tmp_path_factory.mktemp("clip"), transformers.CLIPModel(config).eval(), processor)
+    folder = saved(tmp_path_factory.mktemp("clip"), transformers.CLIPModel(config).eval(), processor)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """A word-level tokenizer of a few words: what AutoTokenizer loads from a saved folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "a", "dog", "red", "car", "on", "the", "beach"]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]", model_max_length=16
+    )
 
 
 def test_clip_gives_its_image_text_embedding(clips: dict[str, Clip], clip_model: Path) -> None:
@@ -255,3 +269,25 @@ def test_an_hf_name_without_transformers_says_what_to_install(monkeypatch: pytes
     for call in (lambda: model_entry("hf:facebook/dinov2-small"), lambda: list_models("hf:*")):
         with pytest.raises(ModelError, match=r"needs transformers: pip install 'tdvideo\[transformers\]'"):
             call()
+
+
+def test_search_by_text_uses_the_same_models_text_tower(clips: dict[str, Clip], clip_model: Path, tmp_path: Path) -> None:
+    for clip in ("h264", "vp9"):
+        result = runner.invoke(app, ["extract", str(clips[clip].path), "-o", str(tmp_path / "out" / clip), "-q",
+                                     "--model", "hf:openai/clip-tiny", "--weights", str(clip_model)])
+        assert result.exit_code == 0, result.output
+    # The two runs wrote two folders: each is searched as its own.
+    result = runner.invoke(app, ["search", str(tmp_path / "out" / "h264"), "a red car on the beach", "-k", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+
+    reference = transformers.CLIPModel.from_pretrained(clip_model).eval()
+    tokens = transformers.AutoTokenizer.from_pretrained(clip_model)(["a red car on the beach"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        text = pooled(reference.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))[0]
+    features = tdvideo.load(tmp_path / "out" / "h264" / "idx")
+    rows = torch.from_numpy(features.array)
+    scores = torch.nn.functional.cosine_similarity(rows, text[None], dim=1)
+    best = torch.argsort(scores, descending=True)[:4].tolist()
+    assert [m["row"] for m in found] == best
+    assert [m["score"] for m in found] == pytest.approx(scores[best].tolist(), abs=1e-5)

@@ -39,7 +39,7 @@ from ._hub import hub_unreachable
 from ._preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ._registry import HF_PREFIX, ModelEntry
 
-__all__ = ["SUPPORTED", "describe", "entry", "hf_names"]
+__all__ = ["SUPPORTED", "TextTower", "describe", "entry", "hf_names", "text_tower"]
 
 Embedding = Literal["image-text", "pooled", "mean-tokens", "class-token", "video-text"]
 
@@ -57,6 +57,8 @@ _EXAMPLES = {
     "vivit": "google/vivit-b-16x2-kinetics400", "xclip": "microsoft/xclip-base-patch32",
 }
 _CONFIGS = ["config.json", "preprocessor_config.json", "video_preprocessor_config.json"]
+# What the text tower's tokenizer needs (for search), fetched with the weights.
+_TOKENIZER = ["tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "*.model"]
 # PIL's resampling numbers, as processor configs give them.
 _RESAMPLE: dict[int, Interpolation] = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "area", 5: "bicubic"}
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -227,7 +229,7 @@ def _snapshot(repo: str, *, configs_only: bool) -> Path:
     (only its config files when ``configs_only``)."""
     from huggingface_hub import snapshot_download
 
-    patterns = _CONFIGS if configs_only else [*_CONFIGS, "*.safetensors", "*.safetensors.index.json"]
+    patterns = _CONFIGS if configs_only else [*_CONFIGS, *_TOKENIZER, "*.safetensors", "*.safetensors.index.json"]
     try:
         return Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=True))
     except Exception:  # noqa: BLE001, S110 - not (all) in the cache: fetched below
@@ -267,9 +269,8 @@ def _build(repo: str, config: Mapping[str, Any], folder: Path | None, weights: s
     """The model with its weights (``weights``: a repository or folder name, loaded by
     transformers itself, which knows its checkpoints' prefixes), or random ones."""
     import transformers
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # its per-tensor loading bar: tdvideo has its own progress
+    _quiet()
     if weights is None:
         model_config = transformers.AutoConfig.for_model(**config)
         return transformers.AutoModel.from_config(model_config)
@@ -278,6 +279,13 @@ def _build(repo: str, config: Mapping[str, Any], folder: Path | None, weights: s
         return transformers.AutoModel.from_pretrained(str(source))
     except Exception as exc:  # noqa: BLE001 - whatever transformers raises about a checkpoint: one line naming it
         raise WeightsError(f"{source}: cannot be loaded as hf:{repo} ({first_line(exc)})") from None
+
+
+def _quiet() -> None:
+    """No per-tensor loading bar from transformers: tdvideo shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 # -- as a feature extractor ---------------------------------------------------------------------
@@ -352,3 +360,40 @@ def _resize_input(module: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
     side = _pair(getattr(vision, "image_size", None))
     return {"from": list(side) if side else None, "to": list(size), "how": "position embeddings interpolated (transformers' interpolate_pos_encoding)"}
 
+
+
+# -- the text tower, for search -----------------------------------------------------------------
+
+
+class TextTower:
+    """The text tower of an image-text (or video-text) model, with its tokenizer: sentences
+    to vectors in the space its image (or video) features are in."""
+
+    def __init__(self, source: Path, model_type: str) -> None:
+        import transformers
+
+        _quiet()
+        self.model_type = model_type
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(source))
+            self.model = transformers.AutoModel.from_pretrained(str(source)).eval()
+        except Exception as exc:  # noqa: BLE001 - whatever transformers raises about missing files: one line
+            raise WeightsError(f"{source}: its text tower cannot be loaded ({first_line(exc)})") from None
+
+    def encode(self, texts: list[str]) -> Tensor:
+        import torch
+
+        # SigLIP was trained on text padded to its full length: so it is encoded here too.
+        padding = "max_length" if self.model_type.startswith("siglip") else True
+        tokens = self.tokenizer(texts, padding=padding, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            return _output(self.model.get_text_features(**{k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}))
+
+
+def text_tower(weights: str, model_type: str) -> TextTower:
+    """The text tower for features extracted with ``weights`` (a repository's name, from the
+    Hugging Face cache or downloaded once, or a saved model's folder)."""
+    if model_type not in ("clip", "siglip", "siglip2", "xclip"):
+        raise ModelError(f"a {model_type} model has no text tower")
+    source = Path(weights) if Path(weights).is_dir() else _snapshot(weights, configs_only=False)
+    return TextTower(source, model_type)
