@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from .export import export_parquet, load_dir
     from .extract import Extractor, VideoResult
     from .models import Backbone, Preprocessing, build_backbone, list_models
+    from .moments import Moment, search
     from .sampling import Sampling
-    from .search import Moment, search
     from .settings import Settings
     from .show import plot
     from .timedistributed import TimeDistributed
@@ -59,7 +59,7 @@ _MODULES = {
     "writers": ("Features", "load"),
     "export": ("export_parquet", "load_dir"),
     "show": ("plot",),
-    "search": ("Moment", "search"),
+    "moments": ("Moment", "search"),
 }
 __getattr__, __dir__, _LAZY = lazy_exports(__name__, _MODULES, globals())
 

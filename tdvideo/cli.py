@@ -397,7 +397,8 @@ def models(
         shape = "x".join(str(d) for d in row["feature_shape"]) if row["feature_shape"] is not None else "?"
         if row.get("kind") == "window":
             shape += f" per {row['clip_len']} frames"
-        table.append((row["name"], shape, "needs weights" if row["needs_weights"] else "no weights", row["description"]))
+        description = row["description"] + (f" (no feature vector: {row['reason']})" if row.get("reason") else "")
+        table.append((row["name"], shape, "needs weights" if row["needs_weights"] else "no weights", description))
     _echo_table(("name", "features", "weights", "description"), table)
     if len(rows) == 1 and rows[0].get("input_sizes"):
         typer.echo(f"input: {rows[0]['input_sizes']}")
@@ -523,7 +524,7 @@ def search(
     CLIP, SigLIP, X-CLIP; timm's OpenAI CLIP tags); an image with the features' model and
     preprocessing, whatever it is. Scores are cosine similarities.
     """
-    from .search import search as find
+    from .moments import search as find
 
     try:
         moments = find(_place(out, storage_option), query, image=image, k=k, on_damaged="skip" if skip_damaged else "raise")

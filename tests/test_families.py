@@ -238,6 +238,8 @@ def test_listing_timm_models(timm, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(_catalog, "_timm", None)  # as in a fresh process
+    monkeypatch.setattr(_catalog, "SHIPPED_TIMM", tmp_path / "none.json")  # as with another timm version
+    monkeypatch.setattr(_catalog, "_shipped_timm", None)
     result = runner.invoke(app, ["models", "timm:vit_base_patch16_clip_224.*", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
@@ -601,3 +603,26 @@ def test_clip_stride_alone_takes_the_video_models_window(clips: dict[str, Clip])
     assert (extractor.sampling.clip_len, extractor.sampling.clip_stride) == (16, 8)
     with pytest.raises(UsageError, match="clip_stride needs clip_len"):
         tdvideo.Extractor(clip_stride=8)  # a frame model has no window of its own
+
+
+def test_the_shipped_timm_catalog_answers_without_importing_timm_or_torch(timm) -> None:
+    """``models 'timm:*clip*'`` from the catalog made for this timm; its rows say what
+    building the models says (a sample of tags checked live)."""
+    from tdvideo.models._catalog import SHIPPED_TIMM
+    from tdvideo.models._modules import describe_live
+
+    script = (
+        "import sys; from tdvideo.models import list_models, describe_model; "
+        "rows = [describe_model(n) for n in list_models('timm:*clip*')]; "
+        "print(len(rows), sorted(m for m in ('timm', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    count, imported = done.stdout.split(maxsplit=1)
+    assert int(count) > 100 and imported.strip() == "[]"
+    shipped = json.loads(SHIPPED_TIMM.read_text())
+    assert shipped["timm"] == timm.__version__
+    for name in (CLIP_B16, DINOV2_S14, "timm:convnext_tiny.fb_in22k", "timm:resnet50.a1_in1k"):
+        live = describe_live(model_entry(name))
+        assert shipped["models"][name]["feature_shape"] == list(live["feature_shape"])
+    unknown = {n: r for n, r in shipped["models"].items() if r["feature_shape"] is None}
+    assert all(r.get("reason") for r in unknown.values())  # each tag without a vector says why

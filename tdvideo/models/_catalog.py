@@ -9,10 +9,17 @@ changes with torchvision's version, so it is computed once and stored:
   the live computation);
 - for another installed version, a catalog computed on first use and kept in
   ``$XDG_CACHE_HOME/tdvideo/`` (``~/.cache/tdvideo/``).
+
+timm's pretrained tags (over 1,800) are described the same way: ``timm_catalog.json``, made
+for the timm version tdvideo is tested with (``python -m tdvideo.models._catalog --timm``),
+lists each tag with its feature shape (or why it has none), preprocessing and the sizes it
+takes, so ``tdvideo models 'timm:*clip*'`` answers without importing timm or torch; with
+another timm version, each tag is described on first use and kept in the user cache.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -26,9 +33,12 @@ from .._types import Pool
 from ._preprocessing import Preprocessing
 from ._registry import ModelEntry
 
-__all__ = ["build_catalog", "describe_model", "describe_row", "load_catalog", "save_descriptions", "torchvision_names"]
+__all__ = [
+    "build_catalog", "build_timm_catalog", "describe_model", "describe_row", "load_catalog", "save_descriptions", "shipped_timm", "torchvision_names",
+]
 
 SHIPPED = Path(__file__).with_name("catalog.json")
+SHIPPED_TIMM = Path(__file__).with_name("timm_catalog.json")
 
 
 def _torchvision_version() -> str | None:
@@ -133,6 +143,8 @@ def describe_model(name: str, *, pool: Pool | None = None) -> dict[str, Any]:
 
     if name.startswith(HF_PREFIX) and (example := _late("_hf", "describe")(name)) is not None:
         return {**example, "input_sizes": None}
+    if name.startswith(TIMM_PREFIX) and pool is None and (shipped := shipped_timm()) is not None and name in shipped:
+        return shipped[name]  # no timm, no torch imported
     entry = model_entry(name)
     pool = pool or entry.default_pool
     if pool in entry.feature_shapes:
@@ -187,6 +199,59 @@ def _timm_rows() -> _TimmRows:
     return _timm
 
 
+_shipped_timm: dict[str, Any] | None = None
+
+
+def shipped_timm() -> dict[str, Any] | None:
+    """The shipped timm catalog's rows (``{"timm:NAME": row}``) when it was made for the
+    installed timm, else None (timm missing, another version, or no catalog)."""
+    global _shipped_timm
+    try:
+        findable = importlib.util.find_spec("timm") is not None  # present, without importing it
+    except (ImportError, ValueError):
+        findable = False
+    if not findable:
+        return None
+    if _shipped_timm is None:
+        try:
+            version = metadata.version("timm")
+            data = json.loads(SHIPPED_TIMM.read_text())
+        except (metadata.PackageNotFoundError, OSError, ValueError):
+            return None
+        if data.get("timm") != version:
+            return None
+        _shipped_timm = data["models"]
+    return _shipped_timm
+
+
+def build_timm_catalog(*, progress: bool = True) -> dict[str, Any]:
+    """Describe every timm pretrained tag (slow: minutes). On the meta device where it can
+    be built there, else built for real and run once; a tag that gives no feature vector
+    (an encoder without a pooled head) is listed with ``feature_shape`` None and the reason."""
+    import timm
+    from tqdm import tqdm
+
+    from ..errors import first_line
+    from ._modules import describe_live
+    from ._registry import TIMM_PREFIX, model_entry
+
+    rows: dict[str, Any] = {}
+    for name in tqdm(timm.list_models(pretrained=True), desc="describing timm tags", unit="tag", disable=not progress):
+        entry = model_entry(TIMM_PREFIX + name)
+        row: dict[str, Any] | None = None
+        reason = ""
+        for meta in (True, False):
+            try:
+                row = describe_live(entry, meta=meta)
+                break
+            except Exception as exc:  # noqa: BLE001 - any model's own failure: tried for real next, then its reason is kept
+                reason = first_line(exc)[:200]
+        if row is None:
+            row = {**describe_row(entry, entry.preprocessing(None), None), "reason": reason}
+        rows[entry.name] = {**row, "input_sizes": entry.input_sizes}
+    return {"timm": metadata.version("timm"), "models": rows}
+
+
 def save_descriptions() -> None:
     """Keep what was computed for timm models in the user cache."""
     if _timm is not None:
@@ -194,7 +259,14 @@ def save_descriptions() -> None:
 
 
 def main() -> None:
-    """``python -m tdvideo.models.catalog``: write the shipped catalog for the installed torchvision."""
+    """``python -m tdvideo.models._catalog [--timm]``: write the shipped catalog for the
+    installed torchvision (or timm)."""
+    if "--timm" in sys.argv[1:]:
+        data = build_timm_catalog()
+        _save(data, SHIPPED_TIMM)
+        unknown = sum(row["feature_shape"] is None for row in data["models"].values())
+        print(f"{SHIPPED_TIMM}: {len(data['models'])} timm tags ({unknown} without a feature vector, each with its reason), timm {data['timm']}")
+        return
     data = build_catalog()
     _save(data, SHIPPED)
     print(f"{SHIPPED}: {len(data['models'])} torchvision models, torchvision {data['torchvision']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +109,12 @@ def parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
-def describe_live(entry: ModelEntry, *, pool: Pool | None = None) -> dict[str, Any]:
-    """Feature shape and inputs of a model, built on the meta device (no weights, no compute)."""
+def describe_live(entry: ModelEntry, *, pool: Pool | None = None, meta: bool = True) -> dict[str, Any]:
+    """Feature shape and inputs of a model, built on the meta device (no weights, no compute);
+    with ``meta=False``, built for real and run once on a zero frame (for the few models that
+    cannot be built on the meta device: slow, for catalogs made once)."""
     pool = pool or entry.default_pool
-    with parameters_on_meta():
+    with parameters_on_meta() if meta else nullcontext():
         module = entry.adapt(entry.build(None), pool).eval()
     pre = entry.preprocessing(None)
     from ._catalog import describe_row

@@ -288,6 +288,11 @@ def list_models(pattern: str | None = None) -> list[str]:
         _require_transformers(pattern)
         return _late("_hf", "hf_names")(pattern)
     if pattern is not None and pattern.startswith(TIMM_PREFIX):
+        from ._catalog import shipped_timm
+
+        shipped = shipped_timm()  # the tags of the timm installed, without importing it
+        if shipped is not None:
+            return sorted(n for n in shipped if fnmatch.fnmatch(n, pattern))
         _require_timm(pattern)
         return [TIMM_PREFIX + n for n in _late("_timm", "timm_names")(pattern[len(TIMM_PREFIX) :])]
     names = sorted({*_REGISTRY, *_torchvision_names(), *_plugins()})

@@ -156,6 +156,8 @@ def _adapt(joint: bool, model: nn.Module, pool: Pool) -> nn.Module:
     if pool == "none":
         return _Features(model)
     if not joint:
+        if not hasattr(model, "reset_classifier"):
+            raise ModelError(f"timm {type(model).__name__} is an encoder with no pooled output: use pool 'none' (its tokens)")
         model.reset_classifier(0)  # pre-logits: pooled, normalized, before the classifier
     return model
 
