@@ -492,13 +492,20 @@ def show(
     output: Annotated[
         str | None, typer.Option("--output", "-o", help="The PNG to write, or a folder to write it in (default: beside the features).", metavar="FILE")
     ] = None,
+    query: Annotated[
+        str | None, typer.Option("--query", help="Also plot each step's similarity to this sentence, as search ranks it.", metavar="TEXT")
+    ] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Also plot each step's similarity to this picture.", metavar="PATH")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", help="How many of the query's best moments to mark.", metavar="K")] = 5,
     storage_option: _StorageOption = None,
 ) -> None:
-    """Draw an output's features to a PNG: thumbnails, self-similarity, PCA timeline, cuts."""
+    """Draw an output's features to a PNG: thumbnails, self-similarity, PCA timeline, cuts
+    (and, with --query or --image, the best moments for it)."""
     from .show import plot
 
     try:
-        path = plot(_place(features, storage_option), _place(output, storage_option) if output is not None else None)
+        where = _place(output, storage_option) if output is not None else None
+        path = plot(_place(features, storage_option), where, query=query, image=image, k=k)
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except TdvideoError as exc:  # a damaged or hostile output, a PNG that cannot be written

@@ -23,8 +23,9 @@ import numpy as np
 from .errors import ModelError, UsageError, show_path
 from .export import DamagedOutputsError, scan_dir
 from .storage import Url
+from .writers import Features
 
-__all__ = ["Moment", "search"]
+__all__ = ["Moment", "cosines", "query_vector", "search", "top_moments"]
 
 OnDamaged = Literal["raise", "skip"]
 
@@ -73,12 +74,7 @@ def search(
     models, or ``out`` holds none; :class:`DamagedOutputsError` for an output that cannot be
     read, unless ``on_damaged="skip"``.
     """
-    if sum(q is not None for q in (query, image, vector)) != 1:
-        raise UsageError("search needs one query: a text, an image or a vector")
-    if query is not None and not query.strip():
-        raise UsageError("the text query is empty")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise UsageError(f"k must be a positive integer, got {k!r}")
+    check_query(query, image, vector, k)
     if on_damaged not in ("raise", "skip"):
         raise UsageError(f"on_damaged must be 'raise' or 'skip', got {on_damaged!r}")
     best: list[tuple[float, int, Moment]] = []  # a min-heap of the k best so far
@@ -95,7 +91,7 @@ def search(
         meta = features.metadata
         if first is None:
             first = meta
-            unit = _unit(vector if vector is not None else _encode(meta, query, image))
+            unit = query_vector(meta, query, image=image, vector=vector)
         else:
             differs = [key for key in _SAME if meta.get(key) != first.get(key)]
             if differs:
@@ -104,23 +100,62 @@ def search(
                     f"(different {', '.join(differs)}): search one model's outputs at a time"
                 )
         assert unit is not None
-        rows = features.array.reshape(len(features.array), -1).astype(np.float32, copy=False)
-        if rows.shape[1] != unit.shape[0]:
-            raise UsageError(f"{show_path(name)}: {rows.shape[1]} values per row, the query has {unit.shape[0]}")
-        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-        scores = rows @ unit / np.where(norms > 0, norms, 1.0)
-        for row in _top(scores, k):
-            score = float(scores[row])
-            if len(best) == k and score <= best[0][0]:
-                continue
-            times = np.atleast_1d(features.timestamps[row])
-            moment = Moment(name, float(times[0]), float(times[-1]) if times.size > 1 else None, int(row), score)
-            entry = (score, -seen - int(row), moment)  # ties: the earlier output and row first
+        for moment in top_moments(features, unit, k=k, video=name):
+            if len(best) == k and moment.score <= best[0][0]:
+                break  # best first: the rest are no better
+            entry = (moment.score, -seen - moment.row, moment)  # ties: the earlier output and row first
             heapq.heappush(best, entry) if len(best) < k else heapq.heapreplace(best, entry)
-        seen += len(scores)
+        seen += len(features.array)
     if first is None:
         raise UsageError(f"{show_path(str(out))}: holds no tdvideo outputs to search")
     return [moment for _, _, moment in sorted(best, key=lambda e: (-e[0], -e[1]))]
+
+
+def query_vector(meta: dict[str, Any], query: str | None = None, *, image: str | Path | None = None, vector: Any = None) -> np.ndarray:
+    """One query - a sentence, a picture or a vector - as a unit vector in the space of the
+    features that ``meta`` (an output's metadata) describes."""
+    check_query(query, image, vector, 1)
+    return _unit(vector if vector is not None else _encode(meta, query, image))
+
+
+def top_moments(features: Features, unit: np.ndarray, *, k: int, video: str = "") -> list[Moment]:
+    """The ``k`` rows of one output most like the unit vector ``unit``, best first (ties:
+    the earlier row first), named ``video``. Rows holding NaN or inf are none of them."""
+    _check_k(k)
+    scores = cosines(features, unit, name=video)
+    finite = np.flatnonzero(np.isfinite(scores))
+    rows = finite[_top(scores[finite], k)]
+    rows = rows[np.lexsort((rows, -scores[rows]))]
+    moments = []
+    for row in rows.tolist():
+        times = np.atleast_1d(features.timestamps[row])
+        moments.append(Moment(video, float(times[0]), float(times[-1]) if times.size > 1 else None, row, float(scores[row])))
+    return moments
+
+
+def cosines(features: Features, unit: np.ndarray, *, name: str = "features") -> np.ndarray:
+    """The cosine similarity of every row of ``features`` (flattened) to the unit vector
+    ``unit``: ``(T,)``, 0 for a row of zeros."""
+    rows = features.array.reshape(len(features.array), -1).astype(np.float32, copy=False)
+    if rows.shape[1] != unit.shape[0]:
+        raise UsageError(f"{show_path(name)}: {rows.shape[1]} values per row, the query has {unit.shape[0]}")
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    return rows @ unit / np.where(norms > 0, norms, 1.0)
+
+
+def check_query(query: str | None, image: str | Path | None, vector: Any, k: int) -> None:
+    """:class:`UsageError` unless there is exactly one query, it is not blank, and ``k`` is a
+    positive integer: what can be told before any output is read."""
+    if sum(q is not None for q in (query, image, vector)) != 1:
+        raise UsageError("search needs one query: a text, an image or a vector")
+    if query is not None and not query.strip():
+        raise UsageError("the text query is empty")
+    _check_k(k)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise UsageError(f"k must be a positive integer, got {k!r}")
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

@@ -7,7 +7,9 @@
 - the cosine self-similarity matrix of the features (shots are bright squares, repeats
   bright off-diagonal blocks, a static stretch one flat square);
 - a timeline coloured by the first three principal components (RGB);
-- the frame-to-frame feature change (1 - cosine similarity), its peaks marked: likely cuts.
+- the frame-to-frame feature change (1 - cosine similarity), its peaks marked: likely cuts;
+- given a query (a sentence, a picture or a vector, as ``tdvideo search`` takes), each
+  step's cosine similarity to it, its best ``k`` moments marked by rank.
 
 Spatial maps are averaged over their positions and clip windows over their frames before
 any of this. :func:`similarity`, :func:`changes` and :func:`peaks` are the numbers the
@@ -38,6 +40,7 @@ from .storage import Url, is_url, location
 from .writers import FORMATS, Features, load
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["changes", "describe", "peaks", "plot", "similarity", "vectors"]
@@ -57,6 +60,7 @@ SIMILARITY_SPAN = 0.01
 COLOUR_SPREAD = 0.1
 BAD_COLOUR = "tab:cyan"  # steps that hold NaN or inf: not a colour of magma
 DPI = 80
+MAX_MARKED = 50  # a query's best moments marked in the picture: more would be a smear of numbers
 # What names an output file rather than being part of the output's own name.
 OUTPUT_SUFFIXES = frozenset({".json", *(f".{fmt}" for fmt in FORMATS)})
 
@@ -244,6 +248,7 @@ class _Picture:
     bad_bins: np.ndarray  # (B,) bool: a bin holding a step with NaN or inf
     bad_steps: int
     change: np.ndarray  # (T - 1,) every step
+    times: np.ndarray  # (T,) every step's time
     mid: np.ndarray  # (T - 1,) the time of each change
     cuts: np.ndarray  # indices into change
 
@@ -262,6 +267,7 @@ def _measure(x: np.ndarray, times: np.ndarray) -> _Picture:
         bad_bins=_bin_sums((~finite).astype(np.float64), per) > 0,
         bad_steps=int((~finite).sum()),
         change=change,
+        times=times,
         mid=(times[1:] + times[:-1]) / 2,
         cuts=peaks(change),
     )
@@ -308,15 +314,28 @@ def _save(fig: Figure, output: Path) -> None:
         raise OutputError(f"{show_path(output)}: cannot be written ({exc.strerror or first_line(exc)})") from None
 
 
-def plot(features: Features | str | Path | Url, output: str | Path | Url | None = None) -> Path | Url:
+def plot(
+    features: Features | str | Path | Url,
+    output: str | Path | Url | None = None,
+    *,
+    query: str | None = None,
+    image: str | Path | None = None,
+    vector: Any = None,
+    k: int = 5,
+) -> Path | Url:
     """Draw ``features`` (or the output at that path) to a PNG; return its path (default:
     beside the features, ``<name>.png``: ``OUT/clip.v1`` gets ``OUT/clip.v1.png``).
+
+    With a ``query`` (a sentence), an ``image`` or a ``vector``, the picture also shows each
+    step's similarity to it and marks the ``k`` best moments, those :func:`tdvideo.search`
+    finds in this output.
 
     Memory and time stay bounded however long the output (see the module's docstring).
     The PNG is written to a temporary and renamed into place.
 
     Raises:
-        UsageError: no matplotlib, no folder for the PNG, nothing to draw.
+        UsageError: no matplotlib, no folder for the PNG, nothing to draw, a query these
+            features cannot be compared with (see :func:`tdvideo.search`).
         OutputError: a damaged output (see :func:`~tdvideo.load`; timestamps of NaN), a
             PNG name that is a link, a FIFO or a folder, or a PNG that cannot be written.
     """
@@ -327,6 +346,13 @@ def plot(features: Features | str | Path | Url, output: str | Path | Url | None 
         import matplotlib.figure
     except ImportError:
         raise UsageError("tdvideo show needs matplotlib: pip install 'tdvideo[plot]'") from None
+    asked = any(q is not None for q in (query, image, vector))
+    if asked:
+        from .moments import check_query
+
+        check_query(query, image, vector, k)
+        if k > MAX_MARKED:
+            raise UsageError(f"show marks at most {MAX_MARKED} moments, got k={k} (tdvideo search lists any number)")
     where = None if isinstance(features, Features) else location(features) if is_url(features) else Path(features)
     if output is not None:
         output = _output_path(output, where)
@@ -341,14 +367,55 @@ def plot(features: Features | str | Path | Url, output: str | Path | Url | None 
         raise UsageError(f"{show_path(where or 'features')}: nothing to draw ({x.shape[0]} steps of {x.shape[1]} numbers)")
     if not np.isfinite(times).all():
         raise OutputError(f"{show_path(where or 'features')}: timestamps hold NaN or inf; nothing to draw them against")
+    found = _query(features, times, query=query, image=image, vector=vector, k=k) if asked else None
     picture = _measure(x, times)
     source = _text(features.metadata.get("source"), "path")
     thumbs, note = _thumbnails(source, times)
     note = _label(note) if note is not None else None
-    fig = matplotlib.figure.Figure(figsize=(10, 11), layout="constrained")
-    _draw(fig, picture, thumbs, note, title=_title(features, picture, x.shape[1], source))
+    fig = matplotlib.figure.Figure(figsize=(10, 11 if found is None else 13), layout="constrained")
+    _draw(fig, picture, thumbs, note, title=_title(features, picture, x.shape[1], source), found=found)
     _save(fig, output)
     return output
+
+
+@dataclass
+class _Found:
+    """A query's similarity to every step, and its best moments."""
+
+    label: str
+    scores: np.ndarray  # (T,): NaN for a step holding NaN or inf
+    best: list[tuple[float, float]]  # (time, score) of the best moments, best first
+
+
+def _query(features: Features, times: np.ndarray, *, query: str | None, image: str | Path | None, vector: Any, k: int) -> _Found:
+    from .moments import cosines, query_vector, top_moments
+
+    unit = query_vector(features.metadata, query, image=image, vector=vector)
+    found = top_moments(features, unit, k=k)
+    label = f"\u201c{query}\u201d" if query is not None else Path(image).name if image is not None else "the vector"
+    return _Found(_label(label[:80]), cosines(features, unit), [(float(times[m.row]), m.score) for m in found])
+
+
+def _draw_query(ax: Axes, p: _Picture, found: _Found) -> None:
+    """Each step's similarity to the query (each bin's largest, when pooled) and its best
+    moments, numbered by rank."""
+    if p.per == 1:
+        ax.plot(p.times, found.scores, lw=1, color="tab:green")
+    else:
+        starts = np.arange(0, len(found.scores), p.per)
+        with np.errstate(invalid="ignore"):
+            ax.plot(p.bin_times, np.fmax.reduceat(found.scores, starts), lw=1, color="tab:green")
+    for rank, (t, score) in enumerate(found.best, 1):
+        ax.plot(t, score, "k^")
+        ax.annotate(str(rank), (t, score), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
+    start, end = p.span
+    ax.set_xlim(*((start, end) if end > start else (start - 0.5, start + 0.5)))
+    ax.margins(y=0.2)  # room for the ranks above the best
+    ax.ticklabel_format(useOffset=False)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("cosine")
+    pooled = f" (the largest of each {p.per:,})" if p.per > 1 else ""
+    ax.set_title(f"similarity to {found.label}{pooled}; its {len(found.best)} best moments numbered")
 
 
 def _text(record: object, key: str) -> str | None:
@@ -373,11 +440,12 @@ def _title(features: Features, picture: _Picture, dims: int, source: str | None)
     return "\n".join(lines)
 
 
-def _draw(fig: Figure, p: _Picture, thumbs: list[tuple[float, np.ndarray]], note: str | None, *, title: str) -> None:
+def _draw(fig: Figure, p: _Picture, thumbs: list[tuple[float, np.ndarray]], note: str | None, *, title: str, found: _Found | None = None) -> None:
     from matplotlib import colormaps
     from matplotlib.ticker import StrMethodFormatter
 
-    grid = fig.add_gridspec(4, max(1, THUMBNAILS), height_ratios=[1.1, 5, 0.6, 1.6])
+    ratios = [1.1, 5, 0.6, 1.6] + ([1.6] if found is not None else [])
+    grid = fig.add_gridspec(len(ratios), max(1, THUMBNAILS), height_ratios=ratios)
     fig.suptitle(title)
     for i, (t, frame) in enumerate(thumbs):
         ax = fig.add_subplot(grid[0, i])
@@ -445,6 +513,8 @@ def _draw(fig: Figure, p: _Picture, thumbs: list[tuple[float, np.ndarray]], note
     ax.set_ylabel("1 - cos")
     ax.set_title("change from one step to the next" + (f" (the largest of each {p.per:,})" if p.per > 1 else ""))
     ax.legend(loc="upper right", fontsize=8)
+    if found is not None:
+        _draw_query(fig.add_subplot(grid[4, :]), p, found)
 
 
 def describe(features: Features) -> dict[str, Any]:

@@ -291,3 +291,23 @@ def test_search_by_text_uses_the_same_models_text_tower(clips: dict[str, Clip], 
     best = torch.sort(scores, descending=True).values[:4].tolist()
     assert [m["score"] for m in found] == pytest.approx(best, abs=1e-5)  # rows of equal scores may come in either order
     assert [m["score"] for m in found] == pytest.approx([float(scores[m["row"]]) for m in found], abs=1e-5)
+
+
+def test_show_plots_the_similarity_to_a_sentence(clips: dict[str, Clip], clip_model: Path, tmp_path: Path) -> None:
+    """tdvideo show --query: the same text tower and scores as search, one output's worth."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["extract", str(clips["h264"].path), "-o", str(out), "-q", "--model", "hf:openai/clip-tiny", "--weights", str(clip_model)])
+    assert result.exit_code == 0, result.output
+    drawn: list[Figure] = []
+    save = Figure.savefig
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Figure, "savefig", lambda self, *a, **kw: (drawn.append(self), save(self, *a, **kw))[1])
+        shown = runner.invoke(app, ["show", str(out / "idx"), "--query", "a red car on the beach", "-k", "2"])
+    assert shown.exit_code == 0, shown.output
+    [ax] = [ax for ax in drawn[0].axes if ax.get_title().startswith("similarity to \u201ca red car on the beach\u201d")]
+    marked = [float(line.get_ydata()[0]) for line in ax.get_lines() if line.get_marker() == "^"]
+    found = tdvideo.search(out, "a red car on the beach", k=2)
+    assert marked == pytest.approx([m.score for m in found], abs=1e-6)

@@ -333,3 +333,78 @@ def test_show_into_a_folder(scenes: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["show", str(done.output), "-o", str(tmp_path / "missing") + "/"])
     assert result.exit_code == 2 and "no such folder to write the picture in" in result.stderr
     assert not (tmp_path / "missing").exists()
+
+
+# -- a query's best moments on the timeline ----------------------------------------------------
+
+
+def _query_panel(fig: Figure) -> tuple[np.ndarray, list[tuple[float, float]], str]:
+    """The query panel's curve, its markers (time, score) in rank order, and its title."""
+    [ax] = [ax for ax in fig.axes if ax.get_title().startswith("similarity to ")]
+    lines = ax.get_lines()
+    markers = [(float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in lines if line.get_marker() == "^"]
+    ranks = [int(text.get_text()) for text in ax.texts]
+    assert ranks == list(range(1, len(markers) + 1))
+    [curve] = [line for line in lines if line.get_marker() != "^"]
+    return np.asarray(curve.get_ydata()), markers, ax.get_title()
+
+
+def test_a_query_marks_the_moments_search_finds(tmp_path: Path, figures: list[Figure]) -> None:
+    array = _scenes(60, scene=10)
+    base = _output(tmp_path / "out" / "clip", array)
+    vector = array[35] + 0.05  # near the fourth scene (3.0-3.9 s)
+
+    tdvideo.plot(base, vector=vector, k=3)
+    [fig] = figures
+    curve, markers, title = _query_panel(fig)
+    found = tdvideo.search(tmp_path / "out", vector=vector, k=3)
+    assert [t for t, _ in markers] == pytest.approx([m.time for m in found])
+    assert [s for _, s in markers] == pytest.approx([m.score for m in found], abs=1e-6)
+    assert all(3.0 <= m.time < 4.0 for m in found) and "its 3 best moments" in title
+    expected = array @ vector / np.linalg.norm(array, axis=1) / np.linalg.norm(vector)  # every step, by hand
+    np.testing.assert_allclose(curve, expected, atol=1e-5)
+
+
+def test_a_pooled_picture_shows_each_bins_best_similarity(tmp_path: Path, figures: list[Figure]) -> None:
+    array = _scenes(2500, scene=250)
+    base = _output(tmp_path / "clip", array)
+    tdvideo.plot(base, vector=array[1234], k=2)
+    curve, markers, title = _query_panel(figures[0])
+    assert len(curve) == 834 and np.nanmax(curve) == pytest.approx(1.0, abs=1e-6)  # the best step's bin shows it
+    assert markers[0] == pytest.approx((123.4, 1.0), abs=1e-6) and "the largest of each 3" in title
+
+
+def test_show_marks_the_frame_a_picture_shows(scenes: Path, tmp_path: Path, figures: list[Figure]) -> None:
+    """--image: the picture of a frame of the third scene, through the features' own model."""
+    import av
+
+    [result] = tdvideo.Extractor(model="thumbnail").run([scenes], out=tmp_path, progress=False)
+    picture = tmp_path / "frame.png"
+    with av.open(str(picture), "w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb24"
+        frame = av.VideoFrame.from_ndarray(scene_frame(25, 48, 64, frames_per_scene=10), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+
+    shown = runner.invoke(app, ["show", str(result.output), "--image", str(picture), "-k", "1"])
+    assert shown.exit_code == 0, shown.output
+    _, [(time, score)], title = _query_panel(figures[0])
+    assert time == pytest.approx(2.5) and score > 0.99 and "frame.png" in title
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--query", "a dog"], "features of colorhist have no text tower"),
+        (["--query", " "], "the text query is empty"),
+        (["--image", "x.png", "--query", "a dog"], "search needs one query"),
+        (["--query", "a dog", "-k", "0"], "k must be a positive integer, got 0"),
+        (["--query", "a dog", "-k", "51"], "show marks at most 50 moments, got k=51"),
+    ],
+)
+def test_a_query_show_cannot_use_is_one_line(scenes: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    [result] = tdvideo.Extractor().run([scenes], out=tmp_path, progress=False)
+    shown = runner.invoke(app, ["show", str(result.output), *args])
+    assert message in _one_line_error(shown) and shown.exit_code == 2
+    assert not (tmp_path / "scenes.png").exists()
