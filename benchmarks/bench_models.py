@@ -38,10 +38,12 @@ def frame_rate(model: nn.Module, size: int, batch: int, device: torch.device, pr
         return batch / (median_ms(lambda: model(frames), device, repeats, warmup=1) / 1e3)
 
 
-def window_rate(batch: int, device: torch.device, precision: str, repeats: int) -> float:
-    backbone = build_backbone("r3d_18", weights="none")
-    model = backbone.window_model().to(device).eval()
-    windows = torch.randint(0, 256, (batch, 16, 3, 112, 112), dtype=torch.uint8, device=device)
+def window_rate(
+    model: nn.Module, batch: int, clip_len: int, size: tuple[int, int], device: torch.device, precision: str, repeats: int
+) -> float:
+    """Windows a second through ``model`` (a backbone's ``window_model()``: uint8 windows in)."""
+    model = model.to(device).eval()
+    windows = torch.randint(0, 256, (batch, clip_len, 3, *size), dtype=torch.uint8, device=device)
     dtype = _AUTOCAST[precision]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         return batch / (median_ms(lambda: model(windows), device, repeats, warmup=1) / 1e3)
@@ -64,7 +66,7 @@ def run(device: torch.device, precision: str, repeats: int, batch: int) -> list[
     lines.append(f"timm DINOv2 ViT-S/14 @518     {rate:8.1f} frames/s   (its pretrained input size, tdvideo's default)")
 
     windows = max(1, batch // 4)
-    rate = window_rate(windows, device, precision, repeats)
+    rate = window_rate(build_backbone("r3d_18", weights="none").window_model(), windows, 16, (112, 112), device, precision, repeats)
     lines.append(f"torchvision r3d_18, 16x112²   {rate:8.1f} windows/s  ({rate * 16:.1f} frames/s)")
     return lines
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -311,3 +312,45 @@ def test_show_plots_the_similarity_to_a_sentence(clips: dict[str, Clip], clip_mo
     marked = [float(line.get_ydata()[0]) for line in ax.get_lines() if line.get_marker() == "^"]
     found = tdvideo.search(out, "a red car on the beach", k=2)
     assert marked == pytest.approx([m.score for m in found], abs=1e-6)
+
+
+def test_siglip_search_with_its_own_sentencepiece_tokenizer(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """SigLIP's tokenizer is a SentencePiece model (what google/siglip-* ship): one trained
+    here on a few sentences, saved as save_pretrained saves it, loaded by AutoTokenizer; text
+    padded to the full length, as SigLIP was trained."""
+    spm = pytest.importorskip("sentencepiece")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a dog catching a frisbee\na red car on the beach\nthe cat sleeps on a sofa\n" * 20)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(tmp_path / "spiece"), vocab_size=40, model_type="unigram",
+        pad_id=1, eos_id=2, unk_id=0, bos_id=-1, hard_vocab_limit=False, minloglevel=2,
+    )
+    tokenizer = transformers.SiglipTokenizer(vocab_file=str(tmp_path / "spiece.model"), model_max_length=32)
+    text = {**TEXT, "vocab_size": len(tokenizer), "max_position_embeddings": 32, "bos_token_id": None, "pad_token_id": 1, "eos_token_id": 2}
+    config = transformers.SiglipConfig(text_config=text, vision_config={**TINY, "image_size": 32, "patch_size": 8})
+    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    folder = saved(tmp_path / "siglip", transformers.SiglipModel(config).eval(), processor)
+    tokenizer.save_pretrained(folder)
+    result = runner.invoke(app, ["extract", str(clips["h264"].path), "-o", str(tmp_path / "out"), "-q",
+                                 "--model", "hf:google/siglip-tiny", "--weights", str(folder)])
+    assert result.exit_code == 0, result.output
+
+    found = tdvideo.search(tmp_path / "out", "a dog catching a frisbee", k=3)
+    reference = transformers.SiglipModel.from_pretrained(folder).eval()
+    tokens = transformers.AutoTokenizer.from_pretrained(folder)(["a dog catching a frisbee"], padding="max_length", return_tensors="pt")
+    assert tokens["input_ids"].shape == (1, 32) and tokens["input_ids"][0, -1] == tokenizer.pad_token_id and len(set(tokens["input_ids"][0].tolist())) > 2  # words, then padding
+    with torch.inference_mode():
+        query = pooled(reference.get_text_features(input_ids=tokens["input_ids"]))[0]
+    rows = torch.from_numpy(tdvideo.load(tmp_path / "out" / "idx").array)
+    scores = torch.nn.functional.cosine_similarity(rows, query[None], dim=1)
+    assert [m.score for m in found] == pytest.approx(torch.sort(scores, descending=True).values[:3].tolist(), abs=1e-5)
+
+    # Without SentencePiece (an install without the extra): one line saying what to install.
+    script = (
+        "import sys; sys.modules['sentencepiece'] = None\n"
+        "import tdvideo\n"
+        f"tdvideo.search({str(tmp_path / 'out')!r}, 'a dog')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].endswith("its tokenizer needs SentencePiece: pip install 'tdvideo[transformers]'")

@@ -377,17 +377,28 @@ class TextTower:
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(source))
             self.model = transformers.AutoModel.from_pretrained(str(source)).eval()
+        except ImportError as exc:  # SigLIP's tokenizer: SentencePiece (and protobuf)
+            missing = re.search(r"requires the (\w+) library", str(exc))
+            what = missing.group(1) if missing else first_line(exc)
+            raise WeightsError(f"{source}: its tokenizer needs {what}: pip install 'tdvideo[transformers]'") from None
         except Exception as exc:  # noqa: BLE001 - whatever transformers raises about missing files: one line
             raise WeightsError(f"{source}: its text tower cannot be loaded ({first_line(exc)})") from None
 
     def encode(self, texts: list[str]) -> Tensor:
         import torch
 
-        # SigLIP was trained on text padded to its full length: so it is encoded here too.
-        padding = "max_length" if self.model_type.startswith("siglip") else True
-        tokens = self.tokenizer(texts, padding=padding, truncation=True, return_tensors="pt")
+        if self.model_type.startswith("siglip"):
+            # SigLIP (1 and 2) was trained on text padded to its full length (64 tokens: its
+            # position embeddings), the padding attended to, without an attention mask
+            # (big_vision; huggingface/transformers#39269): so it is encoded here too.
+            length = self.model.config.text_config.max_position_embeddings
+            tokens = self.tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+            inputs = {"input_ids": tokens["input_ids"]}
+        else:
+            tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+            inputs = {k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
-            return _output(self.model.get_text_features(**{k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask")}))
+            return _output(self.model.get_text_features(**inputs))
 
 
 def text_tower(weights: str, model_type: str) -> TextTower:
