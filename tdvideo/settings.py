@@ -261,7 +261,7 @@ class Settings:
     compile: bool = _setting(False, "torch.compile the model.", "Running", (bool,), flag=("--compile/--no-compile",))
     batch_size: int = _setting(64, "Frames per forward pass (at most 64 MiB of frames).", "Running", (int,), check=_positive_int, metavar="N")
     workers: int | None = _setting(
-        None, "Decoding processes (0: decode in this process).", "Running", (int,), check=_non_negative_int, metavar="N", unset="by input size"
+        None, "Decoding processes (0: decode in this process); with engine ray, decoding tasks a node.", "Running", (int,), check=_non_negative_int, metavar="N", unset="by input size"
     )
     threads: int = _setting(
         0, f"FFmpeg threads per video (0: shared out over the cores; at most {MAX_THREADS}).", "Running", (int,), check=_thread_count, metavar="N"

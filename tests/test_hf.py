@@ -351,6 +351,6 @@ def test_siglip_search_with_its_own_sentencepiece_tokenizer(clips: dict[str, Cli
         "import tdvideo\n"
         f"tdvideo.search({str(tmp_path / 'out')!r}, 'a dog')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].endswith("its tokenizer needs SentencePiece: pip install 'tdvideo[transformers]'")

@@ -32,7 +32,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,9 +76,14 @@ def _decode(row: dict[str, Any], *, options: Any, decode: Any) -> Iterator[dict[
 class _Model:
     """An actor holding the model: one decoded chunk in, its features and placement out."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, threads: int) -> None:
+        import torch
+
         from ._extractor import Extractor
 
+        # Ray sets OMP_NUM_THREADS to the actor's CPUs, rounded down (1 for a fraction): torch
+        # runs on the CPUs this actor was given, rounded up.
+        torch.set_num_threads(threads)
         # Built here from the settings: weights resolve on the actor's machine, as locally.
         self.extractor = Extractor(settings)
         self.runner = self.extractor._runner_now()
@@ -174,6 +179,46 @@ def _spend_actor_warning(ray: Any) -> None:
     ray.kill(actor)
 
 
+# What a decoding task reserves on a node without GPUs. Reservations only steer where Ray
+# places work, they do not bound it: there, as in the local engine, the model's torch
+# threads and the decoders share the cores, so the model actor is given all but this much
+# a decoder and runs torch on every core of its node.
+_DECODE_CPUS_BESIDE_MODEL = 0.25
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a run spends the cluster: model actors and what each reserves, decoding tasks'
+    reservation (so how many run at once on a node), and threads."""
+
+    gpus: int  # GPUs the model uses (one actor each), 0: the model on CPUs
+    actors: int
+    actor_cpus: float
+    torch_threads: int
+    decode_cpus: float
+    ffmpeg_threads: int
+
+
+def _resources(ray: Any, settings: Settings) -> _Plan:
+    """The split of the cluster's CPUs and GPUs between decoding and the model.
+
+    With GPUs: one model actor a GPU, with one CPU and one torch thread; every other CPU
+    decodes, a video a CPU. Without: one model actor a node, torch on every core of it, and
+    ``workers`` decoding tasks a node (default: one a core, as the local engine caps them)
+    beside it. ``threads`` (FFmpeg's, per video) as in the local engine."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
+    if not nodes:
+        raise UsageError("the Ray cluster has no node with a CPU to decode on")
+    smallest = int(min(n["CPU"] for n in nodes))
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if settings.device in ("auto", "cuda") else 0
+    workers = max(1, settings.workers if settings.workers is not None else smallest)
+    if gpus:
+        return _Plan(gpus, gpus, 1.0, 1, 1.0, settings.threads or 1)
+    decode = min(_DECODE_CPUS_BESIDE_MODEL, smallest / (2 * workers))
+    actor = smallest - decode * min(workers, smallest / decode)
+    return _Plan(0, len(nodes), actor, smallest, decode, settings.threads or max(1, smallest // workers))
+
+
 def _features(ray: Any, extractor: Extractor, paths: Sequence[Path], progress: Any) -> Iterator[tuple[int, Any]]:
     """:func:`ray_features` once Ray is up."""
     _spend_actor_warning(ray)
@@ -181,7 +226,7 @@ def _features(ray: Any, extractor: Extractor, paths: Sequence[Path], progress: A
     context = ray.data.DataContext.get_current()
     context.max_errored_blocks = -1  # a video whose task keeps failing is recorded, not fatal
     context.enable_progress_bars = False
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if extractor.settings.device in ("auto", "cuda") else 0
+    plan = _resources(ray, extractor.settings)
     items = [{"index": i, "source": pickle.dumps(p)} for i, p in enumerate(paths)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # Ray Data retries a task whose process died without end by default: a video that
@@ -191,16 +236,18 @@ def _features(ray: Any, extractor: Extractor, paths: Sequence[Path], progress: A
         # max_retries among them, with no replacement yet; pyproject.toml pins Ray below
         # 2.64, where they are to go.
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        options = replace(extractor.read_options, threads=plan.ffmpeg_threads)
         ds = ds.flat_map(
-            _decode, fn_kwargs={"options": extractor.read_options, "decode": extractor._decode}, num_cpus=1, max_retries=_RETRIES
+            _decode, fn_kwargs={"options": options, "decode": extractor._decode}, num_cpus=plan.decode_cpus, max_retries=_RETRIES
         )
     ds = ds.map_batches(
         _Model,
-        fn_constructor_kwargs={"settings": extractor.settings},
+        fn_constructor_kwargs={"settings": extractor.settings, "threads": plan.torch_threads},
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),
-        num_gpus=1 if gpus else 0,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.actor_cpus,
+        num_gpus=1 if plan.gpus else 0,
     )
     collector = Collector(
         dtype=extractor.settings.dtype, paths=list(paths), describe=extractor._metadata, per_window=extractor.backbone.kind == "window"

@@ -1,0 +1,130 @@
+"""The Ray engine on a cluster of several nodes (``ray.cluster_utils.Cluster``, as Ray's own
+tests make one: a head and two more nodes, one CPU each, on this machine), and how it
+splits a node's CPUs between decoding and the model."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tdvideo
+from tdvideo.extract import run_status
+from tdvideo.settings import Settings
+from tdvideo.synthetic import index_frame, write_clip
+from tdvideo.video._reader import RawChunk, ReadOptions, read_chunks
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def chunks_noting_the_node(path: Path, options: ReadOptions) -> Iterator[RawChunk]:
+    """read_chunks, leaving beside the video the id of the Ray node that decoded it."""
+    import ray
+
+    path.with_name(f"{path.name}.node").write_text(ray.get_runtime_context().get_node_id())
+    yield from read_chunks(path, options)
+
+
+class _FakeRay:
+    """What _resources asks of Ray: its nodes and the cluster's resources."""
+
+    def __init__(self, nodes: list[dict[str, float]]) -> None:
+        self._nodes = nodes
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"Alive": True, "Resources": n} for n in self._nodes] + [{"Alive": False, "Resources": {"CPU": 64.0}}]
+
+    def cluster_resources(self) -> dict[str, float]:
+        return {"GPU": sum(n.get("GPU", 0.0) for n in self._nodes)}
+
+
+@pytest.mark.parametrize(
+    ("nodes", "settings", "expected"),
+    [
+        # One CPU machine: the model on both cores, two decoders (FFmpeg threads: one each) beside it.
+        ([{"CPU": 2.0}], {}, {"gpus": 0, "actors": 1, "actor_cpus": 1.5, "torch_threads": 2, "decode_cpus": 0.25, "ffmpeg_threads": 1}),
+        # --workers and --threads as in the local engine.
+        ([{"CPU": 16.0}], {"workers": 4, "threads": 2}, {"actors": 1, "torch_threads": 16, "decode_cpus": 0.25, "ffmpeg_threads": 2}),
+        # Three nodes of one CPU: an actor on each (0.75 of a CPU: two never fit on one node).
+        ([{"CPU": 1.0}] * 3, {}, {"actors": 3, "actor_cpus": 0.75, "torch_threads": 1, "decode_cpus": 0.25}),
+        # GPUs: an actor a GPU with one CPU and one thread; the other CPUs decode, one each.
+        ([{"CPU": 16.0, "GPU": 2.0}], {}, {"gpus": 2, "actors": 2, "actor_cpus": 1.0, "torch_threads": 1, "decode_cpus": 1.0}),
+        # Told to run on the CPU: the GPUs are left alone.
+        ([{"CPU": 8.0, "GPU": 1.0}], {"device": "cpu"}, {"gpus": 0, "actors": 1, "torch_threads": 8}),
+    ],
+)
+def test_how_a_node_is_split_between_decoding_and_the_model(nodes: list[dict[str, float]], settings: dict, expected: dict) -> None:
+    from tdvideo.extract._ray import _resources
+
+    plan = _resources(_FakeRay(nodes), Settings(**settings))
+    assert {key: getattr(plan, key) for key in expected} == expected
+    if not plan.gpus:  # what Ray reserves fits each node: an actor and every decoder of it
+        smallest = min(n["CPU"] for n in nodes)
+        workers = settings.get("workers") or int(smallest)
+        assert plan.actor_cpus + workers * plan.decode_cpus <= smallest
+
+
+def test_a_cluster_without_a_cpu_is_one_line() -> None:
+    from tdvideo.errors import UsageError
+    from tdvideo.extract._ray import _resources
+
+    with pytest.raises(UsageError, match="no node with a CPU"):
+        _resources(_FakeRay([{"GPU": 1.0}]), Settings())
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    # The nodes' workers import this module (the decoder above) as the test process does.
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), before) if p)
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        for _ in range(2):
+            nodes.add_node(num_cpus=1)
+        nodes.wait_for_nodes()
+        ray.init(address=nodes.address, log_to_driver=False)
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def test_three_nodes_share_the_work_and_agree_with_the_local_engine(cluster: Any, tmp_path: Path) -> None:
+    import ray
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        write_clip(src / f"v{i}.mp4", 6 + i, make_frame=lambda k: index_frame(k, 32, 48))
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+
+    extractor = tdvideo.Extractor(model="thumbnail")
+    extractor._decode = chunks_noting_the_node
+    results = list(extractor.run([src], out=tmp_path / "ray", engine="ray", progress=False))
+    assert sorted(r.status for r in results) == ["done"] * 6
+    # Decoding tasks spread over the nodes; the caller's Ray is left up.
+    decoded_on = {(src / f"v{i}.mp4.node").read_text() for i in range(6)}
+    assert len(decoded_on) >= 2 and ray.is_initialized()
+
+    local = list(tdvideo.Extractor(model="thumbnail").run([src], out=tmp_path / "local", progress=False))
+    assert sorted(r.status for r in local) == ["done"] * 6
+    for i in range(6):
+        on_ray, here = tdvideo.load(tmp_path / "ray" / f"v{i}"), tdvideo.load(tmp_path / "local" / f"v{i}")
+        np.testing.assert_allclose(on_ray.array, here.array, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(on_ray.timestamps, here.timestamps)
+    report = run_status(tmp_path / "ray")
+    assert report.done == 6 and report.complete
