@@ -145,6 +145,7 @@ def _extract(**params: Any) -> None:
     _configure_logging(log_level)
     summary: RunSummary | None = None
     results: Generator[Any, None, None] | None = None
+    early_ray = False
     try:
         flags = _parse_flags(params)
         from .settings import load_toml
@@ -160,7 +161,13 @@ def _extract(**params: Any) -> None:
         paths = [*(inputs or []), *(read_list_file(from_list) if from_list is not None else [])]
         if not paths:
             raise UsageError("no inputs: give video files or folders, or --from-list FILE")
-        extractor = Extractor(settings)
+        if settings.engine == "ray" and not dry_run:
+            from .extract._ray import extractor_beside_ray
+
+            early_ray = True
+            extractor = extractor_beside_ray(settings)  # Ray starts while the model resolves
+        else:
+            extractor = Extractor(settings)
         if dry_run:
             _print_dry_run(extractor.dry_run(paths))
             return
@@ -185,6 +192,11 @@ def _extract(**params: Any) -> None:
 
             remove_own_frame_folders()  # a signal while the workers started comes before any cleanup
         raise _interrupted(summary) from None
+    finally:
+        if early_ray:  # a Ray started for a run that never took it over (a planning error)
+            from .extract._ray import stop_early
+
+            stop_early()
     assert summary is not None
     if not quiet:
         # As the user waited: from the process's start, imports and model loading included.

@@ -132,6 +132,17 @@ def test_a_ray_run_prints_nothing_of_rays_and_leaves_no_process(videos: Path, tm
     assert not left, f"still running after the command ended: {left}"
 
 
+def test_a_ray_started_before_planning_goes_when_planning_fails(tmp_path: Path) -> None:
+    """The CLI starts Ray while the model resolves, before the inputs are looked at: an input
+    that is not there is one line, and that Ray does not outlive the command."""
+    missing = tmp_path / "missing.mp4"
+    args = [sys.executable, "-m", "tdvideo", "extract", str(missing), "-o", str(tmp_path / "out"), "--engine", "ray"]
+    code, err, left = _run(args, tmp_path)
+    assert code == 2 and err.strip().startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "missing.mp4" in err
+    assert not left, f"still running after the command ended: {left}"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_a_ray_run_with_one_line(videos: Path, tmp_path: Path, signum: signal.Signals) -> None:
     """Like the local engine: one "interrupted" line, 128 + the signal, and Ray's processes gone."""

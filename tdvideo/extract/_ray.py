@@ -105,19 +105,63 @@ class _Model:
 
 def ray_features(extractor: Extractor, paths: Sequence[Path], *, address: str | None, progress: Any = None) -> Iterator[tuple[int, Any]]:
     """:meth:`Extractor._features` on Ray Data: each video's features or error, as they finish."""
+    global _started_early
     ray = _ray()
-    if extractor.settings.model != extractor.backbone.name:
-        raise UsageError("engine 'ray' builds the model by name on each actor: give model='NAME', not a module")
-    if not paths:
-        return
-    ours = not ray.is_initialized()
+    ours = not ray.is_initialized() or _started_early
+    _started_early = False
     try:
-        if ours:
+        if extractor.settings.model != extractor.backbone.name:
+            raise UsageError("engine 'ray' builds the model by name on each actor: give model='NAME', not a module")
+        if not paths:
+            return
+        if not ray.is_initialized():
             _init(ray, address)
         yield from _features(ray, extractor, paths, progress)
     finally:
         if ours:
             ray.shutdown()  # however the run ends: done, failed or interrupted
+
+
+_started_early = False  # Ray was started by extractor_beside_ray, for the run to shut down
+
+
+def extractor_beside_ray(settings: Settings) -> Extractor:
+    """An :class:`Extractor` for ``settings``, built (torch imported, the model resolved) in
+    a thread while this one starts Ray: ``ray.init`` takes seconds, mostly waiting for Ray's
+    own processes, and the run that follows would otherwise start it only then. The run
+    shuts that Ray down as it ends; :func:`stop_early` does where no run took it over (an
+    error before it started)."""
+    global _started_early
+    from ._extractor import Extractor
+
+    built: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            built["extractor"] = Extractor(settings)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            built["error"] = exc
+
+    thread = threading.Thread(target=build, name="tdvideo-model", daemon=True)
+    thread.start()
+    try:
+        ray = _ray()
+        if not ray.is_initialized():
+            _init(ray, settings.ray_address)
+            _started_early = True
+    finally:
+        thread.join()
+    if "error" in built:
+        raise built["error"]
+    return built["extractor"]
+
+
+def stop_early() -> None:
+    """Shut down a Ray that :func:`extractor_beside_ray` started and no run took over."""
+    global _started_early
+    if _started_early:
+        _started_early = False
+        _ray().shutdown()
 
 
 def _init(ray: Any, address: str | None) -> None:
