@@ -100,7 +100,7 @@ def search(
                     f"(different {', '.join(differs)}): search one model's outputs at a time"
                 )
         assert unit is not None
-        for moment in top_moments(features, unit, k=k, video=name):
+        for moment in top_moments(features, cosines(features, unit, name=name), k=k, video=name):
             if len(best) == k and moment.score <= best[0][0]:
                 break  # best first: the rest are no better
             entry = (moment.score, -seen - moment.row, moment)  # ties: the earlier output and row first
@@ -118,11 +118,11 @@ def query_vector(meta: dict[str, Any], query: str | None = None, *, image: str |
     return _unit(vector if vector is not None else _encode(meta, query, image))
 
 
-def top_moments(features: Features, unit: np.ndarray, *, k: int, video: str = "") -> list[Moment]:
-    """The ``k`` rows of one output most like the unit vector ``unit``, best first (ties:
-    the earlier row first), named ``video``. Rows holding NaN or inf are none of them."""
+def top_moments(features: Features, scores: np.ndarray, *, k: int, video: str = "") -> list[Moment]:
+    """The ``k`` rows of one output with the highest ``scores`` (its :func:`cosines` to a
+    query), best first (ties: the earlier row first), named ``video``. Rows holding NaN or
+    inf are none of them."""
     _check_k(k)
-    scores = cosines(features, unit, name=video)
     finite = np.flatnonzero(np.isfinite(scores))
     rows = finite[_top(scores[finite], k)]
     rows = rows[np.lexsort((rows, -scores[rows]))]

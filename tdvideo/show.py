@@ -158,6 +158,11 @@ def _bin_sums(values: np.ndarray, per: int) -> np.ndarray:
     return np.add.reduceat(values, np.arange(0, len(values), per), axis=0)
 
 
+def _bin_max(values: np.ndarray, per: int) -> np.ndarray:
+    """The largest of ``values`` in each bin of ``per`` (NaN only where a bin holds no number)."""
+    return np.fmax.reduceat(values, np.arange(0, len(values), per))
+
+
 def _pool(x: np.ndarray, finite: np.ndarray, per: int) -> np.ndarray:
     """Means of consecutive bins of ``per`` rows (in float64), over their finite rows; NaN
     for a bin with none. Read a block at a time, however long ``x`` is."""
@@ -390,10 +395,10 @@ class _Found:
 def _query(features: Features, times: np.ndarray, *, query: str | None, image: str | Path | None, vector: Any, k: int) -> _Found:
     from .moments import cosines, query_vector, top_moments
 
-    unit = query_vector(features.metadata, query, image=image, vector=vector)
-    found = top_moments(features, unit, k=k)
+    scores = cosines(features, query_vector(features.metadata, query, image=image, vector=vector))
+    found = top_moments(features, scores, k=k)
     label = f"\u201c{query}\u201d" if query is not None else Path(image).name if image is not None else "the vector"
-    return _Found(_label(label[:80]), cosines(features, unit), [(float(times[m.row]), m.score) for m in found])
+    return _Found(_label(label[:80]), scores, [(float(times[m.row]), m.score) for m in found])
 
 
 def _draw_query(ax: Axes, p: _Picture, found: _Found) -> None:
@@ -402,9 +407,7 @@ def _draw_query(ax: Axes, p: _Picture, found: _Found) -> None:
     if p.per == 1:
         ax.plot(p.times, found.scores, lw=1, color="tab:green")
     else:
-        starts = np.arange(0, len(found.scores), p.per)
-        with np.errstate(invalid="ignore"):
-            ax.plot(p.bin_times, np.fmax.reduceat(found.scores, starts), lw=1, color="tab:green")
+        ax.plot(p.bin_times, _bin_max(found.scores, p.per), lw=1, color="tab:green")
     for rank, (t, score) in enumerate(found.best, 1):
         ax.plot(t, score, "k^")
         ax.annotate(str(rank), (t, score), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
@@ -485,11 +488,7 @@ def _draw(fig: Figure, p: _Picture, thumbs: list[tuple[float, np.ndarray]], note
     else:  # each bin's largest change: a cut shows at full height, however many steps a bin holds
         starts = np.arange(0, len(p.change), p.per)
         with np.errstate(invalid="ignore"):
-            ax.plot(
-                np.add.reduceat(p.mid, starts) / np.diff(np.append(starts, len(p.change))),
-                np.fmax.reduceat(p.change, starts),
-                lw=1,
-            )
+            ax.plot(np.add.reduceat(p.mid, starts) / np.diff(np.append(starts, len(p.change))), _bin_max(p.change, p.per), lw=1)
         # One marker a bin (its largest cut): the count in the legend is every cut.
         order = p.cuts[np.argsort(-p.change[p.cuts], kind="stable")]
         _, first = np.unique(order // p.per, return_index=True)

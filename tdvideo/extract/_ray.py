@@ -259,8 +259,7 @@ def _resources(ray: Any, settings: Settings) -> _Plan:
     if gpus:
         return _Plan(gpus, gpus, 1.0, 1, 1.0, settings.threads or 1)
     decode = min(_DECODE_CPUS_BESIDE_MODEL, smallest / (2 * workers))
-    actor = smallest - decode * min(workers, smallest / decode)
-    return _Plan(0, len(nodes), actor, smallest, decode, settings.threads or max(1, smallest // workers))
+    return _Plan(0, len(nodes), smallest - decode * workers, smallest, decode, settings.threads or max(1, smallest // workers))
 
 
 def _features(ray: Any, extractor: Extractor, paths: Sequence[Path], progress: Any) -> Iterator[tuple[int, Any]]:
