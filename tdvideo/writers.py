@@ -131,10 +131,15 @@ class SourceIdentity:
             shard = cls.of(source.shard)
             with open_read(source) as fh:
                 return cls(str(source), source.size, shard.mtime_ns, _edges(fh, source.size), source)
-        with open(source, "rb") as fh:
-            stat = os.fstat(fh.fileno())
-            digest = _edges(fh, stat.st_size)
-        return cls(str(source.absolute()), stat.st_size, stat.st_mtime_ns, digest)
+        # Not blocking: a FIFO would hold the open until a writer came (the video is then
+        # refused by the decoder, which says why).
+        with os.fdopen(os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(source))
+            os.set_blocking(fh.fileno(), True)
+            digest = _edges(fh, info.st_size)
+        return cls(str(source.absolute()), info.st_size, info.st_mtime_ns, digest)
 
     @classmethod
     def _of_url(cls, url: Url) -> SourceIdentity:

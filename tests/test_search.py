@@ -4,7 +4,10 @@ vector; ranked as computed by hand, refused in one line where the query has no m
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -176,3 +179,13 @@ def test_timm_openai_clip_features_use_the_same_weights_text_tower(tmp_path: Pat
     moments = tdvideo.search(tmp_path / "out", "a diagram", k=2)
     assert asked == [("openai/clip-vit-base-patch16", "clip")]
     assert [m.row for m in moments] == [0, 1] and moments[0].score == pytest.approx(1.0)
+
+
+def test_a_fifo_as_the_picture_is_one_line_not_a_hang(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """Opening a FIFO blocks until a writer comes: the picture is refused without opening it so."""
+    extract(clips["h264"].path, tmp_path / "out", "--model", "thumbnail")
+    fifo = tmp_path / "pic.png"
+    os.mkfifo(fifo)
+    args = [sys.executable, "-m", "tdvideo", "search", str(tmp_path / "out"), "--image", str(fifo)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1 and done.stderr.strip() == f"error: {fifo}: not a regular file (a FIFO)"
