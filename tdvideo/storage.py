@@ -8,6 +8,9 @@ needs and the storage options (credentials, an endpoint) to reach it, so that it
 handed to a decoding process as it is; neither ever appears in what it prints, in an
 output, a log or a record: a URL is recorded as ``str(url)``, without its query string.
 
+A decoding process reads an S3 object by a presigned address the main process signs for it
+(:func:`addressed`), with the standard library's HTTP client instead of the SDK.
+
 On a local path none of this costs anything: local paths stay :class:`pathlib.Path` and
 are read as before. Each store's package is an extra (``tdvideo[s3]``, ``[gcs]``,
 ``[azure]``, ``[hf]``, ``[http]``); a URL whose package is missing says which to install.
@@ -21,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, BinaryIO
@@ -29,7 +32,7 @@ from typing import Any, BinaryIO
 from .errors import UsageError, first_line
 
 __all__ = [
-    "SKIM_BLOCK", "STREAM_BLOCK", "TarMember", "Url", "exists_url", "glob_url", "is_url", "location", "open_read", "put_bytes", "put_file", "reason", "remove_url", "stat_url", "walk_url",
+    "SKIM_BLOCK", "STREAM_BLOCK", "TarMember", "Url", "addressed", "exists_url", "glob_url", "is_url", "location", "open_read", "put_bytes", "put_file", "reason", "remove_url", "stat_url", "walk_url",
 ]
 
 log = logging.getLogger("tdvideo")
@@ -76,6 +79,9 @@ class Url:
     path: str
     query: str = field(default="", compare=False, repr=False)
     options: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # An HTTP(S) address to GET the object by without the store's SDK (a presigned URL, its
+    # signature in its query string): see :func:`addressed`. Never shown either.
+    direct: str = field(default="", compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str, options: Mapping[str, Any] | None = None) -> Url:
@@ -93,7 +99,7 @@ class Url:
         return f"Url({str(self)!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:  # the mapping proxy does not pickle: a plain dict does
-        return (type(self), (self.scheme, self.path, self.query, dict(self.options)))
+        return (type(self), (self.scheme, self.path, self.query, dict(self.options), self.direct))
 
     @property
     def full(self) -> str:
@@ -224,6 +230,9 @@ def _with_timeouts(scheme: str, options: Mapping[str, Any]) -> dict[str, Any]:
         config.setdefault("connect_timeout", timeout)
         config.setdefault("read_timeout", timeout)
         config.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
+        # What requests use already; said so that presigned addresses (see addressed) use it
+        # too: botocore presigns with SigV2 in us-east-1 otherwise, which S3 is retiring.
+        config.setdefault("signature_version", "s3v4")
         merged["config_kwargs"] = config
     elif scheme in ("http", "https"):
         import aiohttp
@@ -255,6 +264,11 @@ def stat_url(url: Url) -> dict[str, Any]:
     what identifies its contents (``ETag``, ``VersionId``, ``LastModified`` as the store
     gives them). Raises what the store raises (``FileNotFoundError``, ``PermissionError``,
     connection errors)."""
+    if url.direct:
+        try:
+            return _direct_info(url)
+        except _NotDirect:
+            pass  # the store's SDK says what is wrong, as it would have without the address
     fs, path = filesystem(url)
     fs.invalidate_cache(path)  # what another process wrote since: no listing cached from before
     return fs.info(path)
@@ -347,8 +361,208 @@ def open_read(source: Path | Url | TarMember, *, block_size: int = STREAM_BLOCK)
         shard = open_read(source.shard, block_size=block_size)
         return io.BufferedReader(_Slice(shard, source.offset, source.size), buffer_size=256 * 1024)  # type: ignore[arg-type]
     if isinstance(source, Url):
-        return io.BufferedReader(_RetryingReader(source, block_size=block_size), buffer_size=256 * 1024)  # type: ignore[arg-type]
+        raw: io.RawIOBase
+        try:
+            raw = _DirectReader(source, block_size=block_size) if source.direct else _RetryingReader(source, block_size=block_size)
+        except _NotDirect:
+            raw = _RetryingReader(source, block_size=block_size)
+        return io.BufferedReader(raw, buffer_size=256 * 1024)  # type: ignore[arg-type]
     return open(source, "rb")
+
+
+# -- reading by a direct address ---------------------------------------------------------------
+#
+# A decoding process reads a store's object by a presigned HTTPS address with the standard
+# library's HTTP client: the S3 SDK (s3fs, aiobotocore) costs each process about 0.35 s of
+# CPU to import and to build its client, a tenth of the work of a short clip
+# (benchmarks/RESULTS.md). The main process, which has the SDK, signs. Where the address does
+# not work as expected (a redirect, a 4xx: a region, a proxy, an expired signature), the SDK
+# reads instead and says what is wrong, as it did without the address.
+
+SIGNED_SECONDS = 12 * 3600  # how long an address is valid: it is signed as the video is handed out
+
+
+class _NotDirect(Exception):
+    """The direct address gave no usable first answer: read through the store's SDK."""
+
+
+def addressed(source: Path | Url | TarMember | None) -> Path | Url | TarMember | None:
+    """``source`` to be read in another process: an S3 object (or a shard on S3) with a
+    presigned address to GET it by (:attr:`Url.direct`); anything else as it is."""
+    if isinstance(source, TarMember) and isinstance(source.shard, Url):
+        return replace(source, shard=addressed(source.shard))
+    if not isinstance(source, Url) or source.direct or source.scheme not in ("s3", "s3a"):
+        return source
+    import urllib.request
+
+    if urllib.request.getproxies():
+        return source  # the SDK goes through the proxy; the standard client here would not
+    fs, path = filesystem(source)
+    try:
+        href = fs.sign(path, expiration=SIGNED_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises its own types; signing is only a shortcut
+        log.debug("%s: no direct address (%s); its readers use the SDK", source, reason(exc))
+        return source
+    return replace(source, direct=href)
+
+
+def _timeout(url: Url) -> float:
+    return float(url.options.get(TIMEOUT_OPTION, DEFAULT_TIMEOUT))
+
+
+class _DirectReader(io.RawIOBase):
+    """An object read by its direct address, ``block_size`` bytes a ranged GET on one kept-alive
+    connection (memory: one block, whatever the object's size). Every GET after the first asks
+    for the version the first saw (``If-Match`` its ETag), so a video is never decoded from two
+    versions of an object. A broken read (a reset, a timeout, a 5xx) is tried again as in
+    :class:`_RetryingReader`. ``info`` is what the first answer said of the object."""
+
+    def __init__(self, url: Url, *, block_size: int) -> None:
+        super().__init__()
+        self.url = url
+        self._block_size = block_size
+        self._conn: Any = None
+        self._etag = ""
+        self._block = b""
+        self._block_start = 0
+        self._position = 0
+        status, headers, data = self._get(0, block_size, first=True)
+        try:
+            self.info = _info_of(status, headers)
+        except _NotDirect:
+            self._drop()
+            raise
+        self.size = int(self.info["size"])
+        self._etag = headers.get("ETag", "")
+        self._block = data
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            import http.client
+            import urllib.parse
+
+            parts = urllib.parse.urlsplit(self.url.direct)
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            self._conn = kind(parts.netloc, timeout=_timeout(self.url))
+            self._target = parts.path + (f"?{parts.query}" if parts.query else "")
+        return self._conn
+
+    def _get(self, start: int, length: int, *, first: bool = False) -> tuple[int, Any, bytes]:
+        """One ranged GET, tried again after a broken read; (status, headers, body)."""
+        import http.client
+        import ssl
+
+        headers = {"Range": f"bytes={start}-{start + length - 1}", "Accept-Encoding": "identity"}
+        if self._etag:
+            headers["If-Match"] = self._etag
+        for attempt in range(READ_TRIES):
+            try:
+                conn = self._connection()
+                conn.request("GET", self._target, headers=headers)
+                response = conn.getresponse()
+                status = response.status
+                # A 200 is the whole object: taken only where it is no more than was asked
+                # for (a server that ignores ranges would otherwise send gigabytes).
+                whole = status == 200 and int(response.headers.get("Content-Length") or length + 1) <= length
+                if status in (206, 416) or whole:
+                    body = response.read()  # a 416's too: the connection is then free for the next
+                    return status, response.headers, b"" if status == 416 else body
+            except ssl.SSLError as exc:
+                self._drop()
+                if first:
+                    raise _NotDirect(reason(exc)) from None
+                problem = reason(exc)
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                problem = reason(exc) or type(exc).__name__
+            else:
+                self._drop()  # the body of an error, or of an answer not taken, is left unread
+                if first and status < 500:
+                    raise _NotDirect(f"HTTP {status}")
+                if status < 500:
+                    what = "the object changed while it was read" if status == 412 else "was refused"
+                    raise OSError(f"{self.url}: reading at byte {start} {what} (HTTP {status})")
+                problem = f"HTTP {status}"
+            if attempt + 1 == READ_TRIES:
+                raise OSError(f"{self.url}: reading at byte {start} failed ({problem})")
+            log.debug("%s: read at %d failed (%s); trying again", self.url, start, problem)
+            time.sleep(_BACKOFF_SECONDS * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._position >= self.size or not len(view):
+            return 0
+        at = self._position - self._block_start
+        if not 0 <= at < len(self._block):
+            self._block_start = self._position
+            self._block = b""  # the old block goes before the new one comes
+            _, _, self._block = self._get(self._position, self._block_size)
+            at = 0
+        count = min(len(view), len(self._block) - at)
+        if count <= 0:
+            raise OSError(f"{self.url}: the store sent no bytes at byte {self._position} of {self.size}")
+        view[:count] = self._block[at : at + count]
+        self._position += count
+        return count
+
+    def close(self) -> None:
+        try:
+            self._drop()
+        finally:
+            super().close()
+
+
+def _info_of(status: int, headers: Any) -> dict[str, Any]:
+    """What a ranged GET's answer says of the object, with the keys the SDK's ``info`` has."""
+    from email.utils import parsedate_to_datetime
+
+    span = headers.get("Content-Range", "")
+    if status == 200:
+        size = int(headers.get("Content-Length", 0))
+    elif "/" in span and span.rsplit("/", 1)[1].isdigit():
+        size = int(span.rsplit("/", 1)[1])
+    else:
+        raise _NotDirect(f"HTTP {status} without the object's size")
+    info: dict[str, Any] = {"type": "file", "size": size}
+    if headers.get("ETag"):
+        info["ETag"] = headers["ETag"]
+    if headers.get("x-amz-version-id"):
+        info["VersionId"] = headers["x-amz-version-id"]
+    if headers.get("Last-Modified"):
+        try:
+            info["LastModified"] = parsedate_to_datetime(headers["Last-Modified"])
+        except (TypeError, ValueError):
+            pass  # no time: the identity has the ETag and size
+    return info
+
+
+def _direct_info(url: Url) -> dict[str, Any]:
+    """What the store says of ``url``, from a GET of its first byte by its direct address."""
+    reader = _DirectReader(url, block_size=1)
+    try:
+        return dict(reader.info)
+    finally:
+        reader.close()
 
 
 # -- writing to a store ------------------------------------------------------------------------

@@ -95,6 +95,8 @@ def test_a_bucket_prefix_gives_the_outputs_of_the_same_files_on_disk(s3: dict, t
         source = there.metadata["source"]
         assert source["path"] == f"s3://bkt/videos/{Path(name).with_suffix('').as_posix()}{Path(source['path']).suffix}"
         assert source["fingerprint"].startswith("etag:") and source["size"] > 0
+    for text in (done.stderr, *(p.read_text(errors="replace") for p in remote_out.rglob("*") if p.is_file() and p.suffix != ".npy")):
+        assert "X-Amz-" not in text  # the workers' presigned addresses are never recorded
     # A rerun skips what is finished, by the store's ETag; an object rewritten is done again.
     again = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(remote_out), cwd=tmp_path)
     assert again.returncode == 0 and "0 done, 3 skipped" in again.stderr, again.stderr
@@ -102,6 +104,83 @@ def test_a_bucket_prefix_gives_the_outputs_of_the_same_files_on_disk(s3: dict, t
     third = tdvideo_cli("extract", "s3://bkt/videos/", "-o", str(remote_out), "--overwrite", cwd=tmp_path)
     assert third.returncode == 0 and "3 done" in third.stderr, third.stderr
     s3["fs"].put(str(s3["local"] / "c.avi"), "bkt/videos/c.avi")
+
+
+_READ_IN_A_WORKER = """
+import pickle, sys
+from tdvideo.storage import open_read
+from tdvideo.writers import SourceIdentity
+url = pickle.loads(sys.stdin.buffer.read())
+with open_read(url, block_size=100_000) as fh:
+    data = fh.read()
+    fh.seek(-1000, 2)
+    tail = fh.read()
+identity = SourceIdentity.of(url).to_dict()
+heavy = sorted(m for m in ("s3fs", "botocore", "aiobotocore", "aiohttp", "fsspec") if m in sys.modules)
+sys.stdout.buffer.write(pickle.dumps((data, tail, identity, heavy)))
+"""
+
+
+def test_decoding_processes_read_objects_by_presigned_addresses_without_the_sdk(s3: dict, tmp_path: Path) -> None:
+    """The main process signs; a decoding process reads with the standard library's HTTP
+    client: the same bytes and the same identity as through the SDK, which it never imports."""
+    import pickle
+
+    from tdvideo.storage import addressed, location
+    from tdvideo.writers import SourceIdentity
+
+    url = location("s3://bkt/videos/a.mp4", {})
+    signed = addressed(url)
+    assert signed == url and signed.direct.startswith(s3["env"]["AWS_ENDPOINT_URL"] + "/bkt/videos/a.mp4?")
+    assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in signed.direct  # SigV4, not botocore's SigV2 default for presigning
+    assert "X-Amz" not in str(signed) + repr(signed)
+    done = subprocess.run([sys.executable, "-c", _READ_IN_A_WORKER], input=pickle.dumps(signed), capture_output=True, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    data, tail, identity, heavy = pickle.loads(done.stdout)
+    expected = (s3["local"] / "a.mp4").read_bytes()
+    assert data == expected and tail == expected[-1000:]
+    assert identity == SourceIdentity.of(url).to_dict()  # resume compares it with what the SDK says
+    assert heavy == []
+
+
+def test_a_presigned_read_never_mixes_two_versions_and_falls_back_to_the_sdk(s3: dict) -> None:
+    from dataclasses import replace
+
+    from tdvideo.storage import addressed, location, open_read
+
+    fs = s3["fs"]
+    fs.pipe("bkt/versions/v.bin", b"a" * 300_000)
+    url = addressed(location("s3://bkt/versions/v.bin", {}))
+    with open_read(url, block_size=100_000) as fh:
+        assert fh.read(150_000) == b"a" * 150_000
+        fs.pipe("bkt/versions/v.bin", b"b" * 300_000)  # rewritten while it is read
+        with pytest.raises(OSError, match=r"^s3://bkt/versions/v.bin: reading at byte \d+ the object changed while it was read \(HTTP 412\)$"):
+            fh.read()
+    # An address the store does not answer as expected (here a 404): the SDK reads instead.
+    elsewhere = replace(url, direct=f"{s3['env']['AWS_ENDPOINT_URL']}/bkt/versions/missing.bin")
+    with open_read(elsewhere) as fh:
+        assert fh.read() == b"b" * 300_000
+
+
+def test_a_presigned_read_tries_a_passing_5xx_again_and_names_the_object_when_it_gives_up(clips: dict[str, Clip], tmp_path: Path) -> None:
+    from tdvideo.storage import Url, open_read
+
+    root = video_tree(tmp_path / "served", {"v.mp4": clips["long_gop"].path})
+    port, log = _free_port(), tmp_path / "requests.log"
+    server = subprocess.Popen([sys.executable, "-m", "tests.rangeserver", str(root), str(port), str(log), "2"], cwd=ROOT)
+    url = Url("s3", "bkt/v.mp4", direct=f"http://127.0.0.1:{port}/v.mp4?X-Amz-Signature=secret")
+    try:
+        _wait_for(port, server)
+        with open_read(url, block_size=4096) as fh:
+            data = fh.read()
+    finally:
+        server.kill()
+        server.wait()
+    assert data == (root / "v.mp4").read_bytes()
+    assert "503" in log.read_text()  # the third GET failed, and was made again
+    with pytest.raises(OSError, match=r"^s3://bkt/v.mp4: reading at byte 0 failed \(") as caught:
+        open_read(url)  # nothing answers now: tried again, then one line naming the object
+    assert "secret" not in str(caught.value)
 
 
 def test_the_clips_keep_their_index_at_the_end(s3: dict) -> None:

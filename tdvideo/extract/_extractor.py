@@ -42,7 +42,7 @@ from ..errors import (
 from ..models._backbone import Backbone, resolve_backbone
 from ..sampling import MAX_GRID_ROWS, expected_rows, grid_count, grid_rows
 from ..settings import Settings
-from ..storage import TIMEOUT_OPTION, TarMember, Url, is_url, location
+from ..storage import TIMEOUT_OPTION, TarMember, Url, addressed, is_url, location
 from ..video._geometry import MAX_WINDOW_BYTES
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 from ..writers import (
@@ -575,7 +575,8 @@ class Extractor:
         # Share the cores out: each worker decodes one video at a time.
         threads = self.settings.threads or max(1, available_cpus() // workers)
         options = replace(self.read_options, threads=threads)
-        pool = DecodePool(paths, options, workers=workers, decode=self._decode, identify=SourceIdentity.of)
+        # A worker reads a store's objects by presigned addresses: no SDK to import and set up.
+        pool = DecodePool(map(addressed, paths), options, workers=workers, decode=self._decode, identify=SourceIdentity.of)
         pool.start()  # the workers decode while this process imports torch
         return pool.chunks(), pool.stop
 
