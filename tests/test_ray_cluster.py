@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,18 @@ def chunks_noting_the_node(path: Path, options: ReadOptions) -> Iterator[RawChun
 
     path.with_name(f"{path.name}.node").write_text(ray.get_runtime_context().get_node_id())
     yield from read_chunks(path, options)
+
+
+def slow_chunks_noting_each_try(path: Path, options: ReadOptions) -> Iterator[RawChunk]:
+    """read_chunks a second a chunk, adding a line with the node's id beside the video each
+    time it is decoded: a run long enough to lose a node in, and what was decoded where."""
+    import ray
+
+    with path.with_name(f"{path.name}.tries").open("a") as fh:
+        fh.write(ray.get_runtime_context().get_node_id() + "\n")
+    for chunk in read_chunks(path, options):
+        time.sleep(1.0)
+        yield chunk
 
 
 class _FakeRay:
@@ -128,3 +142,53 @@ def test_three_nodes_share_the_work_and_agree_with_the_local_engine(cluster: Any
         np.testing.assert_array_equal(on_ray.timestamps, here.timestamps)
     report = run_status(tmp_path / "ray")
     assert report.done == 6 and report.complete
+
+
+def test_a_node_removed_mid_run_loses_nothing(cluster: Any, tmp_path: Path) -> None:
+    """A node goes away while it decodes (as a preempted machine does): the videos it held
+    are decoded again elsewhere, once, every output is written, and status is complete."""
+    import ray
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):
+        write_clip(src / f"v{i}.mp4", 6 + i, make_frame=lambda k: index_frame(k, 32, 48))
+    cluster.add_node(num_cpus=1)  # four nodes: the three the module shares stay after this test
+    cluster.wait_for_nodes()
+    nodes = {node.node_id: node for node in cluster.worker_nodes}
+    removed: list[str] = []
+    started = time.monotonic()
+
+    def remove_the_first_node_to_decode() -> None:
+        while not removed and time.monotonic() - started < 120:
+            for tries in src.glob("*.tries"):
+                node = tries.read_text().split()[0]
+                if node in nodes:
+                    time.sleep(0.5)  # within the video's decoding: a second a chunk
+                    cluster.remove_node(nodes[node])
+                    removed.append(node)
+                    return
+            time.sleep(0.05)
+
+    extractor = tdvideo.Extractor(model="thumbnail")
+    extractor._decode = slow_chunks_noting_each_try
+    results: list[Any] = []
+    remover = threading.Thread(target=remove_the_first_node_to_decode, daemon=True)
+    runner = threading.Thread(target=lambda: results.extend(extractor.run([src], out=tmp_path / "ray", engine="ray", progress=False)), daemon=True)
+    remover.start()
+    runner.start()
+    runner.join(timeout=240)  # a run that waits forever for the lost node fails here instead
+    assert not runner.is_alive(), "the run did not end within 240 s of losing a node"
+    assert removed and len([n for n in ray.nodes() if n["Alive"]]) == 3
+    assert sorted(r.status for r in results) == ["done"] * 8, [(r.path, r.status, r.error) for r in results]
+    for i in range(8):
+        tries = (src / f"v{i}.mp4.tries").read_text().split()
+        # Decoded again only after a try on the lost node, and then once, elsewhere.
+        assert tries[-1] != removed[0] and len(tries) == (2 if removed[0] in tries[:-1] else 1), (i, tries, removed)
+    assert any(removed[0] in (src / f"v{i}.mp4.tries").read_text() for i in range(8))
+
+    list(tdvideo.Extractor(model="thumbnail").run([src], out=tmp_path / "local", progress=False))
+    for i in range(8):
+        np.testing.assert_allclose(tdvideo.load(tmp_path / "ray" / f"v{i}").array, tdvideo.load(tmp_path / "local" / f"v{i}").array, rtol=1e-5, atol=1e-5)
+    report = run_status(tmp_path / "ray")
+    assert report.done == 8 and report.failed == 0 and report.complete
