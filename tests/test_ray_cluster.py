@@ -192,3 +192,51 @@ def test_a_node_removed_mid_run_loses_nothing(cluster: Any, tmp_path: Path) -> N
         np.testing.assert_allclose(tdvideo.load(tmp_path / "ray" / f"v{i}").array, tdvideo.load(tmp_path / "local" / f"v{i}").array, rtol=1e-5, atol=1e-5)
     report = run_status(tmp_path / "ray")
     assert report.done == 8 and report.failed == 0 and report.complete
+
+
+def test_a_node_removed_while_its_model_actor_works_loses_nothing(cluster: Any, tmp_path: Path) -> None:
+    """Every node holds a model actor (one a node: two do not fit): a node removed once the
+    first video is written takes an actor with batches still to run. Ray restarts what it
+    held; the run ends with every output, equal to the local engine's."""
+    import ray
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):
+        write_clip(src / f"v{i}.mp4", 40, make_frame=lambda k: index_frame(k, 32, 48))
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    victim = next(iter(cluster.worker_nodes))
+    results: list[Any] = []
+    removed: list[bool] = []
+
+    def remove_once_a_video_is_written() -> None:
+        deadline = time.monotonic() + 200
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if results:
+            time.sleep(0.3)
+            cluster.remove_node(victim)
+            removed.append(True)
+
+    # Weights from a file: random ones would differ between actors, and from the local run.
+    import torch
+    import torchvision
+
+    weights = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    extractor = tdvideo.Extractor(model="resnet18", weights=weights)
+    remover = threading.Thread(target=remove_once_a_video_is_written, daemon=True)
+    runner = threading.Thread(target=lambda: results.extend(extractor.run([src], out=tmp_path / "ray", engine="ray", progress=False)), daemon=True)
+    remover.start()
+    runner.start()
+    runner.join(timeout=300)
+    assert not runner.is_alive(), "the run did not end within 300 s of losing a node"
+    remover.join(timeout=10)
+    assert removed and len([n for n in ray.nodes() if n["Alive"]]) == 3
+    assert sorted(r.status for r in results) == ["done"] * 8, [(r.path, r.status, r.error) for r in results]
+    list(tdvideo.Extractor(model="resnet18", weights=weights).run([src], out=tmp_path / "local", progress=False))
+    for i in range(8):
+        np.testing.assert_allclose(tdvideo.load(tmp_path / "ray" / f"v{i}").array, tdvideo.load(tmp_path / "local" / f"v{i}").array, rtol=1e-4, atol=1e-4)
+    report = run_status(tmp_path / "ray")
+    assert report.done == 8 and report.failed == 0 and report.complete
