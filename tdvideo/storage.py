@@ -267,8 +267,8 @@ def stat_url(url: Url) -> dict[str, Any]:
     if url.direct:
         try:
             return _direct_info(url)
-        except _NotDirect:
-            pass  # the store's SDK says what is wrong, as it would have without the address
+        except _NotDirect as why:  # the store's SDK says what is wrong, as it would have without the address
+            log.debug("%s: its address does not work (%s); asking the SDK", url, why)
     fs, path = filesystem(url)
     fs.invalidate_cache(path)  # what another process wrote since: no listing cached from before
     return fs.info(path)
@@ -358,16 +358,27 @@ def open_read(source: Path | Url | TarMember, *, block_size: int = STREAM_BLOCK)
     requests of ``block_size`` bytes, its reader's ``info`` being what the store said of
     it; a tar member as the bytes of its shard it holds)."""
     if isinstance(source, TarMember):
-        shard = open_read(source.shard, block_size=block_size)
+        shard: Any
+        if isinstance(source.shard, Url):
+            # Its reader starts at the member: the shard's first block is no member's.
+            shard = io.BufferedReader(_url_reader(source.shard, block_size=block_size, at=source.offset), buffer_size=256 * 1024)  # type: ignore[arg-type]
+        else:
+            shard = open(source.shard, "rb")  # noqa: SIM115 - the slice's reader closes it
         return io.BufferedReader(_Slice(shard, source.offset, source.size), buffer_size=256 * 1024)  # type: ignore[arg-type]
     if isinstance(source, Url):
-        raw: io.RawIOBase
-        try:
-            raw = _DirectReader(source, block_size=block_size) if source.direct else _RetryingReader(source, block_size=block_size)
-        except _NotDirect:
-            raw = _RetryingReader(source, block_size=block_size)
-        return io.BufferedReader(raw, buffer_size=256 * 1024)  # type: ignore[arg-type]
+        return io.BufferedReader(_url_reader(source, block_size=block_size), buffer_size=256 * 1024)  # type: ignore[arg-type]
     return open(source, "rb")
+
+
+def _url_reader(url: Url, *, block_size: int, at: int = 0) -> io.RawIOBase:
+    """A raw reader of ``url``: by its direct address where it has one that works, else
+    through the SDK. ``at``: where reading will start."""
+    if url.direct:
+        try:
+            return _DirectReader(url, block_size=block_size, at=at)
+        except _NotDirect as why:
+            log.debug("%s: its address does not work (%s); reading through the SDK", url, why)
+    return _RetryingReader(url, block_size=block_size)
 
 
 # -- reading by a direct address ---------------------------------------------------------------
@@ -376,14 +387,14 @@ def open_read(source: Path | Url | TarMember, *, block_size: int = STREAM_BLOCK)
 # library's HTTP client: the S3 SDK (s3fs, aiobotocore) costs each process about 0.35 s of
 # CPU to import and to build its client, a tenth of the work of a short clip
 # (benchmarks/RESULTS.md). The main process, which has the SDK, signs. Where the address does
-# not work as expected (a redirect, a 4xx: a region, a proxy, an expired signature), the SDK
-# reads instead and says what is wrong, as it did without the address.
+# not work as expected (a redirect, a 4xx: a region, an expired session token), the SDK reads
+# instead and says what is wrong, as it did without the address.
 
 SIGNED_SECONDS = 12 * 3600  # how long an address is valid: it is signed as the video is handed out
 
 
 class _NotDirect(Exception):
-    """The direct address gave no usable first answer: read through the store's SDK."""
+    """The direct address gave no usable answer: read through the store's SDK."""
 
 
 def addressed(source: Path | Url | TarMember | None) -> Path | Url | TarMember | None:
@@ -391,19 +402,27 @@ def addressed(source: Path | Url | TarMember | None) -> Path | Url | TarMember |
     presigned address to GET it by (:attr:`Url.direct`); anything else as it is."""
     if isinstance(source, TarMember) and isinstance(source.shard, Url):
         return replace(source, shard=addressed(source.shard))
-    if not isinstance(source, Url) or source.direct or source.scheme not in ("s3", "s3a"):
+    if not isinstance(source, Url) or source.direct or source.scheme not in ("s3", "s3a") or _own_connection(source.options):
         return source
-    import urllib.request
-
-    if urllib.request.getproxies():
-        return source  # the SDK goes through the proxy; the standard client here would not
     fs, path = filesystem(source)
     try:
         href = fs.sign(path, expiration=SIGNED_SECONDS)
     except Exception as exc:  # noqa: BLE001 - the SDK raises its own types; signing is only a shortcut
         log.debug("%s: no direct address (%s); its readers use the SDK", source, reason(exc))
         return source
+    import urllib.request
+
+    if urllib.request.getproxies().get(href.split(":", 1)[0]):
+        return source  # the SDK goes through the proxy; the standard client here would not
     return replace(source, direct=href)
+
+
+def _own_connection(options: Mapping[str, Any]) -> bool:
+    """Whether the options set how the SDK connects (a proxy, whether and how to verify
+    certificates), which the standard client would not follow."""
+    config = options.get("config_kwargs") or {}
+    client = options.get("client_kwargs") or {}
+    return bool(config.get("proxies") or "verify" in client or "verify" in options)
 
 
 def _timeout(url: Url) -> float:
@@ -412,29 +431,32 @@ def _timeout(url: Url) -> float:
 
 class _DirectReader(io.RawIOBase):
     """An object read by its direct address, ``block_size`` bytes a ranged GET on one kept-alive
-    connection (memory: one block, whatever the object's size). Every GET after the first asks
-    for the version the first saw (``If-Match`` its ETag), so a video is never decoded from two
-    versions of an object. A broken read (a reset, a timeout, a 5xx) is tried again as in
-    :class:`_RetryingReader`. ``info`` is what the first answer said of the object."""
+    connection (memory: one block, whatever the object's size), the first at byte ``at``.
 
-    def __init__(self, url: Url, *, block_size: int) -> None:
+    Every GET after the first asks for the version the first saw (``If-Match`` its ETag), so a
+    video is never decoded from two versions of an object. A broken read (a reset, a timeout,
+    a 5xx, a 429) is tried again as in :class:`_RetryingReader`. An address that stops working
+    part-way (a signature made with a session token that has expired) hands on to the SDK's
+    reader, which goes on where it stopped if the object is still the same version. ``info``
+    is what the first answer said of the object."""
+
+    def __init__(self, url: Url, *, block_size: int, at: int = 0) -> None:
         super().__init__()
         self.url = url
         self._block_size = block_size
         self._conn: Any = None
         self._etag = ""
-        self._block = b""
-        self._block_start = 0
-        self._position = 0
-        status, headers, data = self._get(0, block_size, first=True)
+        self._sdk: _RetryingReader | None = None
+        status, headers, data = self._get(at, block_size, first=True)
         try:
             self.info = _info_of(status, headers)
         except _NotDirect:
             self._drop()
             raise
         self.size = int(self.info["size"])
-        self._etag = headers.get("ETag", "")
-        self._block = data
+        self._etag = self.info["ETag"]
+        self._block, self._block_start = data, at
+        self._position = 0
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -442,31 +464,35 @@ class _DirectReader(io.RawIOBase):
             import urllib.parse
 
             parts = urllib.parse.urlsplit(self.url.direct)
-            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            self._conn = kind(parts.netloc, timeout=_timeout(self.url))
+            if parts.scheme == "https":
+                import ssl
+
+                # The certificates the SDK trusts where AWS_CA_BUNDLE names them; else the system's
+                # (a certificate they do not cover fails the first read, and the SDK reads instead).
+                context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+                self._conn = http.client.HTTPSConnection(parts.netloc, timeout=_timeout(self.url), context=context)
+            else:
+                self._conn = http.client.HTTPConnection(parts.netloc, timeout=_timeout(self.url))
             self._target = parts.path + (f"?{parts.query}" if parts.query else "")
         return self._conn
 
     def _get(self, start: int, length: int, *, first: bool = False) -> tuple[int, Any, bytes]:
-        """One ranged GET, tried again after a broken read; (status, headers, body)."""
+        """One ranged GET, tried again after a broken read: (status, headers, body).
+        Raises :class:`_NotDirect` where the SDK should read instead."""
         import http.client
         import ssl
 
         headers = {"Range": f"bytes={start}-{start + length - 1}", "Accept-Encoding": "identity"}
         if self._etag:
             headers["If-Match"] = self._etag
-        for attempt in range(READ_TRIES):
+        tries = 0
+        while True:
+            reused = self._conn is not None
             try:
                 conn = self._connection()
                 conn.request("GET", self._target, headers=headers)
                 response = conn.getresponse()
-                status = response.status
-                # A 200 is the whole object: taken only where it is no more than was asked
-                # for (a server that ignores ranges would otherwise send gigabytes).
-                whole = status == 200 and int(response.headers.get("Content-Length") or length + 1) <= length
-                if status in (206, 416) or whole:
-                    body = response.read()  # a 416's too: the connection is then free for the next
-                    return status, response.headers, b"" if status == 416 else body
+                body = self._body(response, start, length)
             except ssl.SSLError as exc:
                 self._drop()
                 if first:
@@ -474,25 +500,62 @@ class _DirectReader(io.RawIOBase):
                 problem = reason(exc)
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
+                if reused and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                    continue  # a kept-alive connection the store closed while it was idle: a new one
                 problem = reason(exc) or type(exc).__name__
             else:
-                self._drop()  # the body of an error, or of an answer not taken, is left unread
-                if first and status < 500:
-                    raise _NotDirect(f"HTTP {status}")
-                if status < 500:
-                    what = "the object changed while it was read" if status == 412 else "was refused"
+                if body is not None:
+                    return response.status, response.headers, body
+                status = response.status
+                self._drop()  # the body of an answer not taken is left unread
+                if status < 500 and status != 429:
+                    if first or status in (301, 302, 307, 400, 401, 403):
+                        raise _NotDirect(f"HTTP {status}")
+                    what = "the object changed while it was read" if status in (404, 412) else "was refused"
                     raise OSError(f"{self.url}: reading at byte {start} {what} (HTTP {status})")
                 problem = f"HTTP {status}"
-            if attempt + 1 == READ_TRIES:
+            tries += 1
+            if tries == READ_TRIES:
                 raise OSError(f"{self.url}: reading at byte {start} failed ({problem})")
             log.debug("%s: read at %d failed (%s); trying again", self.url, start, problem)
-            time.sleep(_BACKOFF_SECONDS * 2**attempt)
-        raise AssertionError("unreachable")
+            time.sleep(_BACKOFF_SECONDS * 2 ** (tries - 1))
+
+    def _body(self, response: Any, start: int, length: int) -> bytes | None:
+        """The bytes of an answer to a GET of ``length`` bytes at ``start``; None for an answer
+        that is no such range (an error, a redirect)."""
+        status = response.status
+        if status == 416:
+            response.read()  # past the end (an empty object): nothing, and the connection stays usable
+            return b""
+        if status == 206:
+            span = response.headers.get("Content-Range", "")
+            if not span.startswith(f"bytes {start}-"):
+                raise OSError(f"{self.url}: asked for bytes from {start}, the store sent {span or 'no range'}")
+        elif not (status == 200 and start == 0 and response.headers.get("Content-Length", "").isdigit()
+                  and int(response.headers["Content-Length"]) <= length):
+            return None  # a 200 is the whole object: taken only where it is no more than was asked for
+        body = response.read(length + 1)
+        if len(body) > length:
+            self._drop()
+            raise OSError(f"{self.url}: the store sent more than the {length} bytes asked for at {start}")
+        return body
 
     def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _hand_on(self, why: _NotDirect) -> None:
+        """Read on through the SDK, where the object is still the version read so far."""
+        log.debug("%s: its address stopped working (%s); reading on through the SDK", self.url, why)
+        try:
+            sdk = _RetryingReader(self.url, block_size=self._block_size)
+        except Exception as exc:  # noqa: BLE001 - a store's client raises its own types: all mean "cannot read on"
+            raise OSError(f"{self.url}: reading at byte {self._position} failed ({reason(exc)})") from None
+        if str(sdk.info.get("ETag", "")).strip('"') != self._etag.strip('"'):
+            sdk.close()
+            raise OSError(f"{self.url}: reading at byte {self._position} the object changed while it was read")
+        self._sdk = sdk
 
     def readable(self) -> bool:
         return True
@@ -512,11 +575,20 @@ class _DirectReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if self._position >= self.size or not len(view):
             return 0
+        if self._sdk is not None:
+            self._sdk.seek(self._position)
+            count = self._sdk.readinto(view)
+            self._position += count
+            return count
         at = self._position - self._block_start
         if not 0 <= at < len(self._block):
             self._block_start = self._position
             self._block = b""  # the old block goes before the new one comes
-            _, _, self._block = self._get(self._position, self._block_size)
+            try:
+                _, _, self._block = self._get(self._position, self._block_size)
+            except _NotDirect as why:
+                self._hand_on(why)
+                return self.readinto(view)
             at = 0
         count = min(len(view), len(self._block) - at)
         if count <= 0:
@@ -528,6 +600,8 @@ class _DirectReader(io.RawIOBase):
     def close(self) -> None:
         try:
             self._drop()
+            if self._sdk is not None:
+                self._sdk.close()
         finally:
             super().close()
 
@@ -538,14 +612,14 @@ def _info_of(status: int, headers: Any) -> dict[str, Any]:
 
     span = headers.get("Content-Range", "")
     if status == 200:
-        size = int(headers.get("Content-Length", 0))
+        size = int(headers["Content-Length"])
     elif "/" in span and span.rsplit("/", 1)[1].isdigit():
         size = int(span.rsplit("/", 1)[1])
     else:
         raise _NotDirect(f"HTTP {status} without the object's size")
-    info: dict[str, Any] = {"type": "file", "size": size}
-    if headers.get("ETag"):
-        info["ETag"] = headers["ETag"]
+    if not headers.get("ETag"):
+        raise _NotDirect("no ETag: later reads could not ask for the same version")
+    info: dict[str, Any] = {"type": "file", "size": size, "ETag": headers["ETag"]}
     if headers.get("x-amz-version-id"):
         info["VersionId"] = headers["x-amz-version-id"]
     if headers.get("Last-Modified"):

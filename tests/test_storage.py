@@ -162,6 +162,53 @@ def test_a_presigned_read_never_mixes_two_versions_and_falls_back_to_the_sdk(s3:
         assert fh.read() == b"b" * 300_000
 
 
+def test_an_address_that_stops_working_part_way_hands_on_to_the_sdk(s3: dict) -> None:
+    """A signature made with a session token stops working when the token expires, which can
+    be part-way through a video: the SDK reads on from there, if the object is the version
+    read so far (moto does not expire signatures: the store's refusal is simulated)."""
+    from tdvideo.storage import _NotDirect, addressed, location, open_read
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise _NotDirect("HTTP 403")
+
+    fs = s3["fs"]
+    data = bytes(range(256)) * 1200
+    fs.pipe("bkt/expiring/v.bin", data)
+    url = addressed(location("s3://bkt/expiring/v.bin", {}))
+    with open_read(url, block_size=100_000) as fh:
+        assert fh.read(1000) == data[:1000]
+        fh.raw._get = refused  # type: ignore[attr-defined]
+        fh.seek(150_000)
+        assert fh.read() == data[150_000:]
+    with open_read(url, block_size=100_000) as fh:
+        assert fh.read(1000) == data[:1000]
+        fs.pipe("bkt/expiring/v.bin", data[::-1])
+        fh.raw._get = refused  # type: ignore[attr-defined]
+        fh.seek(150_000)
+        with pytest.raises(OSError, match=r"^s3://bkt/expiring/v.bin: reading at byte 150000 the object changed while it was read$"):
+            fh.read()
+
+
+def test_a_member_of_a_shard_read_by_address_is_read_from_its_own_offset(clips: dict[str, Clip], tmp_path: Path) -> None:
+    from tdvideo.storage import TarMember, Url, open_read
+
+    root = tmp_path / "served"
+    root.mkdir()
+    payload = os.urandom(300_000)
+    (root / "shard.tar").write_bytes(os.urandom(200_000) + payload)
+    port, log = _free_port(), tmp_path / "requests.log"
+    server = subprocess.Popen([sys.executable, "-m", "tests.rangeserver", str(root), str(port), str(log)], cwd=ROOT)
+    try:
+        _wait_for(port, server)
+        shard = Url("s3", "bkt/shard.tar", direct=f"http://127.0.0.1:{port}/shard.tar")
+        with open_read(TarMember(shard, "0001.mp4", 200_000, 300_000), block_size=1_000_000) as fh:
+            assert fh.read() == payload
+    finally:
+        server.kill()
+        server.wait()
+    assert [line.split()[-1] for line in log.read_text().splitlines()] == ["bytes=200000-1199999"]  # one GET, from the member on
+
+
 def test_a_presigned_read_tries_a_passing_5xx_again_and_names_the_object_when_it_gives_up(clips: dict[str, Clip], tmp_path: Path) -> None:
     from tdvideo.storage import Url, open_read
 
