@@ -271,7 +271,15 @@ def stat_url(url: Url) -> dict[str, Any]:
             log.debug("%s: its address does not work (%s); asking the SDK", url, why)
     fs, path = filesystem(url)
     fs.invalidate_cache(path)  # what another process wrote since: no listing cached from before
-    return fs.info(path)
+    try:
+        return fs.info(path)
+    except FileNotFoundError as exc:
+        # fsspec's HTTP store says "not found" for a server that does not answer too; only an
+        # answer (an HTTP status) says the file is not there.
+        cause = exc.__cause__
+        if url.scheme in ("http", "https") and cause is not None and getattr(cause, "status", None) is None:
+            raise ConnectionError(reason(cause)) from None
+        raise
 
 
 def walk_url(url: Url) -> Iterator[tuple[Url, dict[str, Any]]]:

@@ -160,11 +160,12 @@ class SourceIdentity:
 
     def unchanged(self) -> bool:
         """True when the file is still there with the same size and modification time (an
-        object: the same size, time and ETag)."""
+        object: the same size, time and ETag). For an object, raises ``OSError`` when its
+        store cannot be asked (unreachable, refusing): not the same as "changed"."""
         if self.url is not None:
             try:
                 return self.same_file(SourceIdentity.of(self.url).to_dict())
-            except OSError:
+            except FileNotFoundError:
                 return False
         try:
             stat = os.stat(self.path)

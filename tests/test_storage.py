@@ -250,6 +250,7 @@ def test_what_keeps_a_store_from_being_read_is_one_line_before_any_work(s3: dict
     cases = [
         (["s3://no-such-bucket/videos/"], "s3://no-such-bucket/videos: no such object, prefix or bucket"),
         (["s3://bkt/videos/", "--storage-option", "endpoint_url=http://127.0.0.1:9", "--storage-timeout", "2"], "s3://bkt/videos: cannot be reached"),
+        (["http://127.0.0.1:9/v.mp4", "--storage-timeout", "2"], "http://127.0.0.1:9/v.mp4: cannot be reached ("),  # not "no such object"
         (["gs://some-bucket/videos/"], "gs:// URLs need their store's package: pip install 'tdvideo[gcs]'"),
         (["az://container/videos/"], "az:// URLs need their store's package: pip install 'tdvideo[azure]'"),
     ]
@@ -322,6 +323,7 @@ def test_a_server_that_goes_away_mid_run_fails_those_videos_and_a_rerun_complete
     failed = [line for line in stderr.splitlines() if line.startswith("failed: ")]
     assert proc.returncode == 1 and failed, stderr
     assert all(line.startswith(f"failed: {http['url']}/v") for line in failed), failed
+    assert not any("changed, moved or deleted" in line for line in failed), failed  # the store went away, nothing changed
     assert "Traceback" not in stderr
     http["proc"].wait()
     http["proc"] = http["start"]()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedVideoError, VideoError
+from ..storage import reason
 from ..video._reader import RawChunk
 from ..writers import Features, SourceIdentity
 from ._batcher import Batch
@@ -129,7 +130,12 @@ class Collector:
         video = self._videos.pop(index)
         assert video.last is not None
         source = video.source
-        if source is None or not source.unchanged():
+        try:
+            unchanged = source is not None and source.unchanged()
+        except OSError as exc:  # its store did not answer: the features may be right, but cannot be vouched for
+            why = reason(exc).removeprefix(f"{self.paths[index]}: ")
+            return VideoError(self.paths[index], f"could not be checked for changes once read ({why}); rerun to extract it again")
+        if not unchanged:
             return VideoError(self.paths[index], "changed, moved or deleted while it was being read; rerun to extract it again")
         try:
             times = np.concatenate(video.times)
