@@ -133,6 +133,11 @@ def test_three_nodes_share_the_work_and_agree_with_the_local_engine(cluster: Any
     # Decoding tasks spread over the nodes; the caller's Ray is left up.
     decoded_on = {(src / f"v{i}.mp4.node").read_text() for i in range(6)}
     assert len(decoded_on) >= 2 and ray.is_initialized()
+    # The model ran on every node, an actor each: the GCS's table keeps the ended ones (no
+    # dashboard here for ray.util.state; Ray's own tests read this table).
+    actors = ray._private.state.actors().values()
+    model_nodes = [a["Address"]["NodeID"] for a in actors if "_Model" in a["ActorClassName"]]
+    assert sorted(model_nodes) == sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]), list(actors)
 
     local = list(tdvideo.Extractor(model="thumbnail").run([src], out=tmp_path / "local", progress=False))
     assert sorted(r.status for r in local) == ["done"] * 6
