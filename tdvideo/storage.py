@@ -166,12 +166,12 @@ class TarMember:
         return PurePosixPath(self.name).suffix
 
 
-class _Slice(io.RawIOBase):
-    """Bytes ``offset`` to ``offset + size`` of an open file, as a file of their own."""
+class _Reader(io.RawIOBase):
+    """A readable, seekable raw file of ``size`` bytes that keeps its own position; a
+    subclass reads from ``_position`` in ``readinto``."""
 
-    def __init__(self, fh: BinaryIO, offset: int, size: int) -> None:
-        super().__init__()
-        self._fh, self._offset, self._size, self._position = fh, offset, size, 0
+    size: int
+    _position: int = 0
 
     def readable(self) -> bool:
         return True
@@ -180,16 +180,24 @@ class _Slice(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
         self._position = max(0, base + offset)
         return self._position
 
     def tell(self) -> int:
         return self._position
 
+
+class _Slice(_Reader):
+    """Bytes ``offset`` to ``offset + size`` of an open file, as a file of their own."""
+
+    def __init__(self, fh: BinaryIO, offset: int, size: int) -> None:
+        super().__init__()
+        self._fh, self._offset, self.size = fh, offset, size
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        want = max(0, min(len(view), self._size - self._position))
+        want = max(0, min(len(view), self.size - self._position))
         if want == 0:
             return 0
         self._fh.seek(self._offset + self._position)
@@ -294,7 +302,7 @@ def walk_url(url: Url) -> Iterator[tuple[Url, dict[str, Any]]]:
         yield url / name[len(base) :], found[name]
 
 
-class _RetryingReader(io.RawIOBase):
+class _RetryingReader(_Reader):
     """A store's file for reading, tried again after a broken read: a connection that was
     reset, or a store's 5xx, is retried :data:`READ_TRIES` times with a growing pause,
     reopening at the same offset; then the error is raised, naming the URL. ``info`` is
@@ -316,17 +324,8 @@ class _RetryingReader(io.RawIOBase):
         # request; memory stays a block or two whatever the object's size.
         return self._fs.open(self._path, "rb", block_size=self._block_size, cache_type="readahead")
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._position = self._fh.seek(offset, whence)
-        return self._position
-
-    def tell(self) -> int:
         return self._position
 
     def readinto(self, buffer: Any) -> int:
@@ -437,7 +436,7 @@ def _timeout(url: Url) -> float:
     return float(url.options.get(TIMEOUT_OPTION, DEFAULT_TIMEOUT))
 
 
-class _DirectReader(io.RawIOBase):
+class _DirectReader(_Reader):
     """An object read by its direct address, ``block_size`` bytes a ranged GET on one kept-alive
     connection (memory: one block, whatever the object's size), the first at byte ``at``.
 
@@ -564,20 +563,6 @@ class _DirectReader(io.RawIOBase):
             sdk.close()
             raise OSError(f"{self.url}: reading at byte {self._position} the object changed while it was read")
         self._sdk = sdk
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
