@@ -17,7 +17,7 @@ import torch
 import tdvideo
 from tdvideo.errors import DecoderCrashError
 from tdvideo.extract import _loader
-from tdvideo.extract._loader import DecodePool, prefetch
+from tdvideo.extract._loader import DecodePool, StandbyWorkers, prefetch
 from tdvideo.video import ReadOptions, read_chunks
 
 from .conftest import Clip, frame_indices, heavy_imports_after
@@ -99,6 +99,30 @@ def test_closing_early_kills_the_workers(videos: list[Path]) -> None:
     chunks.close()
     assert time.monotonic() - started < 10
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_workers_launched_ahead_are_taken_first_and_the_rest_stopped(videos: list[Path]) -> None:
+    before = set(_children())
+    standby = StandbyWorkers(3)
+    launched = [pid for pid in _children() if pid not in before]
+    assert len(launched) == 3
+    pool = DecodePool([videos[0], videos[2]], ReadOptions(chunk_frames=50, size=(32, 48)), workers=2, standby=standby)
+    pool.start()
+    used = {w.process._popen.pid for w in pool._pool.values()}  # type: ignore[union-attr]
+    assert len(used) == 2 and used <= set(launched)  # no new interpreter while launched ones wait
+    assert not [pid for pid in launched if pid not in used and _alive(pid)]  # the third: stopped at once
+    got = _run(pool)
+    assert got == {0: list(range(200)), 1: list(range(200))}
+    assert not [pid for pid in launched if _alive(pid)]
+
+
+def test_workers_launched_ahead_and_never_used_are_stopped() -> None:
+    before = set(_children())
+    with StandbyWorkers(2):
+        launched = [pid for pid in _children() if pid not in before]
+        assert len(launched) == 2
+    assert not [pid for pid in launched if _alive(pid)]
+    StandbyWorkers(0).close()
 
 
 def _children() -> list[int]:

@@ -106,6 +106,49 @@ def test_a_bucket_prefix_gives_the_outputs_of_the_same_files_on_disk(s3: dict, t
     s3["fs"].put(str(s3["local"] / "c.avi"), "bkt/videos/c.avi")
 
 
+def _decoders() -> list[int]:
+    """This process's decoding worker processes that are alive."""
+    me, found = str(os.getpid()), []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().split(") ")[1].split()
+            if entry.name.isdigit() and stat[1] == me and stat[0] != "Z" and b"worker_entry" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_decoding_processes_start_while_a_store_is_listed(s3: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing a bucket imports its SDK and waits on the network: the decoding processes are
+    launched before it and import meanwhile, as many as the run can use; none are left after
+    a run, nor after one that stops at planning."""
+    from tdvideo.errors import UsageError
+    from tdvideo.extract import _extractor
+
+    during: list[int] = []
+    plan_run = _extractor.plan_run
+    monkeypatch.setattr(_extractor, "plan_run", lambda *a, **k: during.append(len(_decoders())) or plan_run(*a, **k))
+    extractor = tdvideo.Extractor()
+    most = min(extractor._worker_cap(), 8)
+    cases = [
+        ("s3://bkt/videos/", {}, most),  # a prefix: as many as the cores allow
+        ("s3://bkt/videos/a.mp4", {}, 1),  # one video named
+        (str(s3["local"]), {}, 0),  # local inputs are planned at once
+        ("s3://bkt/videos/", {"workers": 0}, 0),
+    ]
+    for source, settings, launched in cases:
+        during.clear()
+        results = list(tdvideo.Extractor(**settings).run([source], out=tmp_path / "out", overwrite=True, progress=False))
+        assert results and all(r.status == "done" for r in results), source
+        assert during == [launched], (source, settings)
+        assert _decoders() == [], source
+    during.clear()
+    with pytest.raises(UsageError, match="no-such-bucket"):
+        list(extractor.run(["s3://no-such-bucket/videos/"], out=tmp_path / "out2", progress=False))
+    assert during == [most] and _decoders() == []
+
+
 _READ_IN_A_WORKER = """
 import pickle, sys
 from tdvideo.storage import open_read

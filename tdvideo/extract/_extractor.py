@@ -59,8 +59,8 @@ from ..writers import (
 from ._batcher import Batch, Failure, Restart, batches
 from ._claims import ClaimQueue, open_claims
 from ._collect import Collector, take_rows
-from ._inputs import Job, RunPlan, Shard, output_folder, plan_run, prepare_output
-from ._loader import Chunk, Decode, DecodePool, Prefetch, decode_in_process, sweep_frame_folders
+from ._inputs import VIDEO_EXTENSIONS, Job, RunPlan, Shard, output_folder, plan_run, prepare_output
+from ._loader import Chunk, Decode, DecodePool, Prefetch, StandbyWorkers, decode_in_process, sweep_frame_folders
 from ._records import FailuresLog, write_plan
 from ._report import DryRun, Recorder, RunSummary, VideoResult, reason_of
 
@@ -220,53 +220,56 @@ class Extractor:
         ``failures.rank{N}.jsonl``; ``None`` takes every video.
         """
         inputs = list(inputs)
-        settings, plan = self._plan(inputs, shard, run_settings)
-        prepare_output(plan.out)
-        if not settings.overwrite:
-            self._refuse_changed_settings(plan.jobs, plan.out, settings)
-        # Records only grow: this run's plan joins the others', its failures are appended.
-        failures = FailuresLog(plan.failures_log, out=plan.out)
-        failures.check()
-        write_plan(
-            plan.out, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job],
-            inputs=[str(i) for i in inputs], unreadable=[(u.path, u.reason) for u in plan.unreadable],
-        )
-        total = len(plan.jobs) + len(plan.unreadable)
-        outputs = {job.path: job.base for job in plan.jobs}
-        with Recorder(summary or RunSummary(), failures, total=total, progress=progress, outputs=outputs) as record:
-            for problem in plan.unreadable:
-                yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
-            # Leftovers of interrupted commits are swept as each video is taken: only those
-            # whose writer is gone (another process may be committing).
-            temporaries = Temporaries()
-            if settings.balance == "claim":
-                yield from map(record, self._claimed(plan.jobs, plan.out, settings, temporaries, progress=record.frames))
-                return
-            todo: list[Job] = []
-            for job in plan.jobs:
-                skipped = self._skip(job, settings, temporaries)
-                if skipped is not None:
-                    yield record(skipped)
+        with self._standby(inputs, run_settings) as standby:
+            settings, plan = self._plan(inputs, shard, run_settings)
+            prepare_output(plan.out)
+            if not settings.overwrite:
+                self._refuse_changed_settings(plan.jobs, plan.out, settings)
+            # Records only grow: this run's plan joins the others', its failures are appended.
+            failures = FailuresLog(plan.failures_log, out=plan.out)
+            failures.check()
+            write_plan(
+                plan.out, fmt=settings.format, jobs=[(j.path, j.base) for j in plan.every_job],
+                inputs=[str(i) for i in inputs], unreadable=[(u.path, u.reason) for u in plan.unreadable],
+            )
+            total = len(plan.jobs) + len(plan.unreadable)
+            outputs = {job.path: job.base for job in plan.jobs}
+            with Recorder(summary or RunSummary(), failures, total=total, progress=progress, outputs=outputs) as record:
+                for problem in plan.unreadable:
+                    yield record(VideoResult(problem.path, None, "failed", error_type="UnreadableInput", error=problem.reason))
+                # Leftovers of interrupted commits are swept as each video is taken: only those
+                # whose writer is gone (another process may be committing).
+                temporaries = Temporaries()
+                if settings.balance == "claim":
+                    yield from map(record, self._claimed(plan.jobs, plan.out, settings, temporaries, progress=record.frames, standby=standby))
+                    return
+                todo: list[Job] = []
+                for job in plan.jobs:
+                    skipped = self._skip(job, settings, temporaries)
+                    if skipped is not None:
+                        yield record(skipped)
+                    else:
+                        todo.append(job)
+                log.info("%d video(s): %d to extract, %d finished earlier; model %s", total, len(todo), record.summary.skipped, self.backbone.name)
+                record.estimate_frames([job.path for job in todo], self._expected_frames)
+                if settings.engine == "ray":
+                    from ._ray import ray_features
+
+                    features = ray_features(self, [job.path for job in todo], address=settings.ray_address, progress=record.frames)
                 else:
-                    todo.append(job)
-            log.info("%d video(s): %d to extract, %d finished earlier; model %s", total, len(todo), record.summary.skipped, self.backbone.name)
-            record.estimate_frames([job.path for job in todo], self._expected_frames)
-            if settings.engine == "ray":
-                from ._ray import ray_features
+                    features = self._features([job.path for job in todo], progress=record.frames, standby=standby)
+                for index, result in features:
+                    yield record(self._commit(todo[index], result, settings))
 
-                features = ray_features(self, [job.path for job in todo], address=settings.ray_address, progress=record.frames)
-            else:
-                features = self._features([job.path for job in todo], progress=record.frames)
-            for index, result in features:
-                yield record(self._commit(todo[index], result, settings))
-
-    def _claimed(self, jobs: list[Job], out: Path, settings: Settings, temporaries: Temporaries, *, progress: Any) -> Iterator[VideoResult]:
+    def _claimed(
+        self, jobs: list[Job], out: Path, settings: Settings, temporaries: Temporaries, *, progress: Any, standby: StandbyWorkers
+    ) -> Iterator[VideoResult]:
         """Claim mode: each video is claimed as a decoder frees up, and its claim released
         when it is committed; then the videos other processes hold are waited for."""
         claims = open_claims(out, timeout=settings.claim_timeout)
         queue = ClaimQueue(jobs, out, claims, finished=lambda job: self._finished(job, settings), sweep=lambda job: temporaries.remove(job.base))
         try:
-            for index, result in self._features(jobs, progress=progress, claims=queue):
+            for index, result in self._features(jobs, progress=progress, claims=queue, standby=standby):
                 job = queue.claimed[index]
                 outcome = self._commit(job, result, settings)
                 queue.done_with(job, failed=outcome.status == "failed")
@@ -384,12 +387,18 @@ class Extractor:
         return Features(array=take_rows(features.array, rows), timestamps=grid, metadata=metadata)
 
     def _features(
-        self, paths: Sequence[Path] | Sequence[Job], progress: Any = None, *, workers: int | None = None, claims: ClaimQueue | None = None
+        self,
+        paths: Sequence[Path] | Sequence[Job],
+        progress: Any = None,
+        *,
+        workers: int | None = None,
+        claims: ClaimQueue | None = None,
+        standby: StandbyWorkers | None = None,
     ) -> Iterator[tuple[int, Features | BaseException]]:
         """Each video's features (or the error that failed it), in the order they finish;
-        decoded in ``workers`` processes (None: :meth:`_worker_count`'s choice). With
-        ``claims``, ``paths`` are the candidate jobs and the videos are claimed as they are
-        started; an index is then a place in ``claims.claimed``."""
+        decoded in ``workers`` processes (None: :meth:`_worker_count`'s choice), the
+        ``standby`` ones first. With ``claims``, ``paths`` are the candidate jobs and the
+        videos are claimed as they are started; an index is then a place in ``claims.claimed``."""
         if not paths:
             return
         candidates = [p.path if isinstance(p, Job) else p for p in paths]
@@ -399,7 +408,7 @@ class Extractor:
         videos: Sequence[Path] | Iterator[Path | None] = iter(claims) if claims is not None else candidates
         where = f"in {workers} worker processes" if workers else "in this process"
         log.info("decoding %s%d video(s) %s", "up to " if claims is not None else "", len(candidates), where)
-        chunks, stop = self._chunks(videos, workers)
+        chunks, stop = self._chunks(videos, workers, standby)
         stream = batches(chunks, batch_size=self.settings.batch_size, max_bytes=BATCH_BYTES)
         # Decoding and batching start now, in a thread (and worker processes) ...
         ahead = Prefetch(stream, depth=_AHEAD, max_bytes=_AHEAD_BYTES, weight=_batch_bytes, on_stop=stop)
@@ -565,7 +574,7 @@ class Extractor:
             )
         return self._runner
 
-    def _chunks(self, paths: Sequence[Path] | Iterator[Path | None], workers: int) -> tuple[Iterator[Chunk], Any]:
+    def _chunks(self, paths: Sequence[Path] | Iterator[Path | None], workers: int, standby: StandbyWorkers | None) -> tuple[Iterator[Chunk], Any]:
         """The decoded chunks of ``paths`` (to be consumed in one thread), and how to stop them
         early. ``paths`` may give None: no video for now (claim mode), ask again."""
         if workers == 0:
@@ -576,17 +585,39 @@ class Extractor:
         threads = self.settings.threads or max(1, available_cpus() // workers)
         options = replace(self.read_options, threads=threads)
         # A worker reads a store's objects by presigned addresses: no SDK to import and set up.
-        pool = DecodePool(map(addressed, paths), options, workers=workers, decode=self._decode, identify=SourceIdentity.of)
+        pool = DecodePool(map(addressed, paths), options, workers=workers, decode=self._decode, identify=SourceIdentity.of, standby=standby)
         pool.start()  # the workers decode while this process imports torch
         return pool.chunks(), pool.stop
 
+    def _standby(self, inputs: Sequence[str | Path], run_settings: dict[str, Any]) -> StandbyWorkers:
+        """Decoding processes launched before planning, when an input is in a store: listing
+        it waits on the network and imports the store's SDK (tenths of a second), time in
+        which they import PyAV on the other cores. As many as :meth:`_worker_count` can
+        choose for these inputs: a URL that names a video counts one, any other (a prefix,
+        shards) and any folder as many as the cores allow. None for local inputs alone, whose
+        planning is short, nor for the Ray engine or ``workers=0``."""
+        settings = self._for_run(run_settings)
+        if settings.engine != "local" or settings.workers == 0 or not any(is_url(i) for i in inputs):
+            return StandbyWorkers(0)
+        most = min(settings.workers, self._worker_cap()) if settings.workers is not None else min(self._worker_cap(), 8)
+        extensions = {f".{e.lower().lstrip('.')}" for e in settings.ext or VIDEO_EXTENSIONS}
+        count = 0
+        for value in inputs:
+            count += 1 if location(value).suffix.lower() in extensions else most
+            if count >= most:
+                break
+        return StandbyWorkers(min(count, most))
+
+    def _worker_cap(self) -> int:
+        cpus, memory = available_cpus(), available_memory()
+        return min(cpus, max(1, memory // WORKER_BYTES) if memory is not None else cpus)
+
     def _worker_count(self, paths: Sequence[Path | Url]) -> int:
-        cpus = available_cpus()
-        memory = available_memory()
-        cap = min(cpus, max(1, memory // WORKER_BYTES) if memory is not None else cpus)
+        cap = self._worker_cap()
         requested = self.settings.workers
         if requested is not None:
             if requested > cap:
+                cpus, memory = available_cpus(), available_memory()
                 memory_text = f", {memory / 2**30:.1f} GiB of memory available" if memory is not None else ""
                 warnings.warn(f"workers {requested} capped at {cap} ({cpus} CPU cores{memory_text})")
             return min(requested, cap, len(paths))

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -48,8 +48,8 @@ from ..errors import DecoderCrashError, VideoError, show_path
 from ..video._reader import RawChunk, ReadOptions, read_chunks
 
 __all__ = [
-    "FLUSH", "Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "decode_chunks", "decode_in_process", "prefetch",
-    "remove_own_frame_folders", "sweep_frame_folders",
+    "FLUSH", "Chunk", "Decode", "DecodePool", "Identify", "Prefetch", "StandbyWorkers", "decode_chunks", "decode_in_process",
+    "prefetch", "remove_own_frame_folders", "sweep_frame_folders",
 ]
 
 log = logging.getLogger(__package__)  # the public package: its modules are private
@@ -443,13 +443,13 @@ class _Process:
     ``multiprocessing``'s sentinels do; ``exitcode`` is negative for a signal.
     """
 
-    def __init__(self, conn: Connection, setup: tuple[Any, ...]) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self._setup = setup
         self._popen: subprocess.Popen[bytes] | None = None
         self.sentinel = -1
 
-    def start(self, child: Connection) -> None:
+    def launch(self, child: Connection) -> None:
+        """Start the interpreter: it imports the decoding modules, then waits for :meth:`configure`."""
         sentinel, keep_open = os.pipe()
         try:
             with _stops_held():
@@ -459,11 +459,6 @@ class _Process:
                     stdin=subprocess.DEVNULL,  # the parent may be reading a list of inputs from stdin
                 )
                 self.sentinel = sentinel
-                try:
-                    self.conn.send(list(sys.path))
-                    self.conn.send(self._setup)
-                except OSError:
-                    pass  # it died at once: its sentinel tells
         except BaseException:
             if self.sentinel < 0:
                 os.close(sentinel)
@@ -471,6 +466,15 @@ class _Process:
         finally:
             os.close(keep_open)
             child.close()
+
+    def configure(self, setup: tuple[Any, ...]) -> None:
+        """Hand the launched worker its import path and :func:`_worker_main`'s arguments."""
+        with _stops_held():
+            try:
+                self.conn.send(list(sys.path))
+                self.conn.send(setup)
+            except OSError:
+                pass  # it has died: its sentinel tells
 
     @property
     def exitcode(self) -> int | None:
@@ -497,6 +501,48 @@ class _Process:
             self.sentinel = -1
 
 
+def _launch() -> _Process:
+    ours, theirs = multiprocessing.Pipe()
+    process = _Process(ours)
+    process.launch(theirs)
+    return process
+
+
+class StandbyWorkers:
+    """Decoding processes launched before their pool: they import PyAV and NumPy while the
+    caller is still planning (listing a bucket waits on the network and the store's SDK),
+    then wait. A :class:`DecodePool` given them takes what it needs as it starts and stops
+    the rest; :meth:`close` (or leaving the ``with`` block) stops any not taken."""
+
+    def __init__(self, count: int) -> None:
+        self._waiting: list[_Process] = []
+        try:
+            for _ in range(count):
+                self._waiting.append(_launch())
+        except BaseException:
+            self.close()
+            raise
+
+    def take(self) -> _Process | None:
+        """A launched process, or None when none is left."""
+        return self._waiting.pop() if self._waiting else None
+
+    def close(self) -> None:
+        """Stop the processes not taken."""
+        while self._waiting:
+            process = self._waiting.pop()
+            process.conn.close()  # it is waiting for its setup: end of file, and it returns
+            process.kill()
+            process.join()
+            process.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @dataclass
 class _Worker:
     process: _Process
@@ -514,7 +560,8 @@ class DecodePool:
 
     ``options`` are :func:`~tdvideo.video.read_chunks`'s; ``decode`` replaces
     :func:`~tdvideo.video.read_chunks`, and ``identify`` is :func:`decode_chunks`'s
-    (both cross to the workers by reference: module-level functions).
+    (both cross to the workers by reference: module-level functions). ``standby``:
+    processes launched earlier, taken first.
 
     Call :meth:`start` from the main thread, then iterate :meth:`chunks` anywhere (a
     prefetch thread): started from the main thread, workers ignore Ctrl-C from their
@@ -529,6 +576,7 @@ class DecodePool:
         workers: int,
         decode: Decode = read_chunks,
         identify: Identify | None = None,
+        standby: StandbyWorkers | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -538,6 +586,7 @@ class DecodePool:
         self.workers = workers
         self.decode = decode
         self.identify = identify
+        self._launched = standby
         self._stop = threading.Event()
         self._frames_dir: Path | None = None
         self._pool: dict[int, _Worker] = {}  # by process sentinel
@@ -560,12 +609,16 @@ class DecodePool:
         sweep_frame_folders(root)
         self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{owner_tag()}-", dir=root))
         self._fill()
+        if self._launched is not None:
+            self._launched.close()  # more than this pool wanted; a worker started later is launched then
+            self._launched = None
 
     def _spawn(self) -> _Worker:
-        ours, theirs = multiprocessing.Pipe()
-        process = _Process(ours, (self.options, self.decode, self.identify, str(self._frames_dir), log.getEffectiveLevel()))
-        process.start(theirs)
-        worker = _Worker(process, ours)
+        process = self._launched.take() if self._launched is not None else None
+        if process is None:
+            process = _launch()
+        process.configure((self.options, self.decode, self.identify, str(self._frames_dir), log.getEffectiveLevel()))
+        worker = _Worker(process, process.conn)
         self._pool[process.sentinel] = worker
         return worker
 
