@@ -267,14 +267,15 @@ def filesystem(url: Url) -> tuple[Any, str]:
     return fs, path
 
 
-def stat_url(url: Url) -> dict[str, Any]:
+def stat_url(url: Url, *, ahead: bool = False) -> dict[str, Any]:
     """What the store says of ``url``: its ``type`` ("file" or "directory"), ``size``, and
     what identifies its contents (``ETag``, ``VersionId``, ``LastModified`` as the store
     gives them). Raises what the store raises (``FileNotFoundError``, ``PermissionError``,
-    connection errors)."""
+    connection errors). ``ahead``: the object is read next, in this process; by a direct
+    address its first block is then fetched now, and the reader starts from it."""
     if url.direct:
         try:
-            return _direct_info(url)
+            return _direct_info(url, ahead=ahead)
         except _NotDirect as why:  # the store's SDK says what is wrong, as it would have without the address
             log.debug("%s: its address does not work (%s); asking the SDK", url, why)
     fs, path = filesystem(url)
@@ -399,6 +400,13 @@ def _url_reader(url: Url, *, block_size: int, at: int = 0) -> io.RawIOBase:
 
 SIGNED_SECONDS = 12 * 3600  # how long an address is valid: it is signed as the video is handed out
 
+# The last block this process fetched by a direct address: (address, what the store said of
+# the object, where the block starts, its bytes). A decoding process opens a video three
+# times (its identity, the decoder, the walk over its headers that checks its length), one
+# after the other; where they read the same block it is fetched once: a clip no larger than
+# a block costs one request, not four. Memory: at most the one block.
+_last_block: tuple[str, dict[str, Any], int, bytes] | None = None
+
 
 class _NotDirect(Exception):
     """The direct address gave no usable answer: read through the store's SDK."""
@@ -445,25 +453,49 @@ class _DirectReader(_Reader):
     a 5xx, a 429) is tried again as in :class:`_RetryingReader`. An address that stops working
     part-way (a signature made with a session token that has expired) hands on to the SDK's
     reader, which goes on where it stopped if the object is still the same version. ``info``
-    is what the first answer said of the object."""
+    is what the first answer said of the object.
 
-    def __init__(self, url: Url, *, block_size: int, at: int = 0) -> None:
+    A block is taken from :data:`_last_block` instead of a GET where that is a block of the
+    same address and version (``shared``: not for a fresh look at the object)."""
+
+    def __init__(self, url: Url, *, block_size: int, at: int = 0, shared: bool = True) -> None:
         super().__init__()
         self.url = url
         self._block_size = block_size
+        self._shared = shared
         self._conn: Any = None
         self._etag = ""
         self._sdk: _RetryingReader | None = None
-        status, headers, data = self._get(at, block_size, first=True)
-        try:
-            self.info = _info_of(status, headers)
-        except _NotDirect:
-            self._drop()
-            raise
+        kept = self._kept(at)
+        if kept is not None:
+            self.info, self._block_start, self._block = kept
+        else:
+            status, headers, data = self._get(at, block_size, first=True)
+            try:
+                self.info = _info_of(status, headers)
+            except _NotDirect:
+                self._drop()
+                raise
+            self._block, self._block_start = data, at
+            self._keep()
         self.size = int(self.info["size"])
         self._etag = self.info["ETag"]
-        self._block, self._block_start = data, at
         self._position = 0
+
+    def _kept(self, position: int) -> tuple[dict[str, Any], int, bytes] | None:
+        """The last block fetched in this process, where it holds ``position`` of this object."""
+        if not self._shared or _last_block is None:
+            return None
+        href, info, start, data = _last_block
+        if href != self.url.direct or not start <= position < start + len(data) or self._etag not in ("", info["ETag"]):
+            return None
+        return info, start, data
+
+    def _keep(self) -> None:
+        """Make this reader's block the one kept (none while the next one is fetched)."""
+        global _last_block
+        if self._shared:
+            _last_block = (self.url.direct, self.info, self._block_start, self._block) if self._block else None
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -575,14 +607,20 @@ class _DirectReader(_Reader):
             return count
         at = self._position - self._block_start
         if not 0 <= at < len(self._block):
-            self._block_start = self._position
-            self._block = b""  # the old block goes before the new one comes
-            try:
-                _, _, self._block = self._get(self._position, self._block_size)
-            except _NotDirect as why:
-                self._hand_on(why)
-                return self.readinto(view)
-            at = 0
+            kept = self._kept(self._position)
+            if kept is not None:
+                _, self._block_start, self._block = kept
+            else:
+                self._block_start = self._position
+                self._block = b""  # the old block goes before the new one comes
+                self._keep()
+                try:
+                    _, _, self._block = self._get(self._position, self._block_size)
+                except _NotDirect as why:
+                    self._hand_on(why)
+                    return self.readinto(view)
+                self._keep()
+            at = self._position - self._block_start
         count = min(len(view), len(self._block) - at)
         if count <= 0:
             raise OSError(f"{self.url}: the store sent no bytes at byte {self._position} of {self.size}")
@@ -623,9 +661,10 @@ def _info_of(status: int, headers: Any) -> dict[str, Any]:
     return info
 
 
-def _direct_info(url: Url) -> dict[str, Any]:
-    """What the store says of ``url``, from a GET of its first byte by its direct address."""
-    reader = _DirectReader(url, block_size=1)
+def _direct_info(url: Url, *, ahead: bool) -> dict[str, Any]:
+    """What the store says of ``url``, from a GET by its direct address: of its first block,
+    kept for the reader that comes next (``ahead``), else of its first byte, asked afresh."""
+    reader = _DirectReader(url, block_size=STREAM_BLOCK, shared=True) if ahead else _DirectReader(url, block_size=1, shared=False)
     try:
         return dict(reader.info)
     finally:

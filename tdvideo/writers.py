@@ -128,7 +128,7 @@ class SourceIdentity:
             return cls._of_url(source)
         if isinstance(source, TarMember):
             # A member of a shard: its own size and edges, and the shard's time.
-            shard = cls.of(source.shard)
+            shard = cls._of_url(source.shard) if isinstance(source.shard, Url) else cls.of(source.shard)
             with open_read(source) as fh:
                 return cls(str(source), source.size, shard.mtime_ns, _edges(fh, source.size), source)
         # Not blocking: a FIFO would hold the open until a writer came (the video is then
@@ -142,9 +142,17 @@ class SourceIdentity:
         return cls(str(source.absolute()), info.st_size, info.st_mtime_ns, digest)
 
     @classmethod
-    def _of_url(cls, url: Url) -> SourceIdentity:
+    def before_reading(cls, path: str | Path | Url) -> SourceIdentity:
+        """:meth:`of`, for a video this process decodes next: a store's object read by its
+        direct address is identified from its first block, which the decoder then starts
+        from (one request, not two, and the very version it decodes)."""
+        source = location(path)
+        return cls._of_url(source, ahead=True) if isinstance(source, Url) else cls.of(source)
+
+    @classmethod
+    def _of_url(cls, url: Url, *, ahead: bool = False) -> SourceIdentity:
         try:
-            info = stat_url(url)
+            info = stat_url(url, ahead=ahead)
         except OSError:
             raise
         except Exception as exc:  # noqa: BLE001 - a store's client raises its own types: here all mean "cannot be read"

@@ -186,6 +186,47 @@ def test_decoding_processes_read_objects_by_presigned_addresses_without_the_sdk(
     assert heavy == []
 
 
+_DECODE_IN_A_WORKER = """
+import http.client, pickle, sys
+from tdvideo.video import ReadOptions, read_chunks
+from tdvideo.writers import SourceIdentity
+url = pickle.loads(sys.stdin.buffer.read())
+asked = []
+request = http.client.HTTPConnection.request
+http.client.HTTPConnection.request = lambda self, method, target, *a, **k: asked.append((method, k.get("headers", {}).get("Range"))) or request(self, method, target, *a, **k)
+identity = SourceIdentity.before_reading(url).to_dict()
+frames = sum(len(chunk.frames) for chunk in read_chunks(url, ReadOptions(size=(32, 48))))
+sys.stdout.buffer.write(pickle.dumps((identity, frames, asked)))
+"""
+
+
+def test_a_decoding_process_reads_a_small_object_with_one_request(s3: dict, tmp_path: Path) -> None:
+    """Its identity, the decoder and the walk over its headers that checks its length share
+    the first block: one GET, where there were four. A fresh look (the main process's check
+    before it commits) asks the store again, and sees a rewrite the shared block would hide."""
+    import pickle
+
+    from tdvideo.storage import addressed, location
+    from tdvideo.writers import SourceIdentity
+
+    url = location("s3://bkt/videos/a.mp4", {})
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_IN_A_WORKER], input=pickle.dumps(addressed(url)), capture_output=True, check=False, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    identity, frames, asked = pickle.loads(done.stdout)
+    assert identity == SourceIdentity.of(url).to_dict()
+    assert frames == len(tdvideo.read_video(s3["local"] / "a.mp4", size=(32, 48)).frames) > 0
+    assert asked == [("GET", "bytes=0-16777215")]
+
+    s3["fs"].pipe("bkt/fresh/v.mp4", (s3["local"] / "a.mp4").read_bytes())
+    signed = addressed(location("s3://bkt/fresh/v.mp4", {}))
+    before = SourceIdentity.before_reading(signed)  # this process now keeps the object's block
+    s3["fs"].pipe("bkt/fresh/v.mp4", (s3["local"] / "c.avi").read_bytes())
+    assert before.unchanged() is False
+    assert SourceIdentity.of(signed) != before
+
+
 def test_a_presigned_read_never_mixes_two_versions_and_falls_back_to_the_sdk(s3: dict) -> None:
     from dataclasses import replace
 
@@ -304,6 +345,10 @@ def test_what_keeps_a_store_from_being_read_is_one_line_before_any_work(s3: dict
         assert done.returncode == 2 and len(lines) == 1 and message in lines[0], (args, done.stderr)
         assert time.monotonic() - start < 60, args
         assert not (tmp_path / "out").exists()
+    done = tdvideo_cli("extract", "s3://bkt/videos/a.mp4", "-o", "s3://no-such-bucket/feats/", cwd=tmp_path, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: cannot write to --out s3://no-such-bucket/feats: ") and "write-test" not in lines[0], lines[0]
 
 
 # -- over HTTP ---------------------------------------------------------------------------------

@@ -585,7 +585,9 @@ class Extractor:
         threads = self.settings.threads or max(1, available_cpus() // workers)
         options = replace(self.read_options, threads=threads)
         # A worker reads a store's objects by presigned addresses: no SDK to import and set up.
-        pool = DecodePool(map(addressed, paths), options, workers=workers, decode=self._decode, identify=SourceIdentity.of, standby=standby)
+        pool = DecodePool(
+            map(addressed, paths), options, workers=workers, decode=self._decode, identify=SourceIdentity.before_reading, standby=standby
+        )
         pool.start()  # the workers decode while this process imports torch
         return pool.chunks(), pool.stop
 

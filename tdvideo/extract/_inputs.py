@@ -378,7 +378,8 @@ def prepare_output(out: str | Path | Url) -> Path | Url:
             put_bytes(probe, b"")
             remove_url(probe)
         except (OSError, UsageError) as exc:
-            raise UsageError(f"cannot write to {option('out', str(out))}: {reason(exc)}") from None
+            why = reason(exc).removeprefix(f"{probe}: ")  # the probe's name says nothing to the user
+            raise UsageError(f"cannot write to {option('out', str(out))}: {why}") from None
         return out
     out = Path(out)
     if out.exists() and not out.is_dir():
