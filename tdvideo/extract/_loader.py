@@ -508,6 +508,13 @@ def _launch() -> _Process:
     return process
 
 
+def _stop(process: _Process) -> None:
+    process.conn.close()  # a launched process waits for its setup: end of file, and it returns
+    process.kill()
+    process.join()
+    process.close()
+
+
 class StandbyWorkers:
     """Decoding processes launched before their pool: they import PyAV and NumPy while the
     caller is still planning (listing a bucket waits on the network and the store's SDK),
@@ -524,17 +531,18 @@ class StandbyWorkers:
             raise
 
     def take(self) -> _Process | None:
-        """A launched process, or None when none is left."""
-        return self._waiting.pop() if self._waiting else None
+        """A launched process that is still alive, or None when none is left."""
+        while self._waiting:
+            process = self._waiting.pop()
+            if process.is_alive():
+                return process
+            _stop(process)  # died while it waited (the OOM killer): no video of ours to blame
+        return None
 
     def close(self) -> None:
         """Stop the processes not taken."""
         while self._waiting:
-            process = self._waiting.pop()
-            process.conn.close()  # it is waiting for its setup: end of file, and it returns
-            process.kill()
-            process.join()
-            process.close()
+            _stop(self._waiting.pop())
 
     def __enter__(self) -> Self:
         return self
