@@ -23,6 +23,7 @@ import re
 import signal
 import stat
 import sys
+import threading
 import warnings
 from collections.abc import Generator
 from pathlib import Path
@@ -621,9 +622,26 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_again(unraisable: Any) -> None:
+    """A stop that Python dropped is delivered again.
+
+    A signal handler's ``KeyboardInterrupt`` raised while a finalizer runs (a ``__del__``,
+    a weakref callback: the garbage collector runs them between any two instructions, and
+    importing torch makes many) is printed as "Exception ignored" and dropped, and the run
+    went on to the end. The signal is sent again a moment later from a thread, so that its
+    handler runs once this hook has returned, in the code the finalizer interrupted."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        again = threading.Timer(0.05, os.kill, args=(os.getpid(), _stop_signal))
+        again.daemon = True
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> NoReturn:
     """Console-script entry point: process-wide settings belong here, not in the library."""
     signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _stop_again
     fix_malloc_mmap_threshold()
     try:
         app()
