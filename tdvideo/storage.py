@@ -337,7 +337,9 @@ class _RetryingReader(_Reader):
                 break
             except Exception as exc:  # noqa: BLE001 - a store's client raises its own types (aiohttp's for a 5xx)
                 if attempt + 1 == READ_TRIES or isinstance(exc, (FileNotFoundError, PermissionError)):
-                    raise OSError(f"{self.url}: reading at byte {self._position} failed ({reason(exc)})") from None
+                    # Gone or refused since it was opened: the type says which, for callers that wait on it.
+                    kind = next((k for k in (FileNotFoundError, PermissionError) if isinstance(exc, k)), OSError)
+                    raise kind(f"{self.url}: reading at byte {self._position} failed ({reason(exc)})") from None
                 log.debug("%s: read at %d failed (%s); trying again", self.url, self._position, reason(exc))
                 time.sleep(_BACKOFF_SECONDS * 2**attempt)
                 self._fh = self._open()

@@ -498,6 +498,35 @@ def test_claim_mode_in_a_bucket(s3: dict, tmp_path: Path) -> None:
     assert fs.glob("bkt/cfeats/.tdvideo/claims/*.claim") == []
 
 
+def test_a_claim_released_while_it_is_read_is_taken_not_a_crash(s3: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two processes in claim mode: one read another's claim just as that one released it;
+    # the read failed "The specified key does not exist" as a bare OSError, and the run stopped.
+    from tdvideo.extract._claims import open_claims
+    from tdvideo.storage import Url, open_read
+
+    fs = s3["fs"]
+    fs.pipe("bkt/race/gone.bin", b"x" * 1000)
+    fh = open_read(Url.parse("s3://bkt/race/gone.bin"))  # opened (the store said what it is) ...
+    fs.rm("bkt/race/gone.bin")  # ... and removed before its first read
+    with pytest.raises(FileNotFoundError, match=r"^s3://bkt/race/gone.bin: reading at byte 0 failed"):
+        fh.read()
+    fh.close()
+
+    claims = open_claims(Url.parse("s3://bkt/race/out"), timeout=600)
+    claim = Url.parse("s3://bkt/race/out/.tdvideo/claims/v.claim")
+    assert claims.take(claim)  # this process holds it
+    other = open_claims(Url.parse("s3://bkt/race/out"), timeout=600)
+
+    def released_meanwhile(path: object) -> bool:
+        claims.release(claim)
+        raise FileNotFoundError(f"{path}: reading at byte 0 failed (The specified key does not exist.)")
+
+    monkeypatch.setattr(other, "_holder_gone", released_meanwhile)
+    assert other.take(claim)  # taken once released, instead of the run stopping on the error
+    claims.close()
+    other.close()
+
+
 def test_claims_need_a_store_that_creates_only_when_absent() -> None:
     from tdvideo.errors import UsageError
     from tdvideo.extract._claims import open_claims

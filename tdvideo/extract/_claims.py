@@ -251,7 +251,10 @@ class StoreClaims(Claims):
         seen = str(info.get("ETag", "")).strip('"')
         modified = info.get("LastModified")
         age = time.time() - modified.timestamp() if hasattr(modified, "timestamp") else 0.0
-        gone = self._holder_gone(claim)
+        try:
+            gone = self._holder_gone(claim)
+        except FileNotFoundError:
+            return self._create(claim)  # released between the look and the read
         if not gone and age <= self.timeout:
             return False
         etag = self._put(claim, IfMatch=seen)  # type: ignore[arg-type]
