@@ -666,7 +666,7 @@ def _info_of(status: int, headers: Any) -> dict[str, Any]:
 def _direct_info(url: Url, *, ahead: bool) -> dict[str, Any]:
     """What the store says of ``url``, from a GET by its direct address: of its first block,
     kept for the reader that comes next (``ahead``), else of its first byte, asked afresh."""
-    reader = _DirectReader(url, block_size=STREAM_BLOCK, shared=True) if ahead else _DirectReader(url, block_size=1, shared=False)
+    reader = _DirectReader(url, block_size=STREAM_BLOCK) if ahead else _DirectReader(url, block_size=1, shared=False)
     try:
         return dict(reader.info)
     finally:

@@ -128,7 +128,7 @@ class SourceIdentity:
             return cls._of_url(source)
         if isinstance(source, TarMember):
             # A member of a shard: its own size and edges, and the shard's time.
-            shard = cls._of_url(source.shard) if isinstance(source.shard, Url) else cls.of(source.shard)
+            shard = cls.of(source.shard)
             with open_read(source) as fh:
                 return cls(str(source), source.size, shard.mtime_ns, _edges(fh, source.size), source)
         # Not blocking: a FIFO would hold the open until a writer came (the video is then

@@ -594,7 +594,7 @@ class DecodePool:
         self.workers = workers
         self.decode = decode
         self.identify = identify
-        self._launched = standby
+        self._standby = standby
         self._stop = threading.Event()
         self._frames_dir: Path | None = None
         self._pool: dict[int, _Worker] = {}  # by process sentinel
@@ -617,12 +617,12 @@ class DecodePool:
         sweep_frame_folders(root)
         self._frames_dir = Path(tempfile.mkdtemp(prefix=f"{_FRAMES_PREFIX}{owner_tag()}-", dir=root))
         self._fill()
-        if self._launched is not None:
-            self._launched.close()  # more than this pool wanted; a worker started later is launched then
-            self._launched = None
+        if self._standby is not None:
+            self._standby.close()  # more than this pool wanted; a worker started later is launched then
+            self._standby = None
 
     def _spawn(self) -> _Worker:
-        process = self._launched.take() if self._launched is not None else None
+        process = self._standby.take() if self._standby is not None else None
         if process is None:
             process = _launch()
         process.configure((self.options, self.decode, self.identify, str(self._frames_dir), log.getEffectiveLevel()))
