@@ -291,7 +291,7 @@ class Settings:
         flag=("--storage-option",), unset="what the store's SDK reads (AWS_* variables, config files, roles)",
     )
     storage_timeout: float = _setting(
-        60.0, "Seconds a store may take to connect or to answer a read before the read fails (and is tried again).",
+        60.0, "Seconds a store may take to connect or to answer a request; a store that leaves one unanswered is not asked again for a while.",
         "Storage", (int, float), check=_positive_seconds, metavar="S",
     )
     shard: str | None = _setting(

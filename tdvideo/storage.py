@@ -24,6 +24,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -264,7 +265,68 @@ def filesystem(url: Url) -> tuple[Any, str]:
         raise UsageError(f"{url.scheme}:// URLs need their store's package: {package}") from None
     except ValueError as exc:  # fsspec: no implementation for this protocol
         raise UsageError(f"{url}: {reason(exc)}") from None
+    if url.scheme in ("s3", "s3a"):
+        # s3fs tries a call five times over the SDK's own three tries: fifteen timeouts for a
+        # store that stopped answering. The SDK's tries (retries in _with_timeouts) are enough.
+        fs.retries = 1
     return fs, path
+
+
+# -- a store that stops answering ----------------------------------------------------------
+#
+# A request waits at most the timeout for an answer. Once a call has failed for want of one,
+# every call to the same store (endpoint and bucket, or host) in this process fails at once
+# for as long as the timeout, then one is tried again, and after each further call that gets
+# no answer twice as long (up to _MOST_SILENT_SECONDS): a run whose store has gone silent fails
+# its remaining videos within moments (a rerun does them) instead of waiting out a timeout for
+# each of them, and goes on as before once the store answers again.
+
+_MOST_SILENT_SECONDS = 600.0
+_silent: dict[tuple[str, str, str], tuple[float, float]] = {}  # a store -> (until when calls to it fail at once, for how long)
+
+
+def _store_of(url: Url) -> tuple[str, str, str]:
+    endpoint = ""
+    if url.scheme in ("s3", "s3a"):
+        client = url.options.get("client_kwargs") or {}
+        endpoint = str(
+            url.options.get("endpoint_url") or client.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        )
+    return url.scheme, endpoint, url.path.split("/", 1)[0]
+
+
+def _no_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the store did not answer: a
+    timeout, a refused connection, an endpoint that cannot be connected to."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        names = {k.__name__ for k in type(current).__mro__}
+        if isinstance(current, (TimeoutError, ConnectionRefusedError)) or names & {"ConnectTimeoutError", "ReadTimeoutError", "EndpointConnectionError"}:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextmanager
+def _answering(url: Url) -> Iterator[None]:
+    """Around a call to ``url``'s store: fails at once (``TimeoutError``) while the store is
+    taken as silent; takes it as silent (for the timeout, then twice as long each time) where
+    the call fails for want of an answer."""
+    store = _store_of(url)
+    until, span = _silent.get(store, (0.0, 0.0))
+    if time.monotonic() < until:
+        raise TimeoutError(f"its store gave no answer within {_timeout(url):g} s moments ago; not asked again yet")
+    try:
+        yield
+    except BaseException as exc:
+        if _no_answer(exc):
+            span = min(2 * span, _MOST_SILENT_SECONDS) if span else _timeout(url)
+            _silent[store] = (time.monotonic() + span, span)
+        raise
+    _silent.pop(store, None)
 
 
 def stat_url(url: Url, *, ahead: bool = False) -> dict[str, Any]:
@@ -273,6 +335,11 @@ def stat_url(url: Url, *, ahead: bool = False) -> dict[str, Any]:
     gives them). Raises what the store raises (``FileNotFoundError``, ``PermissionError``,
     connection errors). ``ahead``: the object is read next, in this process; by a direct
     address its first block is then fetched now, and the reader starts from it."""
+    with _answering(url):
+        return _stat_url(url, ahead=ahead)
+
+
+def _stat_url(url: Url, *, ahead: bool) -> dict[str, Any]:
     if url.direct:
         try:
             return _direct_info(url, ahead=ahead)
@@ -295,7 +362,8 @@ def walk_url(url: Url) -> Iterator[tuple[Url, dict[str, Any]]]:
     """Every file below the prefix ``url``, recursively, in name order, with what the store
     says of it."""
     fs, path = filesystem(url)
-    found = fs.find(path, detail=True, withdirs=False)
+    with _answering(url):
+        found = fs.find(path, detail=True, withdirs=False)
     base = path.rstrip("/") + "/"
     for name in sorted(found):
         if not name.startswith(base):
@@ -315,7 +383,8 @@ class _RetryingReader(_Reader):
         self.url = url
         self._fs, self._path = filesystem(url)
         self._block_size = block_size
-        self._fh = self._open()
+        with _answering(url):
+            self._fh = self._open()
         self._position = 0
         self.size = self._fh.size
         self.info: Mapping[str, Any] = getattr(self._fh, "details", None) or {}
@@ -330,13 +399,17 @@ class _RetryingReader(_Reader):
         return self._position
 
     def readinto(self, buffer: Any) -> int:
+        with _answering(self.url):
+            return self._readinto(buffer)
+
+    def _readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         for attempt in range(READ_TRIES):
             try:
                 data = self._fh.read(len(view))
                 break
             except Exception as exc:  # noqa: BLE001 - a store's client raises its own types (aiohttp's for a 5xx)
-                if attempt + 1 == READ_TRIES or isinstance(exc, (FileNotFoundError, PermissionError)):
+                if attempt + 1 == READ_TRIES or _no_answer(exc) or isinstance(exc, (FileNotFoundError, PermissionError)):
                     # Gone or refused since it was opened: the type says which, for callers that wait on it.
                     kind = next((k for k in (FileNotFoundError, PermissionError) if isinstance(exc, k)), OSError)
                     raise kind(f"{self.url}: reading at byte {self._position} failed ({reason(exc)})") from None
@@ -518,8 +591,12 @@ class _DirectReader(_Reader):
         return self._conn
 
     def _get(self, start: int, length: int, *, first: bool = False) -> tuple[int, Any, bytes]:
-        """One ranged GET, tried again after a broken read: (status, headers, body).
-        Raises :class:`_NotDirect` where the SDK should read instead."""
+        """One ranged GET, tried again after a broken read, not after no answer: (status,
+        headers, body). Raises :class:`_NotDirect` where the SDK should read instead."""
+        with _answering(self.url):
+            return self._get_once_answered(start, length, first=first)
+
+    def _get_once_answered(self, start: int, length: int, *, first: bool) -> tuple[int, Any, bytes]:
         import http.client
         import ssl
 
@@ -543,7 +620,9 @@ class _DirectReader(_Reader):
                 self._drop()
                 if reused and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
                     continue  # a kept-alive connection the store closed while it was idle: a new one
-                problem = reason(exc) or type(exc).__name__
+                problem = f"no answer within {_timeout(self.url):g} s" if isinstance(exc, TimeoutError) else reason(exc) or type(exc).__name__
+                if _no_answer(exc):  # not tried again: see _answering
+                    raise OSError(f"{self.url}: reading at byte {start} failed ({problem})") from exc
             else:
                 if body is not None:
                     return response.status, response.headers, body
@@ -691,7 +770,8 @@ def put_bytes(url: Url, data: bytes) -> None:
     """Write the object ``url`` with ``data``, whole."""
     fs, path = filesystem(url)
     try:
-        fs.pipe_file(path, data)
+        with _answering(url):
+            fs.pipe_file(path, data)
     except Exception as exc:  # noqa: BLE001 - a store's client raises its own types: all mean "not written"
         raise _failed(url, exc) from None
 
@@ -700,7 +780,8 @@ def put_file(local: Path, url: Url) -> None:
     """Upload the finished local file ``local`` as the object ``url`` (in parts when large)."""
     fs, path = filesystem(url)
     try:
-        fs.put_file(str(local), path)
+        with _answering(url):
+            fs.put_file(str(local), path)
     except Exception as exc:  # noqa: BLE001 - as put_bytes
         raise _failed(url, exc) from None
 
@@ -709,9 +790,10 @@ def remove_url(url: Url) -> bool:
     """Remove the object ``url``; True if it was there."""
     fs, path = filesystem(url)
     try:
-        if not fs.exists(path):
-            return False
-        fs.rm_file(path)
+        with _answering(url):
+            if not fs.exists(path):
+                return False
+            fs.rm_file(path)
     except FileNotFoundError:
         return False
     except Exception as exc:  # noqa: BLE001 - as put_bytes
@@ -723,7 +805,8 @@ def remove_url(url: Url) -> bool:
 def exists_url(url: Url) -> bool:
     fs, path = filesystem(url)
     fs.invalidate_cache(path)  # what another process wrote since: no listing cached from before
-    return bool(fs.exists(path))
+    with _answering(url):
+        return bool(fs.exists(path))
 
 
 def glob_url(url: Url, pattern: str) -> list[Url]:
@@ -731,4 +814,6 @@ def glob_url(url: Url, pattern: str) -> list[Url]:
     fs, path = filesystem(url)
     fs.invalidate_cache(path)
     base = path.rstrip("/") + "/"
-    return [url / name[len(base) :] for name in sorted(fs.glob(base + pattern)) if name.startswith(base)]
+    with _answering(url):
+        found = fs.glob(base + pattern)
+    return [url / name[len(base) :] for name in sorted(found) if name.startswith(base)]

@@ -314,6 +314,82 @@ def test_a_presigned_read_tries_a_passing_5xx_again_and_names_the_object_when_it
     assert "secret" not in str(caught.value)
 
 
+class SilentServer:
+    """A port that accepts connections and never answers on them: a store that stopped
+    answering. ``connections`` counts what reached it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture()
+def silent() -> Iterator[SilentServer]:
+    from tdvideo import storage
+
+    server = SilentServer()
+    yield server
+    server.close()
+    storage._silent.clear()  # what this process learnt of the stores it tried
+
+
+def test_a_store_that_stops_answering_is_not_asked_again_at_once(silent: SilentServer) -> None:
+    """A call the store does not answer fails after the SDK's three tries, not s3fs's five
+    rounds of them on top; then calls to that store fail at once for a while, and after
+    that one is tried again."""
+    from tdvideo.storage import Url, stat_url
+
+    options = {"endpoint_url": f"http://127.0.0.1:{silent.port}", "storage_timeout": 0.5, "key": "k", "secret": "s"}
+    with pytest.raises(Exception, match="[Tt]imeout"):
+        stat_url(Url.parse("s3://quiet/a.mp4", options))
+    tried = silent.connections
+    assert 1 <= tried <= 6, tried  # at most three tries of each of info's two requests
+    with pytest.raises(TimeoutError, match=r"^its store gave no answer within 0.5 s moments ago; not asked again yet$"):
+        stat_url(Url.parse("s3://quiet/b.mp4", options))
+    assert silent.connections == tried  # not asked
+    other = Url.parse("s3://quiet/a.mp4", {**options, "endpoint_url": "http://127.0.0.1:9"})
+    with pytest.raises(Exception) as caught:  # another endpoint is another store: asked, refused
+        stat_url(other)
+    assert "not asked again" not in str(caught.value)
+    time.sleep(0.6)  # the store's first silence is forgiven after the timeout: asked again
+    with pytest.raises(Exception, match="[Tt]imeout"):
+        stat_url(Url.parse("s3://quiet/a.mp4", options))
+    assert silent.connections > tried
+
+
+def test_a_read_by_address_that_gets_no_answer_is_not_tried_again(silent: SilentServer) -> None:
+    from tdvideo.storage import Url, open_read
+
+    url = Url("s3", "hushed/v.mp4", options={"storage_timeout": 0.5}, direct=f"http://127.0.0.1:{silent.port}/v.mp4?X-Amz-Signature=secret")
+    with pytest.raises(OSError, match=r"^s3://hushed/v.mp4: reading at byte 0 failed \(no answer within 0.5 s\)$"):
+        open_read(url)
+    assert silent.connections == 1
+    with pytest.raises(OSError, match="not asked again yet"):
+        open_read(url)
+    assert silent.connections == 1
+
+
 def test_the_clips_keep_their_index_at_the_end(s3: dict) -> None:
     """The MP4 in the bucket is written as a muxer writes it by default: moov after mdat, so
     reading it takes a range request at the end, not a download of the whole object."""

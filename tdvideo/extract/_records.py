@@ -215,7 +215,7 @@ class FailuresLog:
 
     def _error(self, exc: OSError) -> OutputError:
         stopped = "; stopped" if exc.errno in FATAL_WRITE_ERRORS else ""
-        return OutputError(f"cannot write {show_path(self.path)}: {exc.strerror or exc}{stopped}")
+        return OutputError(f"cannot write {show_path(self.path)}: {str(exc.strerror or exc).removeprefix(f'{self.path}: ')}{stopped}")
 
 
 def _failure_record(line: bytes, path: Path) -> dict[str, Any] | None:

@@ -151,7 +151,7 @@ def _open_object(url: Url | TarMember) -> Iterator[av.container.InputContainer]:
     except PermissionError as exc:
         raise VideoOpenError(url, f"access denied ({reason(exc)})") from None
     except (OSError, RuntimeError, ValueError) as exc:  # what fsspec's stores raise for a failed request
-        raise VideoOpenError(url, f"cannot read: {reason(exc)}") from None
+        raise VideoOpenError(url, f"cannot read: {reason(exc).removeprefix(f'{url}: ')}") from None
     with fh:
         if isinstance(url, Url):
             if fh.raw.info.get("type") == "directory":  # type: ignore[attr-defined]
@@ -163,7 +163,7 @@ def _open_object(url: Url | TarMember) -> Iterator[av.container.InputContainer]:
         except av.FFmpegError as exc:
             raise VideoOpenError(url, f"not a video FFmpeg can open ({ffmpeg_reason(exc)})") from exc
         except OSError as exc:
-            raise VideoOpenError(url, f"cannot read: {reason(exc)}") from exc
+            raise VideoOpenError(url, f"cannot read: {reason(exc).removeprefix(f'{url}: ')}") from exc
         with container:
             yield container
 
