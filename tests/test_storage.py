@@ -670,6 +670,13 @@ def test_webdataset_shards_in_a_bucket(s3: dict, shards: Path, tmp_path: Path) -
     assert remote.returncode == local.returncode == 1, remote.stderr
     for name in ("00000/000000000", "00000/000000001", "00001/000000003"):
         np.testing.assert_allclose(tdvideo.load(tmp_path / "remote" / name).array, tdvideo.load(tmp_path / "local" / name).array, rtol=1e-6, atol=1e-7)
+    # A range past the last shard names a shard that is not there: one usage line, before any work.
+    for past, missing in ((str(shards / "{00001..00002}.tar"), f"{shards / '00002.tar'}: no such file"),
+                          ("s3://bkt/wds/{00001..00002}.tar", "s3://bkt/wds/00002.tar: no such object")):
+        out = tmp_path / "past"
+        refused = tdvideo_cli("extract", past, "-o", str(out), cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr == f"error: {missing}\n", refused.stderr
+        assert not out.exists()
 
 
 def test_a_damaged_shard_is_named_and_its_readable_members_kept(clips: dict[str, Clip], tmp_path: Path) -> None:

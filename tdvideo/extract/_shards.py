@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, show_path
 from ..storage import TarMember, Url, is_url, location, open_read, reason
 
 __all__ = ["expand_braces", "is_shard", "scan_shard"]
@@ -62,14 +62,23 @@ def is_shard(text: str) -> bool:
 
 def scan_shard(shard: Path | Url, extensions: set[str]) -> tuple[list[tuple[TarMember, PurePath]], str | None]:
     """The video members of ``shard`` with their output names (``SHARD/KEY``), and why the
-    shard could not be read to its end (None when it could)."""
+    shard could not be read to its end (None when it could). A shard that is not there, or
+    may not be read, is a :class:`UsageError`."""
     stem = shard.name[: -len(".tar")] if shard.name.endswith(".tar") else shard.stem
     members: dict[str, dict[str, tarfile.TarInfo]] = {}  # key -> extension -> member
     order: list[str] = []
     problem = None
     sidecars: dict[str, dict[str, Any]] = {}
     try:
-        with open_read(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
+        opened = open_read(shard)
+    except FileNotFoundError:  # a shard not there is a wrong input, as a missing video is
+        raise UsageError(f"{show_path(shard)}: no such {'object' if isinstance(shard, Url) else 'file'}") from None
+    except PermissionError as exc:
+        raise UsageError(f"{show_path(shard)}: access denied ({reason(exc)})") from None
+    except OSError as exc:
+        return [], f"cannot read ({reason(exc).removeprefix(f'{shard}: ')})"
+    try:
+        with opened as fh, tarfile.open(fileobj=fh, mode="r:") as tar:
             size = fh.seek(0, 2)
             fh.seek(tar.offset)
             try:
