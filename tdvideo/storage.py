@@ -350,11 +350,17 @@ def _stat_url(url: Url, *, ahead: bool) -> dict[str, Any]:
     try:
         return fs.info(path)
     except FileNotFoundError as exc:
-        # fsspec's HTTP store says "not found" for a server that does not answer too; only an
-        # answer (an HTTP status) says the file is not there.
+        # fsspec's HTTP store says "not found" for a server that does not answer, or answers
+        # with any error, too; only a 404 or 410 says the file is not there.
         cause = exc.__cause__
-        if url.scheme in ("http", "https") and cause is not None and getattr(cause, "status", None) is None:
-            raise ConnectionError(reason(cause)) from None
+        if url.scheme in ("http", "https") and cause is not None:
+            status = getattr(cause, "status", None)
+            if status is None:
+                raise ConnectionError(reason(cause)) from None
+            if status in (401, 403):
+                raise PermissionError(f"HTTP {status}") from None
+            if status not in (404, 410):
+                raise ConnectionError(f"the server answered HTTP {status}") from None
         raise
 
 

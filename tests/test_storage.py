@@ -390,6 +390,37 @@ def test_a_read_by_address_that_gets_no_answer_is_not_tried_again(silent: Silent
     assert silent.connections == 1
 
 
+@pytest.mark.parametrize(("status", "message"), [
+    (403, "access denied (HTTP 403)"), (401, "access denied (HTTP 401)"),
+    (500, "cannot be reached (the server answered HTTP 500)"), (404, "no such object, prefix or bucket"),
+])
+def test_an_http_server_s_refusal_is_named_as_what_it_is(status: int, message: str, tmp_path: Path) -> None:
+    """fsspec's HTTP store calls every failed HEAD "not found"; only a 404 is."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+        done = tdvideo_cli("extract", f"{url}?sig=SECRET", "-o", str(tmp_path / "out"), cwd=tmp_path, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 2 and done.stderr == f"error: {url}: {message}\n", done.stderr
+
+
 def test_the_clips_keep_their_index_at_the_end(s3: dict) -> None:
     """The MP4 in the bucket is written as a muxer writes it by default: moov after mdat, so
     reading it takes a range request at the end, not a download of the whole object."""
