@@ -394,6 +394,21 @@ class _RetryingReader(_Reader):
         self._position = 0
         self.size = self._fh.size
         self.info: Mapping[str, Any] = getattr(self._fh, "details", None) or {}
+        if url.scheme in ("http", "https") and self.size and self.size > block_size:
+            self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Fail now, with one line, where the server sends a whole file for a range: fsspec
+        reads such a file from its start only, and each read past its first block would fail
+        inside the decoder (after a download of the whole file, each time)."""
+        try:
+            with _answering(self.url):
+                self._fh.seek(self.size - 1)
+                self._fh.read(1)
+            self._fh.seek(0)
+        except ValueError as exc:
+            self._fh.close()
+            raise OSError(f"{self.url}: the server does not answer range requests, and the file is larger than a block ({self._block_size} bytes)") from exc
 
     def _open(self) -> Any:
         # A read-ahead cache: FFmpeg reads in small pieces, and each would otherwise be a

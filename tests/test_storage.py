@@ -421,6 +421,32 @@ def test_an_http_server_s_refusal_is_named_as_what_it_is(status: int, message: s
     assert done.returncode == 2 and done.stderr == f"error: {url}: {message}\n", done.stderr
 
 
+def test_a_server_that_ignores_range_requests_is_one_line_before_decoding(clips: dict[str, Clip], tmp_path: Path) -> None:
+    """Python's own http.server sends the whole file for a range: a file of one block is read
+    from it; a larger one is refused as it is opened, not inside the decoder."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from tdvideo.storage import Url, open_read
+
+    root = video_tree(tmp_path / "served", {"v.mp4": clips["h264"].path})
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = Url.parse(f"http://127.0.0.1:{server.server_address[1]}/v.mp4")
+    size = (root / "v.mp4").stat().st_size
+    try:
+        with open_read(url, block_size=size) as fh:
+            assert fh.read() == (root / "v.mp4").read_bytes()
+        with pytest.raises(OSError, match=rf"^{url}: the server does not answer range requests, and the file is larger than a block \(4096 bytes\)$"):
+            open_read(url, block_size=4096)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_clips_keep_their_index_at_the_end(s3: dict) -> None:
     """The MP4 in the bucket is written as a muxer writes it by default: moov after mdat, so
     reading it takes a range request at the end, not a download of the whole object."""
