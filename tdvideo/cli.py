@@ -301,7 +301,9 @@ def info(
         options = Settings(storage_options=_parse_flags({"storage_options": storage_option}).get("storage_options")).storage_options
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    if len(paths) == 1 and not is_url(paths[0]) and not Path(paths[0]).is_dir():
+    from .extract import is_shard
+
+    if len(paths) == 1 and not is_url(paths[0]) and not is_shard(paths[0]) and not Path(paths[0]).is_dir():
         path = Path(paths[0])
         try:
             mode = path.stat().st_mode

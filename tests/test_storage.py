@@ -717,6 +717,11 @@ def test_webdataset_shards_give_a_video_per_member(shards: Path, tmp_path: Path)
     assert "0 done, 3 skipped, 1 failed" in again.stderr, again.stderr  # resume per member
     status = json.loads(tdvideo_cli("status", str(out), "--json", cwd=tmp_path).stdout)
     assert (status["done"], status["failed"]) == (3, 1)
+    listed = tdvideo_cli("info", str(shards / "{00000..00001}.tar"), "--json", cwd=tmp_path)  # info reads them as extract does
+    assert [json.loads(line)["path"] for line in listed.stdout.splitlines()] == [
+        f"{shards / '00000.tar'}:000000000.mp4", f"{shards / '00000.tar'}:000000001.mp4", f"{shards / '00001.tar'}:000000003.mp4"
+    ], listed.stdout + listed.stderr
+    assert listed.returncode == 1 and f"failed: {shards / '00001.tar'}:000000002.mp4" in listed.stderr
 
 
 def test_webdataset_shards_in_a_bucket(s3: dict, shards: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._inputs import VIDEO_EXTENSIONS, Discovery, InputVideo, Shard, Unreadable, discover_videos, plan_outputs, read_list_file
     from ._report import DryRun, RunSummary, VideoResult
     from ._runner import resolve_device
+    from ._shards import is_shard
     from ._status import RunStatus, run_status
 
 # Each module and the public names it defines.
@@ -25,6 +26,7 @@ _MODULES = {
     "_inputs": ("VIDEO_EXTENSIONS", "Discovery", "InputVideo", "Shard", "Unreadable", "discover_videos", "plan_outputs", "read_list_file"),
     "_report": ("DryRun", "RunSummary", "VideoResult"),
     "_runner": ("resolve_device",),
+    "_shards": ("is_shard",),
     "_status": ("RunStatus", "run_status"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _MODULES, globals())
