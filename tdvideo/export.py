@@ -124,7 +124,7 @@ def scan_dir(out: str | Path | Url) -> Iterator[tuple[str, Features] | LeftOut]:
             yield LeftOut(name, str(exc))
 
 
-def load_dir(out: str | Path, *, on_damaged: OnDamaged = "raise") -> Iterator[tuple[str, Features]]:
+def load_dir(out: str | Path | Url, *, on_damaged: OnDamaged = "raise") -> Iterator[tuple[str, Features]]:
     """Every finished output under ``out``, as ``(relative path, Features)``, in path order.
 
     An output that cannot be read (damaged, unfinished, a link) raises

@@ -447,6 +447,24 @@ def test_a_server_that_ignores_range_requests_is_one_line_before_decoding(clips:
         server.server_close()
 
 
+def test_from_python_a_store_s_options_go_with_its_url(s3: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README shows: tdvideo.load, load_dir, run_status and probe reach a store
+    by the options a Url carries, the environment pointing elsewhere."""
+    from tdvideo.extract import run_status
+    from tdvideo.storage import Url
+
+    done = tdvideo_cli("extract", "s3://bkt/videos/a.mp4", "-o", "s3://bkt/pyopts/", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing there
+    options = {"endpoint_url": s3["env"]["AWS_ENDPOINT_URL"], "storage_timeout": 5}
+    feats = tdvideo.load(Url.parse("s3://bkt/pyopts/a", options))
+    assert feats.array.shape[0] == len(feats.timestamps) > 0
+    [(name, again)] = list(tdvideo.load_dir(Url.parse("s3://bkt/pyopts/", options)))
+    assert name == "a" and np.array_equal(again.array, feats.array)
+    assert run_status(Url.parse("s3://bkt/pyopts/", options)).complete
+    assert tdvideo.probe(Url.parse("s3://bkt/videos/a.mp4", options)).frames
+
+
 def test_the_clips_keep_their_index_at_the_end(s3: dict) -> None:
     """The MP4 in the bucket is written as a muxer writes it by default: moov after mdat, so
     reading it takes a range request at the end, not a download of the whole object."""

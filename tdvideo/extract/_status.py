@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, show_path
-from ..storage import is_url, location
+from ..storage import Url, is_url, location
 from ..writers import RUN_DIR, read_metadata
 from ._records import Plan, read_records
 
@@ -51,7 +51,7 @@ class RunStatus:
         return {**asdict(self), "total": self.total}
 
 
-def run_status(out: str | Path) -> RunStatus:
+def run_status(out: str | Path | Url) -> RunStatus:
     """The status of the runs that wrote into ``out`` (:class:`UsageError` if none did)."""
     out = location(out) if is_url(out) else Path(out)
     records = read_records(out)

@@ -373,7 +373,7 @@ def header_counts(path: str | Path, *, stream: int = 0) -> tuple[float | None, i
         return duration, chosen.frames or None, _to_float(chosen.average_rate)
 
 
-def probe(path: str | Path, *, stream: int = 0) -> VideoInfo:
+def probe(path: str | Path | Url, *, stream: int = 0) -> VideoInfo:
     """Read a video's header (and its first frame, for the display rotation), for its video
     stream ``stream``.
 
