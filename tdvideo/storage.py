@@ -50,6 +50,9 @@ DEFAULT_TIMEOUT = 60.0
 TIMEOUT_OPTION = "storage_timeout"
 # Tries of a read that a store broke off (a reset connection, a 5xx), with a growing pause.
 READ_TRIES = 4
+# Tries of a request that gets no answer within the timeout (or a refused connection): the S3
+# SDK's own (the retries in _with_timeouts), also where a worker reads without the SDK.
+SILENT_TRIES = 3
 _BACKOFF_SECONDS = 0.5
 
 
@@ -238,7 +241,7 @@ def _with_timeouts(scheme: str, options: Mapping[str, Any]) -> dict[str, Any]:
         config = dict(merged.get("config_kwargs") or {})
         config.setdefault("connect_timeout", timeout)
         config.setdefault("read_timeout", timeout)
-        config.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
+        config.setdefault("retries", {"max_attempts": SILENT_TRIES, "mode": "standard"})
         # What requests use already; said so that presigned addresses (see addressed) use it
         # too: botocore presigns with SigV2 in us-east-1 otherwise, which S3 is retiring.
         config.setdefault("signature_version", "s3v4")
@@ -612,8 +615,9 @@ class _DirectReader(_Reader):
         return self._conn
 
     def _get(self, start: int, length: int, *, first: bool = False) -> tuple[int, Any, bytes]:
-        """One ranged GET, tried again after a broken read, not after no answer: (status,
-        headers, body). Raises :class:`_NotDirect` where the SDK should read instead."""
+        """One ranged GET, tried again after a broken read (after no answer, as often as the
+        SDK tries): (status, headers, body). Raises :class:`_NotDirect` where the SDK should
+        read instead."""
         with _answering(self.url):
             return self._get_once_answered(start, length, first=first)
 
@@ -642,7 +646,7 @@ class _DirectReader(_Reader):
                 if reused and isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
                     continue  # a kept-alive connection the store closed while it was idle: a new one
                 problem = f"no answer within {_timeout(self.url):g} s" if isinstance(exc, TimeoutError) else reason(exc) or type(exc).__name__
-                if _no_answer(exc):  # not tried again: see _answering
+                if _no_answer(exc) and tries + 1 >= SILENT_TRIES:  # as many tries as the SDK's, then _answering's pause
                     raise OSError(f"{self.url}: reading at byte {start} failed ({problem})") from exc
             else:
                 if body is not None:
