@@ -773,6 +773,18 @@ def test_a_damaged_shard_is_named_and_its_readable_members_kept(clips: dict[str,
     assert found.unreadable[0].reason.startswith("cut short: 000000002.mp4 ends at byte")
 
 
+def test_a_shard_that_is_no_regular_file_is_refused_without_opening_it(tmp_path: Path) -> None:
+    """A FIFO named like a shard would block the open forever; a folder so named is no shard."""
+    os.mkfifo(tmp_path / "pipe.tar")
+    (tmp_path / "folder.tar").mkdir()
+    for command in ("info", "extract"):
+        done = tdvideo_cli(command, "pipe.tar", "folder.tar", *(("-o", "out") if command == "extract" else ()), cwd=tmp_path, timeout=60)
+        failed = sorted(line for line in done.stderr.splitlines() if line.startswith("failed: "))
+        assert done.returncode == 1 and failed == [
+            "failed: folder.tar: not a regular file (a directory)", "failed: pipe.tar: not a regular file (a FIFO)"
+        ], done.stderr
+
+
 def test_the_ray_engine_reads_the_objects_in_its_tasks(s3: dict, tmp_path: Path) -> None:
     """Decoding tasks open the bucket's objects themselves: the outputs are the local engine's."""
     pytest.importorskip("ray")

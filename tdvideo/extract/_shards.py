@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
+from .._system import file_kind
 from ..errors import UsageError, show_path
 from ..storage import TarMember, Url, is_url, location, open_read, reason
 
@@ -70,6 +72,8 @@ def scan_shard(shard: Path | Url, extensions: set[str]) -> tuple[list[tuple[TarM
     problem = None
     sidecars: dict[str, dict[str, Any]] = {}
     try:
+        if isinstance(shard, Path) and not stat.S_ISREG(mode := shard.stat().st_mode):
+            return [], f"not a regular file (a {file_kind(mode)})"  # a FIFO would block the open
         opened = open_read(shard)
     except FileNotFoundError:  # a shard not there is a wrong input, as a missing video is
         raise UsageError(f"{show_path(shard)}: no such {'object' if isinstance(shard, Url) else 'file'}") from None
