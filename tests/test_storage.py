@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -390,14 +392,28 @@ def test_a_read_by_address_that_gets_no_answer_is_tried_as_the_sdk_tries(silent:
     assert silent.connections == 3
 
 
+@contextmanager
+def _serving(handler: type) -> Iterator[str]:
+    """An HTTP server of ``handler`` in a thread of this process, on a free port: its address."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize(("status", "message"), [
     (403, "access denied (HTTP 403)"), (401, "access denied (HTTP 401)"),
     (500, "cannot be reached (the server answered HTTP 500)"), (404, "no such object, prefix or bucket"),
 ])
 def test_an_http_server_s_refusal_is_named_as_what_it_is(status: int, message: str, tmp_path: Path) -> None:
     """fsspec's HTTP store calls every failed HEAD "not found"; only a 404 is."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Refusing(BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
@@ -410,41 +426,35 @@ def test_an_http_server_s_refusal_is_named_as_what_it_is(status: int, message: s
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    with _serving(Refusing) as address:
+        url = f"{address}/v.mp4"
         done = tdvideo_cli("extract", f"{url}?sig=SECRET", "-o", str(tmp_path / "out"), cwd=tmp_path, timeout=120)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert done.returncode == 2 and done.stderr == f"error: {url}: {message}\n", done.stderr
 
 
 def test_a_server_that_ignores_range_requests_is_one_line_before_decoding(clips: dict[str, Clip], tmp_path: Path) -> None:
     """Python's own http.server sends the whole file for a range: a file of one block is read
     from it; a larger one is refused as it is opened, not inside the decoder."""
-    import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import SimpleHTTPRequestHandler
 
     from tdvideo.storage import Url, open_read
 
     root = video_tree(tmp_path / "served", {"v.mp4": clips["h264"].path})
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = Url.parse(f"http://127.0.0.1:{server.server_address[1]}/v.mp4")
+
+    class Whole(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
     size = (root / "v.mp4").stat().st_size
-    try:
+    with _serving(Whole) as address:
+        url = Url.parse(f"{address}/v.mp4")
         with open_read(url, block_size=size) as fh:
             assert fh.read() == (root / "v.mp4").read_bytes()
         with pytest.raises(OSError, match=rf"^{url}: the server does not answer range requests, and the file is larger than a block \(4096 bytes\)$"):
             open_read(url, block_size=4096)
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_from_python_a_store_s_options_go_with_its_url(s3: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
